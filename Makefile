@@ -1,0 +1,30 @@
+# The two commands of the README: `make run` (the embedded default) and `make test`.
+# Both build .venv from the pinned requirements.txt on first use.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: run test lint report clean
+
+$(STAMP): requirements.txt pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -r requirements.txt
+	$(BIN)/pip install --quiet --no-deps -e .
+	touch $@
+
+run: $(STAMP)
+	$(BIN)/snakemake --profile profiles/default
+
+test: $(STAMP)
+	$(BIN)/pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check pipeline scripts tests
+	$(BIN)/snakemake --lint
+
+clean:
+	rm -rf results/data results/checkpoints results/extract results/reduce results/summary.zarr \
+	       results/figures results/logs results/benchmarks .snakemake

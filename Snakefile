@@ -1,0 +1,25 @@
+# Learning-dynamics measurements over suites of training checkpoints.
+# The DAG: data → checkpoints → extract {model, step} → reduce {model} → fit → plots.
+# See README.md for how to run it and ../shared/DESIGN.md for the definitions.
+
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config.yaml"
+
+
+include: "rules/common.smk"
+include: "rules/data.smk"
+include: "rules/checkpoints.smk"
+include: "rules/extract.smk"
+include: "rules/reduce.smk"
+include: "rules/fit.smk"
+include: "rules/plots.smk"
+
+
+rule all:
+    input:
+        final_targets(),
+    default_target: True

@@ -1,0 +1,17 @@
+"""Entry point of rule extract: measure one checkpoint on the evaluation set."""
+
+from pathlib import Path
+
+from pipeline.extract import ExtractConfig, extract_checkpoint
+from pipeline.logs import setup
+
+setup(snakemake.log[0])  # noqa: F821
+w = snakemake.wildcards  # noqa: F821
+extract_checkpoint(
+    checkpoint=str(Path(snakemake.input.weights).parent),  # noqa: F821
+    eval_path=snakemake.input.eval,  # noqa: F821
+    out_path=snakemake.output[0],  # noqa: F821
+    model_name=w.model,
+    step=int(w.step),
+    cfg=ExtractConfig(**snakemake.params.extract),  # noqa: F821
+)

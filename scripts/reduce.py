@@ -1,0 +1,12 @@
+"""Entry point of rule reduce: one model's step stores → binned means and saturation."""
+
+from pipeline.logs import setup
+from pipeline.reduce import ReduceConfig, reduce_model
+
+setup(snakemake.log[0])  # noqa: F821
+reduce_model(
+    list(snakemake.input),  # noqa: F821
+    snakemake.output[0],  # noqa: F821
+    snakemake.wildcards.model,  # noqa: F821
+    ReduceConfig(**snakemake.params.reduce),  # noqa: F821
+)

@@ -1,0 +1,8 @@
+"""Entry point of rule toy_corpus: sample the toy language's training and held-out streams."""
+
+from pipeline.data import ToyLanguage, write_corpus
+from pipeline.logs import setup
+
+setup(snakemake.log[0])  # noqa: F821 (Snakemake injects `snakemake`)
+p = snakemake.params  # noqa: F821
+write_corpus(ToyLanguage(**p.language), p.train_tokens, p.heldout_tokens, snakemake.output[0])  # noqa: F821

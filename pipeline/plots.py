@@ -39,14 +39,14 @@ def _bin_norm(bins: np.ndarray) -> BoundaryNorm:
 def plot_loss_by_bin(ds: xr.Dataset) -> Figure:
     """Mean loss per log2-frequency bin over steps, one panel per model (Gradient Dissent Fig. 1).
 
-    Filled markers are improving points, open markers saturated ones; the dashed line marks the
-    model's overall saturation step.
+    Filled markers are improving points, open markers saturated ones (loss more than the tolerance
+    above the best earlier loss); the dashed line marks the model's overall saturation step.
     """
     models = list(ds["model"].values)
     bins = ds["bin"].values[ds["bin"].values != UNSEEN_BIN]
     norm = _bin_norm(bins)
     cmap = plt.get_cmap(BIN_CMAP)
-    ncols = min(len(models), 4)
+    ncols = min(len(models), 2 if len(models) == 4 else 3)
     nrows = -(-len(models) // ncols)
     fig, axes = plt.subplots(
         nrows, ncols, figsize=(3.6 * ncols + 1.2, 3.2 * nrows), sharey=True, squeeze=False,
@@ -78,7 +78,7 @@ def plot_loss_by_bin(ds: xr.Dataset) -> Figure:
     for ax in axes.flat[len(models):]:
         ax.set_visible(False)
     sm = plt.cm.ScalarMappable(norm=norm, cmap=cmap)
-    cbar = fig.colorbar(sm, ax=axes, shrink=0.9, pad=0.01)
+    cbar = fig.colorbar(sm, ax=axes, shrink=0.9, pad=0.01, ticks=np.unique(bins))
     cbar.set_label("token frequency bin  ⌊log2 f⌋")
     handles = [
         plt.Line2D([], [], marker="o", ls="", color="0.3", label="improving"),

@@ -56,7 +56,7 @@ def binned_means(ds: xr.Dataset) -> xr.Dataset:
         coords={"bin": present},
         name="n_tokens",
     )
-    return xr.merge([binned, overall, counts.to_dataset()]).compute()
+    return xr.merge([binned, overall, counts.to_dataset()]).transpose("step", "bin").compute()
 
 
 def reduce_model(paths: list[str], out_path: str, model_name: str, cfg: ReduceConfig) -> xr.Dataset:

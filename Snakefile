@@ -20,6 +20,6 @@ include: "rules/plots.smk"
 
 
 rule all:
+    default_target: True
     input:
         final_targets(),
-    default_target: True

@@ -95,7 +95,9 @@ def train_toy(
     net = build_toy_model(model, vocab_size, train.sequence_length, train.seed)
     n_params = sum(p.numel() for p in net.parameters())
     log.info("model d=%d, %d layers, %d parameters", model.hidden_size, model.layers, n_params)
-    opt = torch.optim.AdamW(net.parameters(), lr=train.learning_rate, weight_decay=train.weight_decay)
+    opt = torch.optim.AdamW(
+        net.parameters(), lr=train.learning_rate, weight_decay=train.weight_decay
+    )
 
     def lr_at(step: int) -> float:
         if step < train.warmup_steps:
@@ -113,7 +115,9 @@ def train_toy(
     net.train()
     for step in range(1, train.steps + 1):
         offsets = rng.integers(0, stream.size - window + 1, size=train.batch_size)
-        batch = torch.from_numpy(np.stack([stream[o : o + window] for o in offsets]).astype(np.int64))
+        batch = torch.from_numpy(
+            np.stack([stream[o : o + window] for o in offsets]).astype(np.int64)
+        )
         loss = net(input_ids=batch, labels=batch).loss  # (the model shifts the labels itself)
         opt.zero_grad(set_to_none=True)
         loss.backward()

@@ -38,7 +38,9 @@ def check(config: dict) -> None:
             )
     if uses_toy:
         train = config["toy"]["train"]
-        if config["eval"]["context_length"] > train.get("sequence_length", TrainConfig.sequence_length):
+        if config["eval"]["context_length"] > train.get(
+            "sequence_length", TrainConfig.sequence_length
+        ):
             raise ConfigError(
                 "eval.context_length exceeds toy.train.sequence_length, the toy models' "
                 "maximum context; lower it"

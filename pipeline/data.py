@@ -127,7 +127,9 @@ def eval_windows(stream: np.ndarray, n_sequences: int, context_length: int) -> n
     """
     need = n_sequences * (context_length + 1)
     if n_sequences < 1 or context_length < 1:
-        raise ValueError("the evaluation set is empty: set eval.sequences and eval.context_length ≥ 1")
+        raise ValueError(
+            "the evaluation set is empty: set eval.sequences and eval.context_length ≥ 1"
+        )
     if stream.size < need:
         raise ValueError(
             f"the held-out stream has {stream.size} ids but the evaluation set needs {need}; "

@@ -40,7 +40,9 @@ def output_layer(model) -> tuple[torch.Tensor, torch.Tensor | None]:
     """The output embedding ``U (V, d)`` and bias ``b (V,)`` (None without one) of a causal LM."""
     head = model.get_output_embeddings()
     if head is None:
-        raise ValueError(f"{type(model).__name__} has no output embedding (get_output_embeddings())")
+        raise ValueError(
+            f"{type(model).__name__} has no output embedding (get_output_embeddings())"
+        )
     return head.weight, getattr(head, "bias", None)
 
 

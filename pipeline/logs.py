@@ -8,17 +8,22 @@ import time
 
 
 def setup(log_path: str | None = None, level: int = logging.INFO) -> None:
-    """Send the ``pipeline`` loggers to ``log_path`` (and stderr), one timestamped line each."""
+    """Send the ``pipeline`` loggers to ``log_path`` (stderr without one), one timestamped line
+    each; an uncaught exception is written there too before Python reports it."""
     fmt = logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s", "%H:%M:%S")
     root = logging.getLogger("pipeline")
     root.setLevel(level)
     root.handlers.clear()
-    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    handler = logging.FileHandler(log_path, mode="w") if log_path else logging.StreamHandler()
+    handler.setFormatter(fmt)
+    root.addHandler(handler)
+
+    def excepthook(kind, value, tb):
+        root.error("failed: %s", value, exc_info=(kind, value, tb))
+        sys.__excepthook__(kind, value, tb)
+
     if log_path:
-        handlers.append(logging.FileHandler(log_path, mode="w"))
-    for h in handlers:
-        h.setFormatter(fmt)
-        root.addHandler(h)
+        sys.excepthook = excepthook
 
 
 class Progress:

@@ -49,7 +49,11 @@ def plot_loss_by_bin(ds: xr.Dataset) -> Figure:
     ncols = min(len(models), 2 if len(models) == 4 else 3)
     nrows = -(-len(models) // ncols)
     fig, axes = plt.subplots(
-        nrows, ncols, figsize=(3.6 * ncols + 1.2, 3.2 * nrows), sharey=True, squeeze=False,
+        nrows,
+        ncols,
+        figsize=(3.6 * ncols + 1.2, 3.2 * nrows),
+        sharey=True,
+        squeeze=False,
         layout="constrained",
     )
     steps = ds["step"].values
@@ -69,13 +73,20 @@ def plot_loss_by_bin(ds: xr.Dataset) -> Figure:
         sat_step = float(m["saturation_step"].values)
         if not np.isnan(sat_step):
             ax.axvline(sat_step, color="k", ls="--", lw=1)
-            ax.text(sat_step, 0.98, f" saturated\n from {sat_step:g}", transform=ax.get_xaxis_transform(),
-                    va="top", ha="left", fontsize=8)
+            ax.text(
+                sat_step,
+                0.98,
+                f" saturated\n from {sat_step:g}",
+                transform=ax.get_xaxis_transform(),
+                va="top",
+                ha="left",
+                fontsize=8,
+            )
         ax.set_title(str(model))
         _step_axis(ax)
     for ax in axes[:, 0]:
         ax.set_ylabel("mean loss (nats)")
-    for ax in axes.flat[len(models):]:
+    for ax in axes.flat[len(models) :]:
         ax.set_visible(False)
     sm = plt.cm.ScalarMappable(norm=norm, cmap=cmap)
     cbar = fig.colorbar(sm, ax=axes, shrink=0.9, pad=0.01, ticks=np.unique(bins))

@@ -67,7 +67,10 @@ def reduce_model(paths: list[str], out_path: str, model_name: str, cfg: ReduceCo
     red = binned_means(ds)
     tol = cfg.saturation_tolerance
     red["improving"] = (("step", "bin"), improving(red["loss"].values, axis=0, tolerance=tol))
-    red["improving_overall"] = ("step", improving(red["loss_overall"].values, axis=0, tolerance=tol))
+    red["improving_overall"] = (
+        "step",
+        improving(red["loss_overall"].values, axis=0, tolerance=tol),
+    )
     red["saturation_step"] = saturation_step(red["loss_overall"].values, steps, tol)
     red.attrs = {
         "model": model_name,

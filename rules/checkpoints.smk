@@ -12,19 +12,19 @@ rule train_toy:
             step=toy_schedule(),
             file=["config.json", "model.safetensors"],
         ),
-    params:
-        model=toy_model_spec,
-        train=config.get("toy", {}).get("train", {}),
-        vocab_size=config.get("toy", {}).get("language", {}).get("vocab_size"),
-    threads: 1
-    resources:
-        mem_mb=2000,
-        runtime=60,
     log:
         "results/logs/checkpoints/train_{model}.log",
     benchmark:
         "results/benchmarks/checkpoints/train_{model}.tsv"
     conda:
         "../envs/extract.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=60,
+    params:
+        model=toy_model_spec,
+        train=config.get("toy", {}).get("train", {}),
+        vocab_size=config.get("toy", {}).get("language", {}).get("vocab_size"),
     script:
         "../scripts/train_toy.py"

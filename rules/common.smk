@@ -5,7 +5,6 @@ from snakemake.utils import validate
 from pipeline.config import check as check_config
 from pipeline.checkpoints import TrainConfig, pythia_schedule
 
-
 validate(config, schema="../config/schema.yaml")
 check_config(config)
 
@@ -21,7 +20,7 @@ wildcard_constraints:
 
 
 def final_targets():
-    """What `rule all` builds: the figures and the summary store."""
+    """The targets of the default rule: the figures and the summary store."""
     return ["results/summary.zarr", "results/figures/loss_by_bin.png"]
 
 
@@ -62,7 +61,9 @@ def checkpoint_files(wildcards):
 
 def extract_stores(wildcards):
     """All step stores of one model: the reduction is per model, over every step."""
-    return expand("results/extract/{model}/step{step}.zarr", model=wildcards.model, step=STEPS)
+    return expand(
+        "results/extract/{model}/step{step}.zarr", model=wildcards.model, step=STEPS
+    )
 
 
 def reduce_stores(wildcards=None):

@@ -4,16 +4,16 @@
 rule toy_corpus:
     output:
         directory("results/data/toy/corpus.zarr"),
-    params:
-        language=config.get("toy", {}).get("language", {}),
-        train_tokens=config.get("toy", {}).get("train_tokens"),
-        heldout_tokens=config.get("toy", {}).get("heldout_tokens"),
     log:
         "results/logs/data/toy_corpus.log",
     benchmark:
         "results/benchmarks/data/toy_corpus.tsv"
     conda:
         "../envs/analysis.yaml"
+    params:
+        language=config.get("toy", {}).get("language", {}),
+        train_tokens=config.get("toy", {}).get("train_tokens"),
+        heldout_tokens=config.get("toy", {}).get("heldout_tokens"),
     script:
         "../scripts/toy_corpus.py"
 
@@ -23,12 +23,12 @@ rule frequency:
         corpus="results/data/toy/corpus.zarr",
     output:
         directory(f"results/data/{FREQ}/frequency.zarr"),
-    params:
-        vocab_size=config.get("toy", {}).get("language", {}).get("vocab_size", 2048),
     log:
         f"results/logs/data/frequency_{FREQ}.log",
     conda:
         "../envs/analysis.yaml"
+    params:
+        vocab_size=config.get("toy", {}).get("language", {}).get("vocab_size", 2048),
     script:
         "../scripts/frequency.py"
 
@@ -39,12 +39,12 @@ rule eval_set:
         frequency=frequency_store(),
     output:
         directory(f"results/data/{EVAL}/eval.zarr"),
-    params:
-        sequences=config["eval"]["sequences"],
-        context_length=config["eval"]["context_length"],
     log:
         f"results/logs/data/eval_{EVAL}.log",
     conda:
         "../envs/analysis.yaml"
+    params:
+        sequences=config["eval"]["sequences"],
+        context_length=config["eval"]["context_length"],
     script:
         "../scripts/eval_set.py"

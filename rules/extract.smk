@@ -8,17 +8,17 @@ rule extract:
         eval=eval_store(),
     output:
         directory("results/extract/{model}/step{step}.zarr"),
-    params:
-        extract=config["extract"],
-    threads: 1
-    resources:
-        mem_mb=4000,
-        runtime=30,
     log:
         "results/logs/extract/{model}/step{step}.log",
     benchmark:
         "results/benchmarks/extract/{model}/step{step}.tsv"
     conda:
         "../envs/extract.yaml"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    params:
+        extract=config["extract"],
     script:
         "../scripts/extract.py"

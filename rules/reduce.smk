@@ -7,14 +7,14 @@ rule reduce:
         extract_stores,
     output:
         directory("results/reduce/{model}.zarr"),
-    params:
-        reduce=config["reduce"],
     log:
         "results/logs/reduce/{model}.log",
     benchmark:
         "results/benchmarks/reduce/{model}.tsv"
     conda:
         "../envs/analysis.yaml"
+    params:
+        reduce=config["reduce"],
     script:
         "../scripts/reduce.py"
 

@@ -1,0 +1,34 @@
+"""Shared fixtures: the repository root and tiny random models built from dicts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def repo() -> Path:
+    return REPO
+
+
+@pytest.fixture
+def tiny_neox():
+    """A tiny random GPT-NeoX (Pythia's architecture), float32, untied embeddings."""
+    from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
+
+    torch.manual_seed(0)
+    cfg = GPTNeoXConfig(
+        vocab_size=97,
+        hidden_size=24,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=48,
+        max_position_embeddings=32,
+        rotary_pct=0.25,
+        tie_word_embeddings=False,
+    )
+    return GPTNeoXForCausalLM(cfg).eval()

@@ -1,0 +1,89 @@
+"""Frequency bins, the toy language and the evaluation windows."""
+
+import math
+
+import numpy as np
+import pytest
+
+from pipeline.checkpoints import pythia_schedule
+from pipeline.data import UNSEEN_BIN, ToyLanguage, eval_windows, frequency_bins
+
+
+def test_frequency_bins_match_a_per_id_loop():
+    count = np.array([0, 1, 2, 3, 1000, 7, 0, 64])
+    frequency, bins = frequency_bins(count)
+    total = count.sum()
+    for j, c in enumerate(count):
+        if c == 0:
+            assert bins[j] == UNSEEN_BIN
+        else:
+            assert frequency[j] == c / total
+            assert bins[j] == math.floor(math.log2(c / total))
+
+
+def test_frequency_bins_reject_bad_counts():
+    with pytest.raises(ValueError, match="all zero"):
+        frequency_bins(np.zeros(4, dtype=int))
+    with pytest.raises(ValueError, match="non-negative"):
+        frequency_bins(np.array([1, -1]))
+
+
+def test_toy_language_is_zipfian_and_deterministic():
+    lang = ToyLanguage(vocab_size=2048, seed=3)
+    a = lang.sample(64, 512, seed=1)
+    np.testing.assert_array_equal(a, lang.sample(64, 512, seed=1))
+    assert a.min() >= 0 and a.max() < 2048
+    count = np.bincount(a.reshape(-1), minlength=2048)
+    _, bins = frequency_bins(count)
+    assert np.unique(bins[bins != UNSEEN_BIN]).size >= 10
+    # the frequency of the id of unigram rank r falls like a power of r: fit its exponent
+    unigram = lang.tables()["unigram"]
+    order = np.argsort(-unigram)[:256]
+    ranks = np.arange(1, 257)
+    slope = np.polyfit(np.log(ranks), np.log(count[order] + 1), 1)[0]
+    assert -1.4 < slope < -0.6
+
+
+def test_toy_language_has_sequential_structure():
+    # the conditional entropy given the previous id is far below the unigram entropy
+    lang = ToyLanguage(vocab_size=256, successors=8, noise=0.0, seed=0)
+    x = lang.sample(256, 256, seed=0)
+    prev, nxt = x[:, 1:-1].reshape(-1), x[:, 2:].reshape(-1)
+    pairs = np.unique(np.stack([prev, nxt]), axis=1)
+    # without noise, each id is followed only by its successors
+    assert pairs.shape[1] <= 256 * 8
+
+
+def test_eval_windows_shape_and_errors():
+    stream = np.arange(100)
+    w = eval_windows(stream, 3, 9)
+    assert w.shape == (3, 10)
+    np.testing.assert_array_equal(w[1], np.arange(10, 20))
+    with pytest.raises(ValueError, match="needs 1010"):
+        eval_windows(stream, 10, 100)
+    with pytest.raises(ValueError, match="empty"):
+        eval_windows(stream, 0, 4)
+
+
+def test_pythia_schedule():
+    assert pythia_schedule(2048, 256) == [
+        0,
+        1,
+        2,
+        4,
+        8,
+        16,
+        32,
+        64,
+        128,
+        256,
+        512,
+        768,
+        1024,
+        1280,
+        1536,
+        1792,
+        2048,
+    ]
+    s = pythia_schedule(143000, 1000)
+    assert len(s) == 154 and s[:11] == [0, 1, 2, 4, 8, 16, 32, 64, 128, 256, 512]

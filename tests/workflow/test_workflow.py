@@ -1,0 +1,159 @@
+"""The whole workflow through Snakemake on the tiny test config (tests/config.yaml).
+
+One real run in a temporary directory checks every store's dimensions, coordinates and value
+ranges; a second run from scratch in another directory must write identical stores.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import xarray as xr
+import yaml
+
+from pipeline.decomposition import MEASUREMENTS
+from pipeline.reduce import open_summary
+
+pytestmark = pytest.mark.workflow
+
+REPO = Path(__file__).resolve().parents[2]
+CONFIG = REPO / "tests" / "config.yaml"
+SNAKEMAKE = [sys.executable, "-m", "snakemake"]
+
+
+def snakemake(workdir: Path, *args: str) -> subprocess.CompletedProcess:
+    cmd = [
+        *SNAKEMAKE,
+        "--snakefile",
+        str(REPO / "Snakefile"),
+        "--directory",
+        str(workdir),
+        "--configfile",
+        str(CONFIG),
+        "--cores",
+        "2",
+        *args,
+    ]
+    return subprocess.run(cmd, capture_output=True, text=True, cwd=workdir, env=os.environ.copy())
+
+
+def run_ok(workdir: Path, *args: str) -> subprocess.CompletedProcess:
+    r = snakemake(workdir, *args)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-5000:]
+    return r
+
+
+@pytest.fixture(scope="module")
+def config() -> dict:
+    return yaml.safe_load(CONFIG.read_text())
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory) -> Path:
+    d = tmp_path_factory.mktemp("run")
+    run_ok(d)
+    return d
+
+
+def test_extraction_stores(run_dir, config):
+    n_tokens = config["eval"]["sequences"] * config["eval"]["context_length"]
+    for model in config["models"]:
+        for step in config["steps"]:
+            ds = xr.open_zarr(run_dir / f"results/extract/{model}/step{step}.zarr")
+            assert ds["step"].values.tolist() == [step]
+            assert dict(ds.sizes) == {"step": 1, "token": n_tokens}
+            assert set(MEASUREMENTS) <= set(ds.data_vars)
+            assert {"target", "bin"} <= set(ds.coords)
+            for key in (
+                "model",
+                "step",
+                "revision",
+                "weights_sha256",
+                "dtype",
+                "device",
+                "pipeline_version",
+            ):
+                assert key in ds.attrs, key
+            assert ds.attrs["model"] == model and ds.attrs["step"] == step
+            v = ds.load()
+            assert (v["loss"] > 0).all() and np.isfinite(v["loss"]).all()
+            assert ((v["p_target"] > 0) & (v["p_target"] < 1)).all()
+            for m in MEASUREMENTS:
+                if m.startswith("cos"):
+                    assert (np.abs(v[m]) <= 1 + 1e-6).all(), m
+                if m.startswith("norm"):
+                    assert (v[m] >= 0).all(), m
+            np.testing.assert_allclose(v["p_target"], np.exp(-v["loss"]), rtol=1e-5)
+
+
+def test_data_stores(run_dir, config):
+    freq = xr.open_zarr(run_dir / "results/data/toy/frequency.zarr")
+    assert freq.sizes["vocab"] == config["toy"]["language"]["vocab_size"]
+    assert freq["count"].sum() == config["toy"]["train_tokens"]
+    ev = xr.open_zarr(run_dir / "results/data/toy/eval.zarr")
+    assert ev["input_ids"].dims == ("sequence", "position")
+    np.testing.assert_array_equal(ev["input_ids"].values[:, 1:], ev["targets"].values[:, :-1])
+    np.testing.assert_array_equal(ev["bin"].values, freq["bin"].values[ev["target"].values])
+
+
+def test_reduction_and_summary(run_dir, config):
+    s = open_summary(str(run_dir / "results/summary.zarr"))
+    assert list(s["model"].values) == list(config["models"])
+    assert s["step"].values.tolist() == sorted(config["steps"])
+    assert s["step"].dtype == np.int64
+    assert s["loss"].dims == ("model", "step", "bin")
+    assert s["improving"].dims == ("model", "step", "bin")
+    assert s["saturation_step"].dims == ("model",)
+    assert (s["loss_overall"] > 0).all()
+    # the token-weighted mean of the bin means is the overall mean
+    w = s["n_tokens"].isel(model=0)
+    np.testing.assert_allclose((s["loss"] * w).sum("bin") / w.sum(), s["loss_overall"], rtol=1e-5)
+    assert (run_dir / "results/figures/loss_by_bin.png").stat().st_size > 10_000
+    assert (run_dir / "results/figures/loss_by_bin.pdf").exists()
+
+
+def test_training_log_reports_progress(run_dir):
+    log = (run_dir / "results/logs/checkpoints/train_toy-d8.log").read_text()
+    assert "steps/s" in log and "ETA" in log and "\r" not in log
+
+
+def test_second_run_from_scratch_writes_identical_stores(run_dir, tmp_path):
+    run_ok(tmp_path)
+    stores = sorted(p.relative_to(run_dir) for p in (run_dir / "results").rglob("*.zarr"))
+    assert len(stores) > 10
+    for rel in stores:
+        a, b = xr.open_zarr(run_dir / rel), xr.open_zarr(tmp_path / rel)
+        xr.testing.assert_identical(a.load(), b.load())
+
+
+def test_nothing_left_to_do(run_dir):
+    r = run_ok(run_dir, "-n")
+    assert "Nothing to be done" in r.stdout + r.stderr
+
+
+def test_lint_reports_nothing(repo):
+    r = subprocess.run(
+        [*SNAKEMAKE, "--lint", "--snakefile", str(repo / "Snakefile")],
+        capture_output=True,
+        text=True,
+        cwd=repo,
+    )
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "Lints for" not in r.stdout + r.stderr, r.stdout + r.stderr
+
+
+def test_code_style(repo):
+    """ruff (lint and format) and snakefmt settle style; a diff here is a failure."""
+    bin_dir = Path(sys.executable).parent
+    for cmd in (
+        [bin_dir / "ruff", "check", "pipeline", "scripts", "tests"],
+        [bin_dir / "ruff", "format", "--check", "pipeline", "scripts", "tests"],
+        [bin_dir / "snakefmt", "--check", "Snakefile", "rules"],
+    ):
+        r = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, cwd=repo)
+        assert r.returncode == 0, f"{cmd[0].name}: {r.stdout}{r.stderr}"

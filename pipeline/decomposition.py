@@ -8,12 +8,19 @@ target ``t``, the logit gradient ``g = p − e_t`` splits into an attractive par
     ∇h⁺ = (p_t − 1) U_t        ∇h⁻ = Uᵀp − p_t U_t        ∇h = Uᵀp − U_t
 
 ``decompose_at_h`` computes, for N positions at once, the loss, ``p_t``, the three norms and five
-cosines (Gradient Dissent Fig. 2, 3, 6). The vocabulary is processed in chunks of ``vocab_chunk``
-rows with an online (running max) log-sum-exp, so no more than one (N × vocab_chunk) block of
-logits is ever held: memory is O(N·(vocab_chunk + d)) however large V is, and U is read once.
+cosines (Gradient Dissent Fig. 2, 3, 6), and the bottleneck's kept fraction (Godey & Artzi)
+``κ = ‖Qᵀg‖² / ‖g‖²`` with Q an orthonormal basis of U's column space: the share of the logit
+gradient's squared norm that survives back-propagation through the rank-d output layer.
+
+Memory bound: the vocabulary is processed in chunks of ``vocab_chunk`` rows with an online
+(running max) log-sum-exp, so no more than one (N × vocab_chunk) block of logits (and its
+exponential) is held at a time. Peak extra memory is about ``4·N·(2·vocab_chunk + 4·d)`` bytes in
+float32 beside U and Q, however large V is, and U and Q are each read once per batch.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 
@@ -29,40 +36,70 @@ MEASUREMENTS = (
     "cos_grad_attractive",
     "cos_grad_repulsive",
     "cos_attractive_repulsive",
+    "kept_fraction",
 )
 
 
-def expected_embedding(
-    h: torch.Tensor, U: torch.Tensor, b: torch.Tensor | None, vocab_chunk: int
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Log-sum-exp of the logits and ``Uᵀp`` for every position, one vocabulary chunk at a time.
+def column_basis(U: torch.Tensor) -> torch.Tensor:
+    """Orthonormal basis Q (V, r) of the column space of U (V, d), r = rank(U) ≤ d.
+
+    Computed by SVD, so a rank-deficient U (tied or degenerate embeddings) gets its true rank.
+    """
+    left, sing, _ = torch.linalg.svd(U.float(), full_matrices=False)
+    tol = sing.max() * max(U.shape) * torch.finfo(torch.float32).eps
+    return left[:, sing > tol].contiguous()
+
+
+@dataclass
+class VocabSums:
+    """What one chunked pass over the vocabulary yields for N positions."""
+
+    lse: torch.Tensor  # (N,) log Σ_j exp ℓ_j
+    Utp: torch.Tensor  # (N, d) Uᵀ p
+    Qtp: torch.Tensor  # (N, r) Qᵀ p
+    rep_sq: torch.Tensor  # (N,) Σ_{j≠t} p_j², the squared norm of the repulsive logit gradient
+
+
+def vocab_pass(
+    h: torch.Tensor,
+    U: torch.Tensor,
+    b: torch.Tensor | None,
+    Q: torch.Tensor,
+    targets: torch.Tensor,
+    vocab_chunk: int,
+) -> VocabSums:
+    """One pass over the vocabulary in chunks with a running max (numerically stable).
 
     Parameters
     ----------
-    h : (N, d) hidden states.
-    U : (V, d) output embedding; ``b`` : (V,) bias or None.
-
-    Returns
-    -------
-    lse : (N,) ``log Σ_j exp ℓ_j``.
-    Utp : (N, d) ``Uᵀ softmax(ℓ)``.
+    h : (N, d) hidden states; U : (V, d) output embedding; b : (V,) bias or None;
+    Q : (V, r) orthonormal basis of U's columns; targets : (N,) ids.
     """
     N, d = h.shape
-    m = torch.full((N,), -torch.inf, dtype=h.dtype, device=h.device)  # running max
-    s = torch.zeros(N, dtype=h.dtype, device=h.device)  # Σ exp(ℓ − m)
-    v = torch.zeros(N, d, dtype=h.dtype, device=h.device)  # Σ exp(ℓ − m) U_j
+    kw = {"dtype": h.dtype, "device": h.device}
+    m = torch.full((N,), -torch.inf, **kw)  # running max of the logits
+    s = torch.zeros(N, **kw)  # Σ exp(ℓ − m)
+    s2 = torch.zeros(N, **kw)  # Σ_{j≠t} exp(2(ℓ − m))
+    v = torch.zeros(N, d, **kw)  # Σ exp(ℓ − m) U_j
+    w = torch.zeros(N, Q.shape[1], **kw)  # Σ exp(ℓ − m) Q_j
+    rows = torch.arange(N, device=h.device)
     for lo in range(0, U.shape[0], vocab_chunk):
-        Uc = U[lo : lo + vocab_chunk]
-        logits = h @ Uc.T  # (N, chunk)
+        hi = min(lo + vocab_chunk, U.shape[0])
+        logits = h @ U[lo:hi].T  # (N, chunk)
         if b is not None:
-            logits += b[lo : lo + vocab_chunk]
+            logits += b[lo:hi]
         m_new = torch.maximum(m, logits.max(dim=1).values)
-        scale = torch.exp(m - m_new)  # rescale what was summed under the old max
-        e = torch.exp(logits - m_new[:, None])
+        scale = torch.exp(m - m_new)  # rescales what was summed under the old max
+        e = torch.exp(logits - m_new[:, None])  # (N, chunk)
+        here = (targets >= lo) & (targets < hi)
+        e_t = torch.zeros(N, **kw)
+        e_t[here] = e[rows[here], targets[here] - lo]
         s = s * scale + e.sum(dim=1)
-        v = v * scale[:, None] + e @ Uc
+        s2 = s2 * scale**2 + (e * e).sum(dim=1) - e_t**2
+        v = v * scale[:, None] + e @ U[lo:hi]
+        w = w * scale[:, None] + e @ Q[lo:hi]
         m = m_new
-    return m + torch.log(s), v / s[:, None]
+    return VocabSums(lse=m + torch.log(s), Utp=v / s[:, None], Qtp=w / s[:, None], rep_sq=s2 / s**2)
 
 
 def _cos(a: torch.Tensor, b: torch.Tensor, na: torch.Tensor, nb: torch.Tensor) -> torch.Tensor:
@@ -71,37 +108,60 @@ def _cos(a: torch.Tensor, b: torch.Tensor, na: torch.Tensor, nb: torch.Tensor) -
     return torch.where(denom > 0, (a * b).sum(-1) / denom.clamp_min(torch.finfo(a.dtype).tiny), 0.0)
 
 
+def grads_at_h(
+    h: torch.Tensor, U: torch.Tensor, b: torch.Tensor | None, targets: torch.Tensor, sums: VocabSums
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``log p_t``, ∇h⁺ and ∇h⁻, each for N positions: (N,), (N, d), (N, d)."""
+    Ut = U[targets]  # (N, d)
+    logit_t = (h * Ut).sum(-1) + (b[targets] if b is not None else 0.0)
+    log_pt = logit_t - sums.lse
+    pt = torch.exp(log_pt)
+    return log_pt, (pt - 1.0)[:, None] * Ut, sums.Utp - pt[:, None] * Ut
+
+
+@dataclass
+class Decomposition:
+    """``decompose_at_h``'s result for N positions."""
+
+    measurements: dict[str, torch.Tensor]  # (N,) each, keyed by MEASUREMENTS
+    grad_att: torch.Tensor  # (N, d) ∇h⁺, to back-propagate into the body
+    grad_rep: torch.Tensor  # (N, d) ∇h⁻
+    lse: torch.Tensor  # (N,) log-sum-exp of the logits
+    log_pt: torch.Tensor  # (N,) log p_t
+
+
 def decompose_at_h(
     h: torch.Tensor,
     U: torch.Tensor,
     b: torch.Tensor | None,
+    Q: torch.Tensor,
     targets: torch.Tensor,
     vocab_chunk: int = 8192,
-) -> dict[str, torch.Tensor]:
-    """Loss and the attractive/repulsive decomposition at h for N positions.
+) -> Decomposition:
+    """Loss, the attractive/repulsive decomposition at h and κ for N positions.
 
     Parameters
     ----------
     h : (N, d) final hidden states (input of the output layer).
     U : (V, d) output embedding; ``b`` : (V,) output bias or None.
+    Q : (V, r) orthonormal basis of U's column space (``column_basis``).
     targets : (N,) target ids, each in ``[0, V)``.
     vocab_chunk : vocabulary rows per logits block.
 
     Returns
     -------
-    dict of (N,) tensors keyed by ``MEASUREMENTS``.
+    Decomposition: the measurements, ∇h⁺ and ∇h⁻, the log-sum-exp and log p_t.
     """
-    lse, Utp = expected_embedding(h, U, b, vocab_chunk)
-    Ut = U[targets]  # (N, d)
-    logit_t = (h * Ut).sum(-1) + (b[targets] if b is not None else 0.0)
-    log_pt = logit_t - lse
+    sums = vocab_pass(h, U, b, Q, targets, vocab_chunk)
+    log_pt, grad_att, grad_rep = grads_at_h(h, U, b, targets, sums)
     pt = torch.exp(log_pt)
-    grad_att = (pt - 1.0)[:, None] * Ut  # ∇h⁺
-    grad_rep = Utp - pt[:, None] * Ut  # ∇h⁻
-    grad = Utp - Ut  # ∇h = ∇h⁺ + ∇h⁻
+    grad = grad_att + grad_rep  # ∇h = Uᵀp − U_t
     n_h = h.norm(dim=-1)
     n_att, n_rep, n_grad = grad_att.norm(dim=-1), grad_rep.norm(dim=-1), grad.norm(dim=-1)
-    return {
+    # ‖g‖² = (1 − p_t)² + Σ_{j≠t} p_j², summed without cancellation; Qᵀg = Qᵀp − Q_t
+    g_sq = (1.0 - pt) ** 2 + sums.rep_sq
+    kept = (sums.Qtp - Q[targets]).pow(2).sum(-1)
+    out = {
         "loss": -log_pt,
         "p_target": pt,
         "norm_attractive": n_att,
@@ -112,4 +172,6 @@ def decompose_at_h(
         "cos_grad_attractive": _cos(grad, grad_att, n_grad, n_att),
         "cos_grad_repulsive": _cos(grad, grad_rep, n_grad, n_rep),
         "cos_attractive_repulsive": _cos(grad_att, grad_rep, n_att, n_rep),
+        "kept_fraction": torch.where(g_sq > 0, kept / g_sq.clamp_min(1e-45), torch.nan),
     }
+    return Decomposition(out, grad_att, grad_rep, sums.lse, log_pt)

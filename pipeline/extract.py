@@ -18,10 +18,12 @@ import torch
 import xarray as xr
 
 import pipeline
+from pipeline.bottleneck import logit_gradient_gram, rank_curve, rank_sizes
 from pipeline.checkpoints import load_checkpoint, weights_sha256
-from pipeline.decomposition import MEASUREMENTS, decompose_at_h
+from pipeline.decomposition import MEASUREMENTS, column_basis, decompose_at_h
 from pipeline.logs import Progress
-from pipeline.store import write_zarr
+from pipeline.parameters import BodyRecorder, ParamGradients, output_layer_grads
+from pipeline.store import with_labels, write_zarr
 
 log = logging.getLogger(__name__)
 
@@ -30,10 +32,12 @@ log = logging.getLogger(__name__)
 class ExtractConfig:
     """How a checkpoint is measured (the ``extract`` section of the config)."""
 
-    batch_size: int = 64  # sequences per forward pass
+    batch_size: int | None = None  # sequences per forward pass; None: sized to the device
     vocab_chunk: int = 8192  # vocabulary rows per block of logits
-    dtype: str = "float32"
+    dtype: str = "float32"  # "float32", or "bfloat16" (softmax and sums stay float32)
     device: str = "auto"  # "auto": CUDA when present, else CPU
+    parameters: bool = True  # parameter-gradient decomposition and D_W (two backward passes)
+    rank_tokens: int = 512  # logit-gradient rank for powers of two up to this many tokens; 0: off
 
 
 def output_layer(model) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -43,45 +47,135 @@ def output_layer(model) -> tuple[torch.Tensor, torch.Tensor | None]:
         raise ValueError(
             f"{type(model).__name__} has no output embedding (get_output_embeddings())"
         )
+    if getattr(model.config, "final_logit_softcapping", None):
+        raise ValueError(
+            f"{type(model).__name__} caps its logits (final_logit_softcapping); the closed forms "
+            "assume logits = U h + b"
+        )
     return head.weight, getattr(head, "bias", None)
 
 
-@torch.no_grad()
 def final_hidden(model, input_ids: torch.Tensor) -> torch.Tensor:
     """Final hidden states (after the final norm) of shape (B, T, d), without computing logits."""
     return model.base_model(input_ids=input_ids).last_hidden_state
 
 
-@torch.no_grad()
+@dataclass
+class Measurements:
+    """Everything measured on one checkpoint."""
+
+    tokens: dict[str, np.ndarray]  # (token,) float32 each, keyed by MEASUREMENTS
+    params: dict[str, np.ndarray] | None  # (param,) each, see ParamGradients.summary
+    param_names: list[str]
+    rank_sizes: list[int]
+    ranks: list[int]
+    hidden_size: int
+
+
+def auto_batch_size(model, seq_len: int, cfg: ExtractConfig, device: torch.device) -> int:
+    """Sequences per batch: half the free GPU memory over an estimate of one sequence's needs
+    (logit blocks, activations kept for the backward passes); 16k tokens a batch on a CPU."""
+    if device.type != "cuda":
+        return max(1, 16384 // seq_len)
+    free, _ = torch.cuda.mem_get_info(device)
+    d = model.config.hidden_size
+    layers = getattr(model.config, "num_hidden_layers", 12)
+    width = torch.finfo(getattr(torch, cfg.dtype)).bits // 8
+    per_token = 4 * (3 * cfg.vocab_chunk + 8 * d)  # float32 logit blocks and sums
+    per_token += width * layers * d * (40 if cfg.parameters else 4)  # activations (+ recorded)
+    return max(1, int(0.5 * free // (per_token * seq_len)))
+
+
 def measure(
     model, input_ids: np.ndarray, targets: np.ndarray, cfg: ExtractConfig, device: torch.device
-) -> dict[str, np.ndarray]:
-    """All per-token measurements at h for (sequence, position) inputs and targets.
-
-    Returns a dict of (sequence · position,) float32 arrays keyed by ``MEASUREMENTS``.
-    """
+) -> Measurements:
+    """All measurements of one checkpoint on (sequence, position) inputs and targets."""
     U, b = output_layer(model)
-    if targets.max() >= U.shape[0] or targets.min() < 0:
+    V, d = U.shape
+    if targets.max() >= V or targets.min() < 0:
         raise ValueError(
             f"target ids span {targets.min()}..{targets.max()} but the model's output has "
-            f"{U.shape[0]} rows; the evaluation set was built for another vocabulary"
+            f"{V} rows; the evaluation set was built for another vocabulary"
         )
-    if input_ids.max() >= model.get_input_embeddings().weight.shape[0]:
-        raise ValueError("input ids exceed the model's input vocabulary")
-    U32 = U.float()
-    b32 = b.float() if b is not None else None
-    out: dict[str, list[np.ndarray]] = {k: [] for k in MEASUREMENTS}
-    n_seq = input_ids.shape[0]
-    progress = Progress(log, n_seq * input_ids.shape[1], "tokens")
-    for lo in range(0, n_seq, cfg.batch_size):
-        ids = torch.from_numpy(input_ids[lo : lo + cfg.batch_size].astype(np.int64)).to(device)
-        tgt = torch.from_numpy(targets[lo : lo + cfg.batch_size].astype(np.int64)).to(device)
-        h = final_hidden(model, ids).float().reshape(-1, U.shape[1])  # (B·T, d)
-        res = decompose_at_h(h, U32, b32, tgt.reshape(-1), cfg.vocab_chunk)
-        for k in MEASUREMENTS:
-            out[k].append(res[k].cpu().numpy())
-        progress.update(min(lo + cfg.batch_size, n_seq) * input_ids.shape[1])
-    return {k: np.concatenate(v).astype(np.float32) for k, v in out.items()}
+    if input_ids.max() >= model.get_input_embeddings().weight.shape[0] or input_ids.min() < 0:
+        raise ValueError("input ids fall outside the model's input vocabulary")
+    U32, b32 = U.detach().float(), (b.detach().float() if b is not None else None)
+    Q = column_basis(U32)  # once per checkpoint
+    params = ParamGradients.for_model(model) if cfg.parameters else None
+    recorder = BodyRecorder(model, model.get_output_embeddings()) if cfg.parameters else None
+    names = dict(model.named_parameters())
+    name_of = {id(p): n for n, p in names.items()}
+    tokens: dict[str, list[np.ndarray]] = {k: [] for k in MEASUREMENTS}
+    rank_rows: list[tuple[torch.Tensor, ...]] = []
+    n_rank = 0
+    n_seq, seq_len = input_ids.shape
+    batch = cfg.batch_size or auto_batch_size(model, seq_len, cfg, device)
+    log.info("batches of %d sequences x %d positions", batch, seq_len)
+    progress = Progress(log, n_seq * seq_len, "tokens")
+    try:
+        for lo in range(0, n_seq, batch):
+            ids = torch.from_numpy(input_ids[lo : lo + batch].astype(np.int64)).to(device)
+            tgt = torch.from_numpy(targets[lo : lo + batch].astype(np.int64)).to(device).reshape(-1)
+            if recorder is not None:
+                recorder.batch_size = ids.shape[0]
+            with torch.set_grad_enabled(cfg.parameters):
+                h_body = final_hidden(model, ids)  # (B, T, d) in the model's dtype
+            h = h_body.detach().float().reshape(-1, d)  # (B·T, d)
+            dec = decompose_at_h(h, U32, b32, Q, tgt, cfg.vocab_chunk)
+            for k in MEASUREMENTS:
+                tokens[k].append(dec.measurements[k].cpu().numpy())
+            if cfg.parameters:
+                _backprop(h_body, dec, names, params, recorder)
+                head = output_layer_grads(h, U32, b32, tgt, dec.lse, dec.log_pt, cfg.vocab_chunk)
+                wname = name_of[id(U)]
+                params.att[wname] += head["att_U"]
+                params.rep[wname] += head["rep_U"]
+                params.absolute[wname] += head["abs_U"]
+                if b is not None:
+                    params.att[name_of[id(b)]] += head["att_b"]
+                    params.rep[name_of[id(b)]] += head["rep_b"]
+                params.n_tokens += h.shape[0]
+            if n_rank < cfg.rank_tokens:
+                take = min(cfg.rank_tokens - n_rank, h.shape[0])
+                rank_rows.append((h[:take], tgt[:take], dec.lse[:take]))
+                n_rank += take
+            progress.update(min(lo + batch, n_seq) * seq_len)
+    finally:
+        if recorder is not None:
+            recorder.remove()
+    sizes, ranks = [], []
+    if rank_rows:
+        hr, tr, lr = (torch.cat(x) for x in zip(*rank_rows))
+        sizes = rank_sizes(hr.shape[0])
+        ranks = rank_curve(logit_gradient_gram(hr, U32, b32, tr, lr, cfg.vocab_chunk), sizes, V)
+        log.info("logit-gradient rank %s at %s tokens (2d = %d)", ranks, sizes, 2 * d)
+    return Measurements(
+        tokens={k: np.concatenate(v).astype(np.float32) for k, v in tokens.items()},
+        params=params.summary() if params is not None else None,
+        param_names=list(names),
+        rank_sizes=sizes,
+        ranks=ranks,
+        hidden_size=d,
+    )
+
+
+def _backprop(h_body, dec, names, params, recorder) -> None:
+    """Back-propagate ∇h⁺ then ∇h⁻ from h into every parameter of the body; add the results to
+    ``params`` and the recorded |δ||x| products to its A sums."""
+    plist = [p for p in names.values() if p.requires_grad]
+    pnames = [n for n, p in names.items() if p.requires_grad]
+    for grad, acc, last in ((dec.grad_att, params.att, False), (dec.grad_rep, params.rep, True)):
+        grads = torch.autograd.grad(
+            h_body,
+            plist,
+            grad_outputs=grad.reshape(h_body.shape).to(h_body.dtype),
+            retain_graph=not last,
+            allow_unused=True,
+        )
+        for n, g in zip(pnames, grads):
+            if g is not None:
+                acc[n] += g.float()
+    recorder.accumulate_absolute(params.absolute)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -105,21 +199,45 @@ def extract_checkpoint(
     sha = weights_sha256(checkpoint)
     log.info("%s step %d: %d tokens on %s in %s", model_name, step, targets.size, device, cfg.dtype)
     model = load_checkpoint(checkpoint, dtype=dtype).to(device)
-    values = measure(model, input_ids, targets, cfg, device)
-    ds = xr.Dataset(
-        {k: ("token", v) for k, v in values.items()},
-        coords={"token": ev["token"].values, "target": ev["target"], "bin": ev["bin"]},
-        attrs={
-            "model": model_name,
-            "step": int(step),
-            "revision": f"step{step}",
-            "weights_sha256": sha,
-            "dtype": cfg.dtype,
-            "device": str(device),
-            "pipeline_version": pipeline.__version__,
-            "torch_version": torch.__version__,
-            "transformers_version": transformers.__version__,
-        },
-    )
+    meas = measure(model, input_ids, targets, cfg, device)
+    attrs = {
+        "model": model_name,
+        "step": int(step),
+        "revision": f"step{step}",
+        "weights_sha256": sha,
+        "dtype": cfg.dtype,
+        "device": str(device),
+        "pipeline_version": pipeline.__version__,
+        "torch_version": torch.__version__,
+        "transformers_version": transformers.__version__,
+    }
+    ds = to_dataset(meas, ev, attrs)
     write_zarr(ds.expand_dims(step=np.array([step], dtype=np.int64)), out_path)
-    log.info("mean loss %.4f, wrote %s", float(values["loss"].mean()), out_path)
+    log.info("mean loss %.4f, wrote %s", float(meas.tokens["loss"].mean()), out_path)
+
+
+def to_dataset(meas: Measurements, ev: xr.Dataset, attrs: dict) -> xr.Dataset:
+    """Label one checkpoint's measurements: ``token``, ``param`` and ``rank_tokens`` dims."""
+    data = {k: ("token", v) for k, v in meas.tokens.items()}
+    coords = {"token": ev["token"].values, "target": ev["target"], "bin": ev["bin"]}
+    labels = {}
+    if meas.params is not None:
+        p = meas.params
+        data.update(
+            param_norm_attractive=("param", p["norm_att"]),
+            param_norm_repulsive=("param", p["norm_rep"]),
+            param_norm_grad=("param", p["norm"]),
+            param_cos_attractive_repulsive=("param", p["cos"]),
+            param_interference=("param", p["dw"]),
+        )
+        coords.update(
+            param=np.arange(len(meas.param_names)),
+            param_size=("param", p["size"]),
+            layer=("param", p["layer"]),
+        )
+        labels["param"] = meas.param_names
+    if meas.ranks:
+        data["logit_grad_rank"] = ("rank_tokens", np.asarray(meas.ranks, dtype=np.int64))
+        coords["rank_tokens"] = np.asarray(meas.rank_sizes, dtype=np.int64)
+    attrs = {**attrs, "hidden_size": meas.hidden_size, "rank_ceiling": 2 * meas.hidden_size}
+    return with_labels(xr.Dataset(data, coords=coords, attrs=attrs), labels)

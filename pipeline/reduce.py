@@ -7,9 +7,8 @@ tokens (token-weighted). The saturation rule (``pipeline.saturation``, Gradient 
 each (step, bin) and the overall curve, and gives the model's ``saturation_step``.
 
 ``summarize`` stacks the per-model stores along ``model`` into ``results/summary.zarr``. Model
-names are kept in the attrs (``models``, in the order of the integer ``model`` coordinate) rather
-than as a string coordinate, which Zarr v3 does not yet specify; ``open_summary`` restores them as
-the ``model`` coordinate.
+names are labels of the integer ``model`` coordinate (``pipeline.store``); ``open_summary``
+restores them as the coordinate.
 """
 
 from __future__ import annotations
@@ -22,7 +21,7 @@ import xarray as xr
 
 from pipeline.decomposition import MEASUREMENTS
 from pipeline.saturation import improving, saturation_step
-from pipeline.store import write_zarr
+from pipeline.store import open_labeled, with_labels, write_zarr
 
 log = logging.getLogger(__name__)
 
@@ -96,12 +95,11 @@ def summarize(paths: dict[str, str], out_path: str) -> xr.Dataset:
     parts = [xr.open_zarr(paths[n]).drop_attrs() for n in names]
     ds = xr.concat(parts, dim="model", join="outer", coords="minimal", compat="override")
     ds = ds.assign_coords(model=np.arange(len(names), dtype=np.int64))
-    ds.attrs = {"models": names}
-    write_zarr(ds.compute(), out_path)
+    ds = with_labels(ds.compute(), {"model": names})
+    write_zarr(ds, out_path)
     return ds
 
 
 def open_summary(path: str) -> xr.Dataset:
     """Open ``results/summary.zarr`` with the model names as the ``model`` coordinate."""
-    ds = xr.open_zarr(path)
-    return ds.assign_coords(model=list(ds.attrs["models"]))
+    return open_labeled(path)

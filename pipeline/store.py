@@ -1,7 +1,12 @@
-"""Atomic Zarr writes: a store is written to a temporary sibling and renamed into place.
+"""Zarr stores: atomic writes, and string labels kept beside integer coordinates.
 
-No reader ever sees half a store: if the writer dies (killed, disk full, an exception), only a
-``.{name}.tmp-{pid}`` sibling is left, which the next write of the same store removes.
+No reader ever sees half a store: a store is written to a temporary sibling and renamed into
+place; if the writer dies (killed, disk full, an exception), only a ``.{name}.tmp-{pid}`` sibling
+is left, which the next write of the same store removes.
+
+Zarr v3 does not yet specify a string data type, so dimensions labelled by names (``model``,
+``param``) get integer coordinates and the names go into ``attrs["labels"][dim]``;
+``open_labeled`` puts them back as coordinates. Plain ``xarray.open_zarr`` still reads every store.
 """
 
 from __future__ import annotations
@@ -32,3 +37,18 @@ def write_zarr(ds: xr.Dataset, path: str | os.PathLike, **to_zarr_kwargs) -> Non
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def with_labels(ds: xr.Dataset, labels: dict[str, list[str]]) -> xr.Dataset:
+    """Record ``labels[dim]`` (one name per position along ``dim``) in the attrs."""
+    for dim, names in labels.items():
+        if len(names) != ds.sizes[dim]:
+            raise ValueError(f"{len(names)} labels for dimension {dim!r} of size {ds.sizes[dim]}")
+    return ds.assign_attrs(labels={**ds.attrs.get("labels", {}), **labels})
+
+
+def open_labeled(path: str | os.PathLike) -> xr.Dataset:
+    """``xarray.open_zarr`` with the string labels of ``attrs["labels"]`` as coordinates."""
+    ds = xr.open_zarr(path)
+    labels = ds.attrs.get("labels", {})
+    return ds.assign_coords({dim: list(names) for dim, names in labels.items() if dim in ds.dims})

@@ -8,7 +8,7 @@ back-propagate that through the output layer to h.
 import pytest
 import torch
 
-from pipeline.decomposition import MEASUREMENTS, decompose_at_h, expected_embedding
+from pipeline.decomposition import MEASUREMENTS, column_basis, decompose_at_h, vocab_pass
 from pipeline.extract import final_hidden, output_layer
 
 
@@ -28,6 +28,9 @@ def autograd_reference(h: torch.Tensor, head: torch.nn.Module, targets: torch.Te
     (full,) = torch.autograd.grad(loss.sum(), h)
     cos = torch.nn.functional.cosine_similarity
     hd = h.detach()
+    Q, _ = torch.linalg.qr(head.weight.detach().double())  # a basis of U's column space
+    g64 = g.double()
+    kept = (g64 @ Q).pow(2).sum(1) / g64.pow(2).sum(1)
     return {
         "loss": loss.detach(),
         "p_target": torch.exp(-loss.detach()),
@@ -39,6 +42,7 @@ def autograd_reference(h: torch.Tensor, head: torch.nn.Module, targets: torch.Te
         "cos_grad_attractive": cos(full, att, dim=-1),
         "cos_grad_repulsive": cos(full, rep, dim=-1),
         "cos_attractive_repulsive": cos(att, rep, dim=-1),
+        "kept_fraction": kept.float(),
     }
 
 
@@ -46,9 +50,11 @@ def test_matches_autograd_on_gpt_neox(tiny_neox):
     torch.manual_seed(1)
     ids = torch.randint(0, 97, (3, 16))
     targets = torch.randint(0, 97, (3 * 16,))
-    h = final_hidden(tiny_neox, ids).reshape(-1, 24)
+    with torch.no_grad():
+        h = final_hidden(tiny_neox, ids).reshape(-1, 24)
     U, b = output_layer(tiny_neox)
-    ours = decompose_at_h(h, U.detach(), b, targets, vocab_chunk=10)
+    U = U.detach()
+    ours = decompose_at_h(h, U, b, column_basis(U), targets, vocab_chunk=10).measurements
     ref = autograd_reference(h, tiny_neox.get_output_embeddings(), targets)
     for name in MEASUREMENTS:
         assert rel_err(ours[name], ref[name]) <= 1e-5, name
@@ -56,8 +62,8 @@ def test_matches_autograd_on_gpt_neox(tiny_neox):
 
 def test_final_hidden_is_the_output_layer_input(tiny_neox):
     ids = torch.randint(0, 97, (2, 9))
-    h = final_hidden(tiny_neox, ids)
     with torch.no_grad():
+        h = final_hidden(tiny_neox, ids)
         logits = tiny_neox(input_ids=ids).logits
     U, _ = output_layer(tiny_neox)
     torch.testing.assert_close(h @ U.T, logits, rtol=1e-5, atol=1e-5)
@@ -69,8 +75,9 @@ def test_vocab_chunks_agree_with_one_chunk_and_bias(chunk):
     N, V, d = 33, 50, 8
     h, U, b = torch.randn(N, d), torch.randn(V, d), torch.randn(V)
     targets = torch.randint(0, V, (N,))
-    whole = decompose_at_h(h, U, b, targets, vocab_chunk=V)
-    chunked = decompose_at_h(h, U, b, targets, vocab_chunk=chunk)
+    Q = column_basis(U)
+    whole = decompose_at_h(h, U, b, Q, targets, vocab_chunk=V).measurements
+    chunked = decompose_at_h(h, U, b, Q, targets, vocab_chunk=chunk).measurements
     for name in MEASUREMENTS:
         assert rel_err(chunked[name], whole[name]) <= 1e-5, name
     head = torch.nn.Linear(d, V)
@@ -86,17 +93,17 @@ def test_expected_embedding_is_stable_for_large_logits():
     # logits of ±1e4 overflow a naive exp; the running max keeps them finite
     h = torch.tensor([[100.0, -100.0]])
     U = torch.tensor([[100.0, 0.0], [0.0, 100.0], [-100.0, 0.0]])
-    lse, Utp = expected_embedding(h, U, None, vocab_chunk=1)
+    sums = vocab_pass(h, U, None, column_basis(U), torch.tensor([1]), vocab_chunk=1)
     ref = torch.logsumexp(h @ U.T, dim=1)
-    torch.testing.assert_close(lse, ref)
-    torch.testing.assert_close(Utp, torch.softmax(h @ U.T, 1) @ U)
+    torch.testing.assert_close(sums.lse, ref)
+    torch.testing.assert_close(sums.Utp, torch.softmax(h @ U.T, 1) @ U)
 
 
 def test_decomposition_identities():
     torch.manual_seed(3)
     h, U = torch.randn(20, 6), torch.randn(30, 6)
     targets = torch.randint(0, 30, (20,))
-    r = decompose_at_h(h, U, None, targets, vocab_chunk=8)
+    r = decompose_at_h(h, U, None, column_basis(U), targets, vocab_chunk=8).measurements
     assert (r["loss"] > 0).all()
     # ∇h⁺ is anti-parallel to U_t: its norm is (1 − p_t)‖U_t‖
     torch.testing.assert_close(r["norm_attractive"], (1 - r["p_target"]) * U[targets].norm(dim=-1))

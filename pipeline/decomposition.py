@@ -12,10 +12,17 @@ cosines (Gradient Dissent Fig. 2, 3, 6), and the bottleneck's kept fraction (God
 ``κ = ‖Qᵀg‖² / ‖g‖²`` with Q an orthonormal basis of U's column space: the share of the logit
 gradient's squared norm that survives back-propagation through the rank-d output layer.
 
+κ costs no pass over the vocabulary: with ``U = Q Σ Wᵀ`` (thin SVD), ``Qᵀg = Σ⁻¹ Wᵀ Uᵀg`` and
+``Uᵀg = ∇h``, so ``‖Qᵀg‖ = ‖R ∇h‖`` with the small (r × d) matrix ``R = Σ⁻¹ Wᵀ`` computed once per
+checkpoint (``bottleneck_projector``, from the eigen-decomposition of UᵀU in float64). Its
+relative error is float32's times U's condition number; ``‖g‖² = (1 − p_t)² + Σ_{j≠t} p_j²`` is
+summed without cancellation.
+
 Memory bound: the vocabulary is processed in chunks of ``vocab_chunk`` rows with an online
 (running max) log-sum-exp, so no more than one (N × vocab_chunk) block of logits (and its
-exponential) is held at a time. Peak extra memory is about ``4·N·(2·vocab_chunk + 4·d)`` bytes in
-float32 beside U and Q, however large V is, and U and Q are each read once per batch.
+exponential) is held at a time: peak extra memory is about ``4·N·(2·vocab_chunk + 3·d)`` bytes
+beside U, however large V is. Each batch reads U twice (logits, then Uᵀp): the forward matmul of
+the output layer and the one of its backward pass to h, the least any gradient at h costs.
 """
 
 from __future__ import annotations
@@ -40,14 +47,18 @@ MEASUREMENTS = (
 )
 
 
-def column_basis(U: torch.Tensor) -> torch.Tensor:
-    """Orthonormal basis Q (V, r) of the column space of U (V, d), r = rank(U) ≤ d.
+def bottleneck_projector(U: torch.Tensor) -> torch.Tensor:
+    """The (r, d) float64 matrix R with ``‖Qᵀg‖ = ‖R Uᵀg‖`` for every logit gradient g, where Q
+    is an orthonormal basis of the column space of U (V, d) and r = rank(U) ≤ d.
 
-    Computed by SVD, so a rank-deficient U (tied or degenerate embeddings) gets its true rank.
+    From ``UᵀU = W Σ² Wᵀ``: ``R = Σ⁻¹ Wᵀ`` over the singular values above float32's rank
+    tolerance, so a rank-deficient U (degenerate embeddings) gets its true rank.
     """
-    left, sing, _ = torch.linalg.svd(U.float(), full_matrices=False)
-    tol = sing.max() * max(U.shape) * torch.finfo(torch.float32).eps
-    return left[:, sing > tol].contiguous()
+    U64 = U.double()
+    lam, W = torch.linalg.eigh(U64.T @ U64)  # ascending eigenvalues σ²
+    sigma = lam.clamp_min(0.0).sqrt()
+    keep = sigma > sigma.max() * max(U.shape) * torch.finfo(torch.float32).eps
+    return (W[:, keep] / sigma[keep]).T.contiguous()
 
 
 @dataclass
@@ -56,7 +67,6 @@ class VocabSums:
 
     lse: torch.Tensor  # (N,) log Σ_j exp ℓ_j
     Utp: torch.Tensor  # (N, d) Uᵀ p
-    Qtp: torch.Tensor  # (N, r) Qᵀ p
     rep_sq: torch.Tensor  # (N,) Σ_{j≠t} p_j², the squared norm of the repulsive logit gradient
 
 
@@ -64,7 +74,6 @@ def vocab_pass(
     h: torch.Tensor,
     U: torch.Tensor,
     b: torch.Tensor | None,
-    Q: torch.Tensor,
     targets: torch.Tensor,
     vocab_chunk: int,
 ) -> VocabSums:
@@ -73,7 +82,7 @@ def vocab_pass(
     Parameters
     ----------
     h : (N, d) hidden states; U : (V, d) output embedding; b : (V,) bias or None;
-    Q : (V, r) orthonormal basis of U's columns; targets : (N,) ids.
+    targets : (N,) ids.
     """
     N, d = h.shape
     kw = {"dtype": h.dtype, "device": h.device}
@@ -81,7 +90,6 @@ def vocab_pass(
     s = torch.zeros(N, **kw)  # Σ exp(ℓ − m)
     s2 = torch.zeros(N, **kw)  # Σ_{j≠t} exp(2(ℓ − m))
     v = torch.zeros(N, d, **kw)  # Σ exp(ℓ − m) U_j
-    w = torch.zeros(N, Q.shape[1], **kw)  # Σ exp(ℓ − m) Q_j
     rows = torch.arange(N, device=h.device)
     for lo in range(0, U.shape[0], vocab_chunk):
         hi = min(lo + vocab_chunk, U.shape[0])
@@ -97,9 +105,8 @@ def vocab_pass(
         s = s * scale + e.sum(dim=1)
         s2 = s2 * scale**2 + (e * e).sum(dim=1) - e_t**2
         v = v * scale[:, None] + e @ U[lo:hi]
-        w = w * scale[:, None] + e @ Q[lo:hi]
         m = m_new
-    return VocabSums(lse=m + torch.log(s), Utp=v / s[:, None], Qtp=w / s[:, None], rep_sq=s2 / s**2)
+    return VocabSums(lse=m + torch.log(s), Utp=v / s[:, None], rep_sq=s2 / s**2)
 
 
 def _cos(a: torch.Tensor, b: torch.Tensor, na: torch.Tensor, nb: torch.Tensor) -> torch.Tensor:
@@ -134,7 +141,7 @@ def decompose_at_h(
     h: torch.Tensor,
     U: torch.Tensor,
     b: torch.Tensor | None,
-    Q: torch.Tensor,
+    R: torch.Tensor,
     targets: torch.Tensor,
     vocab_chunk: int = 8192,
 ) -> Decomposition:
@@ -144,7 +151,7 @@ def decompose_at_h(
     ----------
     h : (N, d) final hidden states (input of the output layer).
     U : (V, d) output embedding; ``b`` : (V,) output bias or None.
-    Q : (V, r) orthonormal basis of U's column space (``column_basis``).
+    R : (r, d) the bottleneck projector of U (``bottleneck_projector``).
     targets : (N,) target ids, each in ``[0, V)``.
     vocab_chunk : vocabulary rows per logits block.
 
@@ -152,15 +159,15 @@ def decompose_at_h(
     -------
     Decomposition: the measurements, ∇h⁺ and ∇h⁻, the log-sum-exp and log p_t.
     """
-    sums = vocab_pass(h, U, b, Q, targets, vocab_chunk)
+    sums = vocab_pass(h, U, b, targets, vocab_chunk)
     log_pt, grad_att, grad_rep = grads_at_h(h, U, b, targets, sums)
     pt = torch.exp(log_pt)
     grad = grad_att + grad_rep  # ∇h = Uᵀp − U_t
     n_h = h.norm(dim=-1)
     n_att, n_rep, n_grad = grad_att.norm(dim=-1), grad_rep.norm(dim=-1), grad.norm(dim=-1)
-    # ‖g‖² = (1 − p_t)² + Σ_{j≠t} p_j², summed without cancellation; Qᵀg = Qᵀp − Q_t
+    # ‖g‖² = (1 − p_t)² + Σ_{j≠t} p_j², summed without cancellation; ‖Qᵀg‖ = ‖R ∇h‖
     g_sq = (1.0 - pt) ** 2 + sums.rep_sq
-    kept = (sums.Qtp - Q[targets]).pow(2).sum(-1)
+    kept = (grad.double() @ R.T).pow(2).sum(-1).to(h.dtype)
     out = {
         "loss": -log_pt,
         "p_target": pt,

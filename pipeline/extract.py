@@ -20,7 +20,7 @@ import xarray as xr
 import pipeline
 from pipeline.bottleneck import logit_gradient_gram, rank_curve, rank_sizes
 from pipeline.checkpoints import load_checkpoint, weights_sha256
-from pipeline.decomposition import MEASUREMENTS, column_basis, decompose_at_h
+from pipeline.decomposition import MEASUREMENTS, bottleneck_projector, decompose_at_h
 from pipeline.logs import Progress
 from pipeline.parameters import BodyRecorder, ParamGradients, output_layer_grads
 from pipeline.store import with_labels, write_zarr
@@ -100,7 +100,7 @@ def measure(
     if input_ids.max() >= model.get_input_embeddings().weight.shape[0] or input_ids.min() < 0:
         raise ValueError("input ids fall outside the model's input vocabulary")
     U32, b32 = U.detach().float(), (b.detach().float() if b is not None else None)
-    Q = column_basis(U32)  # once per checkpoint
+    R = bottleneck_projector(U32)  # once per checkpoint
     params = ParamGradients.for_model(model) if cfg.parameters else None
     recorder = BodyRecorder(model, model.get_output_embeddings()) if cfg.parameters else None
     names = dict(model.named_parameters())
@@ -121,7 +121,7 @@ def measure(
             with torch.set_grad_enabled(cfg.parameters):
                 h_body = final_hidden(model, ids)  # (B, T, d) in the model's dtype
             h = h_body.detach().float().reshape(-1, d)  # (B·T, d)
-            dec = decompose_at_h(h, U32, b32, Q, tgt, cfg.vocab_chunk)
+            dec = decompose_at_h(h, U32, b32, R, tgt, cfg.vocab_chunk)
             for k in MEASUREMENTS:
                 tokens[k].append(dec.measurements[k].cpu().numpy())
             if cfg.parameters:

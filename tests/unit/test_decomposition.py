@@ -8,7 +8,7 @@ back-propagate that through the output layer to h.
 import pytest
 import torch
 
-from pipeline.decomposition import MEASUREMENTS, column_basis, decompose_at_h, vocab_pass
+from pipeline.decomposition import MEASUREMENTS, bottleneck_projector, decompose_at_h, vocab_pass
 from pipeline.extract import final_hidden, output_layer
 
 
@@ -54,7 +54,7 @@ def test_matches_autograd_on_gpt_neox(tiny_neox):
         h = final_hidden(tiny_neox, ids).reshape(-1, 24)
     U, b = output_layer(tiny_neox)
     U = U.detach()
-    ours = decompose_at_h(h, U, b, column_basis(U), targets, vocab_chunk=10).measurements
+    ours = decompose_at_h(h, U, b, bottleneck_projector(U), targets, vocab_chunk=10).measurements
     ref = autograd_reference(h, tiny_neox.get_output_embeddings(), targets)
     for name in MEASUREMENTS:
         assert rel_err(ours[name], ref[name]) <= 1e-5, name
@@ -75,9 +75,9 @@ def test_vocab_chunks_agree_with_one_chunk_and_bias(chunk):
     N, V, d = 33, 50, 8
     h, U, b = torch.randn(N, d), torch.randn(V, d), torch.randn(V)
     targets = torch.randint(0, V, (N,))
-    Q = column_basis(U)
-    whole = decompose_at_h(h, U, b, Q, targets, vocab_chunk=V).measurements
-    chunked = decompose_at_h(h, U, b, Q, targets, vocab_chunk=chunk).measurements
+    R = bottleneck_projector(U)
+    whole = decompose_at_h(h, U, b, R, targets, vocab_chunk=V).measurements
+    chunked = decompose_at_h(h, U, b, R, targets, vocab_chunk=chunk).measurements
     for name in MEASUREMENTS:
         assert rel_err(chunked[name], whole[name]) <= 1e-5, name
     head = torch.nn.Linear(d, V)
@@ -93,7 +93,7 @@ def test_expected_embedding_is_stable_for_large_logits():
     # logits of ±1e4 overflow a naive exp; the running max keeps them finite
     h = torch.tensor([[100.0, -100.0]])
     U = torch.tensor([[100.0, 0.0], [0.0, 100.0], [-100.0, 0.0]])
-    sums = vocab_pass(h, U, None, column_basis(U), torch.tensor([1]), vocab_chunk=1)
+    sums = vocab_pass(h, U, None, torch.tensor([1]), vocab_chunk=1)
     ref = torch.logsumexp(h @ U.T, dim=1)
     torch.testing.assert_close(sums.lse, ref)
     torch.testing.assert_close(sums.Utp, torch.softmax(h @ U.T, 1) @ U)
@@ -103,7 +103,7 @@ def test_decomposition_identities():
     torch.manual_seed(3)
     h, U = torch.randn(20, 6), torch.randn(30, 6)
     targets = torch.randint(0, 30, (20,))
-    r = decompose_at_h(h, U, None, column_basis(U), targets, vocab_chunk=8).measurements
+    r = decompose_at_h(h, U, None, bottleneck_projector(U), targets, vocab_chunk=8).measurements
     assert (r["loss"] > 0).all()
     # ∇h⁺ is anti-parallel to U_t: its norm is (1 − p_t)‖U_t‖
     torch.testing.assert_close(r["norm_attractive"], (1 - r["p_target"]) * U[targets].norm(dim=-1))

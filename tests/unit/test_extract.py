@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from pipeline.bottleneck import logit_gradient_gram, rank_curve, rank_sizes
-from pipeline.decomposition import MEASUREMENTS, column_basis, decompose_at_h
+from pipeline.decomposition import MEASUREMENTS, bottleneck_projector, decompose_at_h
 from pipeline.extract import ExtractConfig, final_hidden, measure, output_layer
 from pipeline.parameters import Conv1D
 
@@ -258,7 +258,7 @@ def test_kept_fraction_matches_explicit_projection():
     N, Vs, d = 40, 50, 6
     h, U, b = torch.randn(N, d) * 2, torch.randn(Vs, d), torch.randn(Vs)
     t = torch.randint(0, Vs, (N,))
-    dec = decompose_at_h(h, U, b, column_basis(U), t, vocab_chunk=9)
+    dec = decompose_at_h(h, U, b, bottleneck_projector(U), t, vocab_chunk=9)
     G = torch.softmax(h.double() @ U.double().T + b.double(), 1)
     G[torch.arange(N), t] -= 1
     Qref, _ = torch.linalg.qr(U.double())  # a different basis of the same column space

@@ -67,7 +67,11 @@ class Peak:
             torch.cuda.reset_peak_memory_stats()
             self.base = torch.cuda.memory_allocated()
         else:
-            self.proc, self.base, self.stop = psutil.Process(), psutil.Process().memory_info().rss, False
+            self.proc, self.base, self.stop = (
+                psutil.Process(),
+                psutil.Process().memory_info().rss,
+                False,
+            )
             self.top = self.base
             self.thread = threading.Thread(target=self._sample, daemon=True)
             self.thread.start()
@@ -122,14 +126,17 @@ def main() -> None:
     ids = torch.randint(0, 50277, (n_seq, args.seq_len + 1), generator=g)
     inputs, targets = ids[:, :-1].numpy(), ids[:, 1:].numpy()
     n = n_seq * args.seq_len
-    print(f"{args.shape} ({sum(p.numel() for p in model.parameters()) / 1e6:.1f}M parameters), "
-          f"{n} tokens in batches of {batch}x{args.seq_len}, {args.dtype} on {device}")
+    print(
+        f"{args.shape} ({sum(p.numel() for p in model.parameters()) / 1e6:.1f}M parameters), "
+        f"{n} tokens in batches of {batch}x{args.seq_len}, {args.dtype} on {device}"
+    )
 
     def batches():
         for lo in range(0, n_seq, batch):
-            yield torch.from_numpy(inputs[lo : lo + batch]).to(device), torch.from_numpy(
-                targets[lo : lo + batch]
-            ).to(device)
+            yield (
+                torch.from_numpy(inputs[lo : lo + batch]).to(device),
+                torch.from_numpy(targets[lo : lo + batch]).to(device),
+            )
 
     def forward():
         with torch.no_grad():
@@ -139,12 +146,19 @@ def main() -> None:
     def forward_backward():
         for x, y in batches():
             logits = model(input_ids=x).logits.float()
-            torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1)).backward()
+            torch.nn.functional.cross_entropy(
+                logits.reshape(-1, logits.shape[-1]), y.reshape(-1)
+            ).backward()
         model.zero_grad(set_to_none=True)
 
     def extract(parameters: bool, chunk: int):
-        cfg = ExtractConfig(batch_size=batch, vocab_chunk=chunk, dtype=args.dtype,
-                            parameters=parameters, rank_tokens=0)
+        cfg = ExtractConfig(
+            batch_size=batch,
+            vocab_chunk=chunk,
+            dtype=args.dtype,
+            parameters=parameters,
+            rank_tokens=0,
+        )
         return lambda: measure(model, inputs, targets, cfg, device)
 
     U, b = output_layer(model)
@@ -178,10 +192,15 @@ def main() -> None:
     ):
         rows[name] = timed(fn, device, args.repeats)
         s, peak = rows[name]
-        print(f"{name:26s} {s:8.3f} s {n / s:12,.0f} tokens/s  peak {peak / 2**20:9.1f} MiB", flush=True)
+        print(
+            f"{name:26s} {s:8.3f} s {n / s:12,.0f} tokens/s  peak {peak / 2**20:9.1f} MiB",
+            flush=True,
+        )
     t = {k: v[0] for k, v in rows.items()}
     print(f"b/a = {t['b extraction at h'] / t['a forward']:.2f}   (goal <= 1.3)")
-    print(f"c/(forward+backward) = {t['c full extraction'] / t['forward+backward']:.2f}   (goal <= 2.5)")
+    print(
+        f"c/(forward+backward) = {t['c full extraction'] / t['forward+backward']:.2f}   (goal <= 2.5)"
+    )
     print(f"d/b = {t['d masked autograd'] / t['b extraction at h']:.2f}   (goal >= 2)")
 
 

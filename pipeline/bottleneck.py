@@ -31,10 +31,8 @@ def logit_gradient_gram(
     rows = torch.arange(N, device=h.device)
     for lo in range(0, U.shape[0], vocab_chunk):
         hi = min(lo + vocab_chunk, U.shape[0])
-        logits = h @ U[lo:hi].T
-        if b is not None:
-            logits += b[lo:hi]
-        G = torch.exp(logits - lse[:, None]).double()  # (N, chunk)
+        logits = h @ U[lo:hi].T if b is None else torch.addmm(b[lo:hi], h, U[lo:hi].T)
+        G = logits.sub_(lse[:, None]).exp_().double()  # (N, chunk)
         here = (targets >= lo) & (targets < hi)
         G[rows[here], targets[here] - lo] -= 1.0
         gram += G @ G.T

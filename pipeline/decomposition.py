@@ -93,18 +93,17 @@ def vocab_pass(
     rows = torch.arange(N, device=h.device)
     for lo in range(0, U.shape[0], vocab_chunk):
         hi = min(lo + vocab_chunk, U.shape[0])
-        logits = h @ U[lo:hi].T  # (N, chunk)
-        if b is not None:
-            logits += b[lo:hi]
-        m_new = torch.maximum(m, logits.max(dim=1).values)
+        Uc = U[lo:hi]
+        e = h @ Uc.T if b is None else torch.addmm(b[lo:hi], h, Uc.T)  # (N, chunk) logits
+        m_new = torch.maximum(m, e.amax(dim=1))
         scale = torch.exp(m - m_new)  # rescales what was summed under the old max
-        e = torch.exp(logits - m_new[:, None])  # (N, chunk)
+        e.sub_(m_new[:, None]).exp_()  # in place: one (N, chunk) block alive at a time
         here = (targets >= lo) & (targets < hi)
         e_t = torch.zeros(N, **kw)
         e_t[here] = e[rows[here], targets[here] - lo]
         s = s * scale + e.sum(dim=1)
-        s2 = s2 * scale**2 + (e * e).sum(dim=1) - e_t**2
-        v = v * scale[:, None] + e @ U[lo:hi]
+        s2 = s2 * scale**2 + torch.linalg.vector_norm(e, dim=1).square() - e_t**2
+        v = torch.addmm(v * scale[:, None], e, Uc)
         m = m_new
     return VocabSums(lse=m + torch.log(s), Utp=v / s[:, None], rep_sq=s2 / s**2)
 

@@ -498,3 +498,46 @@ def _stderr(result: lmfit.minimizer.MinimizerResult, b: float, d1: float, fit_a:
     cov = result.covar
     out["r_d"] = float(np.sqrt(max(cov[i, i] + cov[j, j] + 2 * cov[i, j], 0.0)))
     return out
+
+
+# --- the I/O layer: one model's reduction in, one JSON out; all models' JSONs into a CSV ------
+
+
+def fit_model(reduce_path: str, out_path: str, cfg: FitConfig) -> BNSLFit:
+    """Fit the overall loss curve of ``results/reduce/{model}.zarr``; write the fit as JSON."""
+    import json
+
+    import xarray as xr
+
+    red = xr.open_zarr(reduce_path)
+    model = red.attrs.get("model", "")
+    fit = fit_bnsl(red["step"].values, red["loss_overall"].values, cfg)
+    row = {"model": model, **fit.as_row()}
+    log.info(
+        "%s: t_d %.4g, L_d %.4g, r_d %.4g, RSLE %.3g, flag %r",
+        model,
+        fit.t_d,
+        fit.L_d,
+        fit.r_d,
+        fit.rsle,
+        fit.flag,
+    )
+    with open(out_path, "w") as fh:
+        json.dump(row, fh, indent=1, allow_nan=True)
+    return fit
+
+
+def write_table(json_paths: list[str], out_path: str) -> None:
+    """Collect per-model fit JSONs into one CSV, one row per model."""
+    import csv
+    import json
+
+    rows = []
+    for p in json_paths:
+        with open(p) as fh:
+            rows.append(json.load(fh))
+    columns = list(rows[0]) if rows else ["model"]
+    with open(out_path, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)

@@ -154,21 +154,22 @@ def output_layer_grads(
     ``Σ_i |g_i| |h_i|ᵀ`` with ``|g_i| = p_i + (1 − 2 p_t) e_t``, for D_W of the output layer.
     """
     pt = torch.exp(log_pt)
-    V = U.shape[0]
-    habs = h.abs()
+    V, d = U.shape
+    both = torch.cat([h, h.abs()], dim=1)  # (N, 2d): one matmul gives Pᵀh and Pᵀ|h|
     att_U = torch.zeros_like(U).index_add_(0, targets, (pt - 1.0)[:, None] * h)
-    rep_U = torch.zeros_like(U).index_add_(0, targets, -pt[:, None] * h)
-    abs_U = torch.zeros_like(U).index_add_(0, targets, (1.0 - 2.0 * pt)[:, None] * habs)
+    rep_abs = torch.zeros(V, 2 * d, dtype=h.dtype, device=h.device)
+    rep_abs.index_add_(
+        0, targets, torch.cat([-pt[:, None] * h, (1.0 - 2.0 * pt)[:, None] * both[:, d:]], 1)
+    )
     rep_b = torch.zeros(V, dtype=h.dtype, device=h.device)
     for lo in range(0, V, vocab_chunk):
         hi = min(lo + vocab_chunk, V)
-        logits = h @ U[lo:hi].T
-        if b is not None:
-            logits += b[lo:hi]
-        P = torch.exp(logits - lse[:, None])  # (N, chunk)
-        rep_U[lo:hi] += P.T @ h
-        abs_U[lo:hi] += P.T @ habs
+        Uc = U[lo:hi]
+        P = h @ Uc.T if b is None else torch.addmm(b[lo:hi], h, Uc.T)  # (N, chunk) logits
+        P.sub_(lse[:, None]).exp_()  # softmax, in place
+        rep_abs[lo:hi].addmm_(P.T, both)
         rep_b[lo:hi] += P.sum(0)
+    rep_U, abs_U = rep_abs[:, :d], rep_abs[:, d:]
     out = {"att_U": att_U, "rep_U": rep_U, "abs_U": abs_U}
     if b is not None:
         out["att_b"] = torch.zeros_like(rep_b).index_add_(0, targets, pt - 1.0)

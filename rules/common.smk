@@ -20,8 +20,12 @@ wildcard_constraints:
 
 
 def final_targets():
-    """The targets of the default rule: the figures and the summary store."""
-    return ["results/summary.zarr", "results/figures/loss_by_bin.png"]
+    """The targets of the default rule: the figures, the fits and the summary store."""
+    return [
+        "results/summary.zarr",
+        "results/fits/bnsl.csv",
+        "results/figures/loss_by_bin.png",
+    ]
 
 
 # --- data ---------------------------------------------------------------------------------

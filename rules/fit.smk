@@ -1,5 +1,30 @@
-# The fit stage: broken-power-law (BNSL) fits of each model's loss curve with lmfit, written to
-# results/fits/bnsl.csv.
-#
-# STUB: filled by the issue "Reductions and fits, out-of-core" (see the README's status table).
-# It has no rules yet, so `rule all` does not ask for results/fits/.
+# The fit stage: a broken power law (BNSL, Zero-sum learning Eq. 1) fitted to each model's overall
+# loss curve with lmfit (pipeline/fit.py), one JSON per model, then one CSV for all models.
+
+
+rule fit_bnsl:
+    input:
+        "results/reduce/{model}.zarr",
+    output:
+        "results/fits/{model}.json",
+    log:
+        "results/logs/fit/{model}.log",
+    conda:
+        "../envs/analysis.yaml"
+    params:
+        fit=config["fit"],
+    script:
+        "../scripts/fit_bnsl.py"
+
+
+rule fit_table:
+    input:
+        expand("results/fits/{model}.json", model=MODELS),
+    output:
+        "results/fits/bnsl.csv",
+    log:
+        "results/logs/fit/bnsl.log",
+    conda:
+        "../envs/analysis.yaml"
+    script:
+        "../scripts/fit_table.py"

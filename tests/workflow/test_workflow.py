@@ -18,6 +18,7 @@ import yaml
 
 from pipeline.decomposition import MEASUREMENTS
 from pipeline.reduce import open_summary
+from pipeline.store import open_labeled
 
 pytestmark = pytest.mark.workflow
 
@@ -115,6 +116,31 @@ def test_reduction_and_summary(run_dir, config):
     np.testing.assert_allclose((s["loss"] * w).sum("bin") / w.sum(), s["loss_overall"], rtol=1e-5)
     assert (run_dir / "results/figures/loss_by_bin.png").stat().st_size > 10_000
     assert (run_dir / "results/figures/loss_by_bin.pdf").exists()
+
+
+def test_extraction_has_parameter_and_rank_measurements(run_dir, config):
+    model = next(iter(config["models"]))
+    ds = open_labeled(run_dir / f"results/extract/{model}/step{max(config['steps'])}.zarr")
+    names = list(ds["param"].values)
+    assert any(n.endswith("embed_in.weight") for n in names) and "lm_head.weight" in names
+    dw = ds["param_interference"].sel(param="lm_head.weight").values
+    assert 0 <= dw.item() <= 1
+    assert (ds["param_norm_grad"] >= 0).all()
+    kept = ds["kept_fraction"].values
+    assert ((kept >= 0) & (kept <= 1 + 1e-5)).all()
+    ranks = ds["logit_grad_rank"].values[0]
+    assert (np.diff(ranks) >= 0).all() and ranks[0] == 1
+    assert ds["rank_tokens"].values[-1] == config["extract"]["rank_tokens"]
+
+
+def test_bnsl_table_has_one_row_per_model(run_dir, config):
+    import csv
+
+    with open(run_dir / "results/fits/bnsl.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [r["model"] for r in rows] == list(config["models"])
+    for key in ("t_d", "L_d", "r_d", "L_hat_T", "L_T", "rsle", "flag", "converged"):
+        assert key in rows[0], key
 
 
 def test_training_log_reports_progress(run_dir):

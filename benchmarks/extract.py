@@ -141,7 +141,7 @@ def main() -> None:
     def forward():
         with torch.no_grad():
             for x, _ in batches():
-                model(input_ids=x).logits
+                model(input_ids=x)  # logits over the whole vocabulary
 
     def forward_backward():
         for x, y in batches():

@@ -70,6 +70,8 @@ class Measurements:
     rank_sizes: list[int]
     ranks: list[int]
     hidden_size: int
+    output_param: str  # the output embedding's parameter name
+    input_param: str  # the input embedding's parameter name
 
 
 def auto_batch_size(model, seq_len: int, cfg: ExtractConfig, device: torch.device) -> int:
@@ -156,6 +158,8 @@ def measure(
         rank_sizes=sizes,
         ranks=ranks,
         hidden_size=d,
+        output_param=name_of[id(U)],
+        input_param=name_of[id(model.get_input_embeddings().weight)],
     )
 
 
@@ -239,5 +243,11 @@ def to_dataset(meas: Measurements, ev: xr.Dataset, attrs: dict) -> xr.Dataset:
     if meas.ranks:
         data["logit_grad_rank"] = ("rank_tokens", np.asarray(meas.ranks, dtype=np.int64))
         coords["rank_tokens"] = np.asarray(meas.rank_sizes, dtype=np.int64)
-    attrs = {**attrs, "hidden_size": meas.hidden_size, "rank_ceiling": 2 * meas.hidden_size}
+    attrs = {
+        **attrs,
+        "hidden_size": meas.hidden_size,
+        "rank_ceiling": 2 * meas.hidden_size,
+        "output_param": meas.output_param,
+        "input_param": meas.input_param,
+    }
     return with_labels(xr.Dataset(data, coords=coords, attrs=attrs), labels)

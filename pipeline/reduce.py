@@ -1,10 +1,18 @@
-"""The reduce stage: one model's step stores → means per (step, bin), saturation flags.
+"""The reduce stage: one model's step stores → per (step, bin) curves, saturation, interference.
 
-The per-step stores are opened lazily with dask and concatenated along ``step``; nothing is
-loaded whole. For every per-token measurement m the reduction writes ``m (step, bin)``, the mean
-over the evaluation tokens of each log2 frequency bin, and ``m_overall (step)``, the mean over all
-tokens (token-weighted). The saturation rule (``pipeline.saturation``, Gradient Dissent §2) flags
-each (step, bin) and the overall curve, and gives the model's ``saturation_step``.
+The per-step stores are opened lazily with dask (``token_chunk`` tokens a chunk) and concatenated
+along ``step``; no store is loaded whole. Per model it writes ``results/reduce/{model}.zarr``:
+
+* for every per-token measurement m: ``m (step, bin)``, the mean over each log2-frequency bin's
+  tokens, ``m_overall (step)``, the mean over all tokens, and ``m_quantile (step, bin, quantile)``;
+  the means are matrix products with a (token, bin) indicator, summed chunk by chunk;
+* the saturation rule (``pipeline.saturation``, Gradient Dissent §2): ``improving (step, bin)``,
+  ``improving_overall (step)``, ``saturation_step``; and ``dissent_onset_step``, the first step
+  whose mean cos(∇h⁺, ∇h⁻) is at or below ``dissent_threshold`` (total dissent);
+* loss-change interference (ZSL Eq. 2-4) for checkpoint pairs (t, 2t), or (t, next step) where
+  2t is missing, indexed by t: ``interference``, ``change_magnitude`` per bin and overall;
+* per-block summaries of the parameter decomposition and of D_W (``layer`` dim), and the output
+  and input layers' (``head_*``, ``embed_*``); the logit-gradient rank curve per step.
 
 ``summarize`` stacks the per-model stores along ``model`` into ``results/summary.zarr``. Model
 names are labels of the integer ``model`` coordinate (``pipeline.store``); ``open_summary``
@@ -19,6 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 import xarray as xr
 
+from pipeline.data import UNSEEN_BIN
 from pipeline.decomposition import MEASUREMENTS
 from pipeline.saturation import improving, saturation_step
 from pipeline.store import open_labeled, with_labels, write_zarr
@@ -31,50 +40,177 @@ class ReduceConfig:
     """The ``reduce`` section of the config."""
 
     saturation_tolerance: float = 0.01
+    quantiles: tuple[float, ...] | list[float] = (0.1, 0.5, 0.9)
+    dissent_threshold: float = -0.9
+    token_chunk: int = 2**18  # tokens per dask chunk: bounds the reduction's memory
 
 
-def open_steps(paths: list[str]) -> xr.Dataset:
+def open_steps(paths: list[str], token_chunk: int = 2**18) -> xr.Dataset:
     """Open per-step extraction stores lazily as one dataset over (step, token), sorted by step."""
     if not paths:
         raise ValueError("no extraction stores to reduce: the model has no steps in the config")
-    parts = [xr.open_zarr(p) for p in paths]
+    parts = [xr.open_zarr(p, chunks={"token": token_chunk}) for p in paths]
     ds = xr.concat(parts, dim="step", coords="minimal", compat="override", join="exact")
     return ds.sortby("step")
 
 
-def binned_means(ds: xr.Dataset) -> xr.Dataset:
-    """Means of every measurement per (step, bin) and overall per step, and tokens per bin."""
-    bins = ds["bin"].values  # (token,) small: one int per evaluation token
-    present = np.unique(bins)
-    data = ds[list(MEASUREMENTS)].drop_vars(["target", "bin"], errors="ignore")
-    binned = data.groupby(xr.DataArray(bins, dims="token", name="bin")).mean("token")
-    overall = data.mean("token").rename({m: f"{m}_overall" for m in MEASUREMENTS})
-    counts = xr.DataArray(
-        np.array([(bins == b).sum() for b in present], dtype=np.int64),
-        dims="bin",
+def _bin_onehot(bins: np.ndarray, present: np.ndarray, token_chunk: int) -> xr.DataArray:
+    """(token, bin) float32 indicator, chunked along ``token`` like the step stores."""
+    import dask.array as da
+
+    onehot = (bins[:, None] == present[None, :]).astype(np.float32)
+    return xr.DataArray(
+        da.from_array(onehot, chunks=(token_chunk, -1)),
+        dims=("token", "bin"),
         coords={"bin": present},
-        name="n_tokens",
     )
-    return xr.merge([binned, overall, counts.to_dataset()]).transpose("step", "bin").compute()
+
+
+def grouped_means(data: xr.Dataset, onehot: xr.DataArray) -> tuple[xr.Dataset, xr.Dataset]:
+    """NaN-skipping means per (step, bin) and per step, as matrix products with the bin
+    indicator: every chunk of tokens contributes partial sums, so memory stays bounded."""
+    finite = data.notnull()
+    filled = data.fillna(0.0)
+
+    def per_bin(x: xr.Dataset) -> xr.Dataset:
+        return x.map(lambda v: xr.dot(v, onehot, dim="token"))
+
+    binned = per_bin(filled) / per_bin(finite.astype(np.float32))
+    overall = filled.sum("token") / finite.sum("token")
+    return binned, overall
+
+
+def grouped_quantiles(data: xr.Dataset, bins: np.ndarray, present: np.ndarray, q) -> xr.Dataset:
+    """Quantiles over the tokens of each bin, per step (one (step, bin) block at a time)."""
+    parts = []
+    for b in present:
+        sel = data.isel(token=np.flatnonzero(bins == b)).chunk({"step": 1, "token": -1})
+        parts.append(sel.quantile(list(q), dim="token", skipna=True))
+    return xr.concat(parts, dim=xr.DataArray(present, dims="bin", name="bin"))
+
+
+def loss_change_pairs(steps: np.ndarray) -> np.ndarray:
+    """The partner t′ of each step t (ZSL): 2t where the suite has it, else the next step;
+    -1 for the last step."""
+    steps = np.sort(steps)
+    have = set(steps.tolist())
+    partner = np.full(steps.shape, -1, dtype=np.int64)
+    for i, t in enumerate(steps[:-1]):
+        partner[i] = 2 * t if (t > 0 and 2 * t in have) else steps[i + 1]
+    return partner
+
+
+def loss_change(ds: xr.Dataset, onehot: xr.DataArray) -> xr.Dataset:
+    """Loss-change interference D and magnitude M (ZSL Eq. 2-4) per (t, bin) and per t, for the
+    pairs of ``loss_change_pairs``; checks ``|ΔL| = M (1 − D)``."""
+    steps = ds["step"].values
+    partner = loss_change_pairs(steps)
+    first = steps[partner >= 0]
+    delta = ds["loss"].sel(step=partner[partner >= 0]).data - ds["loss"].sel(step=first).data
+    delta = xr.DataArray(delta, dims=("step", "token"), coords={"step": first})
+    n_bin = onehot.sum("token")
+    net_bin = xr.dot(delta, onehot, dim="token")
+    abs_bin = xr.dot(abs(delta), onehot, dim="token")
+    net, total = delta.sum("token"), abs(delta).sum("token")
+    out = xr.Dataset(
+        {
+            "interference": 1 - abs(net_bin) / abs_bin,
+            "change_magnitude": abs_bin / n_bin,
+            "interference_overall": 1 - abs(net) / total,
+            "change_magnitude_overall": total / delta.sizes["token"],
+            "loss_change_overall": net / delta.sizes["token"],
+        }
+    ).compute()
+    out["pair_step"] = ("step", partner[partner >= 0])
+    check = out["change_magnitude_overall"] * (1 - out["interference_overall"])
+    if not np.allclose(check, abs(out["loss_change_overall"]), rtol=1e-4, atol=1e-7):
+        raise AssertionError("loss-change interference: |ΔL| = M (1 − D) does not hold")
+    return out.reindex(step=steps)
+
+
+def layer_summaries(ds: xr.Dataset) -> xr.Dataset:
+    """Per-block and output/input-layer summaries of the parameter decomposition and of D_W.
+
+    Within a block, cos(∇θ⁺, ∇θ⁻) of the concatenated parameters is exact from per-tensor norms
+    and cosines: ``Σ cos_p ‖a_p‖ ‖r_p‖ / sqrt(Σ ‖a_p‖² · Σ ‖r_p‖²)``; D_W is the size-weighted
+    mean over the block's linear weights.
+    """
+    if "param_norm_attractive" not in ds:
+        return xr.Dataset()
+    p = ds[[v for v in ds.data_vars if v.startswith("param_")]].compute()
+    na, nr = p["param_norm_attractive"], p["param_norm_repulsive"]
+    dot = p["param_cos_attractive_repulsive"] * na * nr
+    size = ds["param_size"].astype(np.float64)
+    dw = p["param_interference"]
+    weighted = (dw * size).where(dw.notnull())
+    layer = ds["layer"].compute()
+    in_block = layer >= 0
+    g = lambda x: x.where(in_block, drop=True).groupby(layer.where(in_block, drop=True)).sum()  # noqa: E731
+    out = xr.Dataset(
+        {
+            "layer_cos_attractive_repulsive": g(dot) / np.sqrt(g(na**2) * g(nr**2)),
+            "layer_norm_grad": np.sqrt(g(p["param_norm_grad"] ** 2)),
+            "layer_interference": g(weighted.fillna(0)) / g(size.where(dw.notnull()).fillna(0)),
+        }
+    )
+    out = out.assign_coords(layer=out["layer"].astype(np.int64))
+    labels = list(ds.attrs.get("labels", {}).get("param", []))
+    for prefix, key in (("head", "output_param"), ("embed", "input_param")):
+        name = ds.attrs.get(key)
+        if name in labels:
+            i = labels.index(name)
+            out[f"{prefix}_interference"] = dw.isel(param=i, drop=True)
+            if prefix == "head":
+                out["head_cos_attractive_repulsive"] = p["param_cos_attractive_repulsive"].isel(
+                    param=i, drop=True
+                )
+    return out
+
+
+def first_step_at_or_below(curve: np.ndarray, steps: np.ndarray, threshold: float) -> float:
+    """The first step where ``curve ≤ threshold``; NaN if none."""
+    hit = np.flatnonzero(curve <= threshold)
+    return float(steps[hit[0]]) if hit.size else float("nan")
 
 
 def reduce_model(paths: list[str], out_path: str, model_name: str, cfg: ReduceConfig) -> xr.Dataset:
     """Reduce one model's step stores and write ``results/reduce/{model}.zarr``."""
-    ds = open_steps(paths)
+    ds = open_steps(paths, cfg.token_chunk)
     steps = ds["step"].values
     log.info("%s: %d steps x %d tokens", model_name, steps.size, ds.sizes["token"])
-    red = binned_means(ds)
+    bins = ds["bin"].values  # (token,) one int per evaluation token: small
+    present = np.unique(bins)
+    onehot = _bin_onehot(bins, present, cfg.token_chunk)
+    data = ds[list(MEASUREMENTS)].drop_vars(["target", "bin"], errors="ignore")
+    binned, overall = grouped_means(data, onehot)
+    red = xr.merge([binned, overall.rename({m: f"{m}_overall" for m in MEASUREMENTS})]).compute()
+    red["n_tokens"] = ("bin", np.array([(bins == b).sum() for b in present], dtype=np.int64))
+    if cfg.quantiles:
+        quant = grouped_quantiles(data, bins, present, cfg.quantiles).compute()
+        red = red.merge(quant.rename({m: f"{m}_quantile" for m in MEASUREMENTS}))
+    log.info("%s: binned means and quantiles done", model_name)
+    if steps.size > 1:
+        red = red.merge(loss_change(ds, onehot))
+    red = red.merge(layer_summaries(ds))
+    if "logit_grad_rank" in ds:
+        red["logit_grad_rank"] = ds["logit_grad_rank"].compute()
+    red = red.transpose("step", "bin", ...)
     tol = cfg.saturation_tolerance
     red["improving"] = (("step", "bin"), improving(red["loss"].values, axis=0, tolerance=tol))
-    red["improving_overall"] = (
-        "step",
-        improving(red["loss_overall"].values, axis=0, tolerance=tol),
-    )
+    red["improving_overall"] = ("step", improving(red["loss_overall"].values, 0, tol))
     red["saturation_step"] = saturation_step(red["loss_overall"].values, steps, tol)
+    red["dissent_onset_step"] = first_step_at_or_below(
+        red["cos_attractive_repulsive_overall"].values, steps, cfg.dissent_threshold
+    )
+    hidden = ds.attrs.get("hidden_size", -1)
+    red["hidden_size"] = hidden
+    red["rank_ceiling"] = 2 * hidden if hidden > 0 else -1
+    red["n_params"] = int(ds["param_size"].sum()) if "param_size" in ds.coords else -1
     red.attrs = {
         "model": model_name,
         "saturation_tolerance": tol,
-        "unseen_bin": ds.attrs.get("unseen_bin", -64),
+        "dissent_threshold": cfg.dissent_threshold,
+        "unseen_bin": UNSEEN_BIN,
         "weights_sha256": [xr.open_zarr(p).attrs["weights_sha256"] for p in paths],
     }
     red["step"] = red["step"].astype(np.int64)

@@ -177,8 +177,8 @@ def test_code_style(repo):
     """ruff (lint and format) and snakefmt settle style; a diff here is a failure."""
     bin_dir = Path(sys.executable).parent
     for cmd in (
-        [bin_dir / "ruff", "check", "pipeline", "scripts", "tests"],
-        [bin_dir / "ruff", "format", "--check", "pipeline", "scripts", "tests"],
+        [bin_dir / "ruff", "check", "pipeline", "scripts", "tests", "benchmarks"],
+        [bin_dir / "ruff", "format", "--check", "pipeline", "scripts", "tests", "benchmarks"],
         [bin_dir / "snakefmt", "--check", "Snakefile", "rules"],
     ):
         r = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, cwd=repo)

@@ -80,13 +80,39 @@ def grouped_means(data: xr.Dataset, onehot: xr.DataArray) -> tuple[xr.Dataset, x
     return binned, overall
 
 
+def segment_quantiles(values: np.ndarray, order: np.ndarray, bounds: np.ndarray, q) -> np.ndarray:
+    """Quantiles of each bin's values along the last axis (pure numpy).
+
+    ``order`` sorts the tokens by bin and ``bounds`` (n_bins + 1) delimits each bin's run in that
+    order. Returns (..., n_bins, n_quantiles); np.quantile selects in linear time per bin.
+    """
+    grouped = values[..., order]
+    out = np.empty((*values.shape[:-1], bounds.size - 1, len(q)))
+    for i, (lo, hi) in enumerate(zip(bounds[:-1], bounds[1:])):
+        seg = grouped[..., lo:hi]
+        has_nan = np.isnan(seg).any()
+        out[..., i, :] = np.moveaxis(
+            (np.nanquantile if has_nan else np.quantile)(seg, q, axis=-1), 0, -1
+        )
+    return out
+
+
 def grouped_quantiles(data: xr.Dataset, bins: np.ndarray, present: np.ndarray, q) -> xr.Dataset:
-    """Quantiles over the tokens of each bin, per step (one (step, bin) block at a time)."""
-    parts = []
-    for b in present:
-        sel = data.isel(token=np.flatnonzero(bins == b)).chunk({"step": 1, "token": -1})
-        parts.append(sel.quantile(list(q), dim="token", skipna=True))
-    return xr.concat(parts, dim=xr.DataArray(present, dims="bin", name="bin"))
+    """Quantiles over the tokens of each bin, per step: one (step, variable) block of tokens at a
+    time, so memory is bounded by one step's tokens whatever the number of steps."""
+    order = np.argsort(bins, kind="stable")
+    bounds = np.searchsorted(bins[order], np.append(present, present[-1] + 1))
+    q = list(q)
+    return xr.apply_ufunc(
+        segment_quantiles,
+        data.chunk({"step": 1, "token": -1}),
+        kwargs={"order": order, "bounds": bounds, "q": q},
+        input_core_dims=[["token"]],
+        output_core_dims=[["bin", "quantile"]],
+        dask="parallelized",
+        output_dtypes=[np.float64],
+        dask_gufunc_kwargs={"output_sizes": {"bin": present.size, "quantile": len(q)}},
+    ).assign_coords(bin=present, quantile=q)
 
 
 def loss_change_pairs(steps: np.ndarray) -> np.ndarray:

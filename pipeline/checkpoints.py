@@ -5,8 +5,11 @@ from fixed seeds and saves each checkpoint with ``save_pretrained`` on a Pythia-
 (step 0, powers of two, then evenly spaced). Training is deterministic: one intra-op thread,
 seeded initialisation and a seeded batch order, so two runs write identical weights.
 
-From there on a toy checkpoint is treated like a downloaded one: ``load_checkpoint`` reads a
-Hugging Face model directory (safetensors only), checks the weights, and reports their sha256.
+Hub suites (Pythia, OLMo, …) are fetched one revision at a time with ``fetch_revision`` into the
+shared hub cache, and ``results/checkpoints/{model}/step{N}/`` becomes a directory of links into
+it. From there on every checkpoint is treated alike: ``load_checkpoint`` reads a Hugging Face
+model directory (safetensors first, no remote code), checks the weights, and ``weights_sha256``
+fingerprints them.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import hashlib
 import logging
 import math
 import os
+import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -137,9 +141,102 @@ def _save(net, path: Path) -> None:
     os.replace(tmp, path)
 
 
+# --- checkpoints from the Hugging Face hub --------------------------------------------------
+
+CONFIG_FILES = ["config.json", "generation_config.json"]
+TOKENIZER_FILES = [
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "vocab.json",
+    "merges.txt",
+    "tokenizer.model",
+]
+SAFETENSORS_FILES = ["*.safetensors", "*.safetensors.index.json"]
+PICKLE_FILES = ["*.bin", "*.bin.index.json"]  # only with an explicit opt-in (allow_pickle)
+
+
+def hub_patterns(allow_pickle: bool = False) -> list[str]:
+    """The files fetched for one revision: config, tokenizer, weights (safetensors first)."""
+    return (
+        CONFIG_FILES + TOKENIZER_FILES + SAFETENSORS_FILES + (PICKLE_FILES if allow_pickle else [])
+    )
+
+
+def cached_revisions(repo_id: str) -> list[str]:
+    """Revisions of ``repo_id`` recorded in the local hub cache (its ``refs/``)."""
+    from huggingface_hub import constants
+
+    refs = Path(constants.HF_HUB_CACHE) / f"models--{repo_id.replace('/', '--')}" / "refs"
+    if not refs.is_dir():
+        return []
+    return sorted((str(p.relative_to(refs)) for p in refs.rglob("*") if p.is_file()), key=_natural)
+
+
+def _natural(name: str) -> list:
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name)]
+
+
+def known_revisions(repo_id: str) -> list[str]:
+    """The revisions of ``repo_id``: the hub's branches where it can be reached, else the cache's."""
+    from huggingface_hub import HfApi, constants
+
+    if not constants.HF_HUB_OFFLINE:
+        try:
+            refs = HfApi().list_repo_refs(repo_id)
+            return sorted((b.name for b in refs.branches), key=_natural)
+        except Exception:  # no network, unknown repository: fall back to the cache
+            pass
+    return cached_revisions(repo_id)
+
+
+def _shorten(names: list[str], n: int = 12) -> str:
+    if not names:
+        return "none"
+    return ", ".join(names[:n]) + (f", … ({len(names)} in all)" if len(names) > n else "")
+
+
+def fetch_revision(repo_id: str, revision: str, allow_pickle: bool = False) -> Path:
+    """Download (or find in the hub cache) one revision's config, tokenizer and weights.
+
+    Uses ``huggingface_hub.snapshot_download`` into the shared hub cache (``HF_HOME`` /
+    ``HF_HUB_CACHE``), so revisions share blobs and nothing is copied per revision. With
+    ``HF_HUB_OFFLINE=1`` a cached revision is found and a missing one is an error that says how
+    to fetch it. Returns the snapshot directory.
+    """
+    from huggingface_hub import constants, snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError, RevisionNotFoundError
+
+    try:
+        path = Path(
+            snapshot_download(repo_id, revision=revision, allow_patterns=hub_patterns(allow_pickle))
+        )
+    except RevisionNotFoundError as err:
+        raise ValueError(
+            f"{repo_id} has no revision {revision!r}; revisions: {_shorten(known_revisions(repo_id))}"
+        ) from err
+    except LocalEntryNotFoundError as err:
+        cached = cached_revisions(repo_id)
+        raise FileNotFoundError(
+            f"{repo_id} revision {revision!r} is not in the hub cache {constants.HF_HUB_CACHE} and "
+            f"the hub cannot be reached (HF_HUB_OFFLINE={int(constants.HF_HUB_OFFLINE)}). Fetch it "
+            f"on a machine with network access into the same HF_HOME: "
+            f"`hf download {repo_id} --revision {revision}`; cached revisions: {_shorten(cached)}"
+        ) from err
+    if not any(path.glob("*.safetensors")) and not (allow_pickle and any(path.glob("*.bin"))):
+        hint = (
+            "it has .bin weights only: set allow_pickle: true for this model to load them "
+            "(with weights_only=True)"
+            if any(path.glob("*.bin")) or allow_pickle is False
+            else "it has no weights"
+        )
+        raise ValueError(f"{repo_id} revision {revision!r} has no .safetensors weights; {hint}")
+    return path
+
+
 def link_checkpoint(src: str | os.PathLike, dst: str | os.PathLike) -> None:
-    """Materialise ``dst`` as a Hugging Face model directory holding hard links to ``src``'s
-    files (a copy where hard links are impossible), atomically."""
+    """Make ``dst`` a Hugging Face model directory of symbolic links to the files of ``src``
+    (a hub snapshot): a pointer into the cache, no copy. Written atomically."""
     src, dst = Path(src), Path(dst)
     if not (src / "config.json").exists():
         raise FileNotFoundError(f"{src} is not a Hugging Face model directory (no config.json)")
@@ -147,37 +244,48 @@ def link_checkpoint(src: str | os.PathLike, dst: str | os.PathLike) -> None:
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     for f in src.iterdir():
-        try:
-            os.link(f, tmp / f.name)
-        except OSError:
-            shutil.copy2(f, tmp / f.name)
+        (tmp / f.name).symlink_to(f.absolute())
     shutil.rmtree(dst, ignore_errors=True)
     os.replace(tmp, dst)
 
 
-def weights_sha256(path: str | os.PathLike) -> str:
-    """sha256 over a checkpoint's weight files (sorted by name), streamed."""
-    files = sorted(Path(path).glob("*.safetensors"))
+def weight_files(path: str | os.PathLike) -> list[Path]:
+    """A checkpoint's weight files: its safetensors, else its pickle (.bin) files."""
+    path = Path(path)
+    files = sorted(path.glob("*.safetensors")) or sorted(path.glob("*.bin"))
     if not files:
-        raise FileNotFoundError(f"no .safetensors weights in {path}")
+        raise FileNotFoundError(f"no weights (.safetensors or .bin) in {path}")
+    return files
+
+
+def weights_sha256(path: str | os.PathLike) -> str:
+    """sha256 over a checkpoint's weight files (sorted by name, links followed), streamed."""
     h = hashlib.sha256()
-    for f in files:
+    for f in weight_files(path):
         with open(f, "rb") as fh:
             for block in iter(lambda: fh.read(1 << 20), b""):
                 h.update(block)
     return h.hexdigest()
 
 
-def load_checkpoint(path: str | os.PathLike, dtype: torch.dtype = torch.float32):
-    """Load a causal LM from a Hugging Face model directory, safetensors only, no remote code.
+def load_checkpoint(
+    path: str | os.PathLike, dtype: torch.dtype = torch.float32, allow_pickle: bool = False
+):
+    """Load a causal LM from a Hugging Face model directory; no remote code is executed.
 
-    Raises a ``ValueError`` that names the checkpoint if its weights hold NaN or infinity.
+    Weights load from safetensors; ``.bin`` (pickle) files only with ``allow_pickle``, and then
+    with ``weights_only`` loading. Raises a ``ValueError`` that names the checkpoint if it cannot
+    be read (a truncated file) or its weights hold NaN or infinity.
     """
     from transformers import AutoModelForCausalLM
 
     try:
         model = AutoModelForCausalLM.from_pretrained(
-            path, dtype=dtype, use_safetensors=True, trust_remote_code=False
+            path,
+            dtype=dtype,
+            use_safetensors=None if allow_pickle else True,
+            trust_remote_code=False,
+            weights_only=True,
         )
     except Exception as err:
         raise ValueError(
@@ -185,6 +293,8 @@ def load_checkpoint(path: str | os.PathLike, dtype: torch.dtype = torch.float32)
         ) from err
     for name, p in model.named_parameters():
         if not torch.isfinite(p).all():
-            raise ValueError(f"checkpoint {path} has NaN or infinite weights in {name!r}")
+            raise ValueError(
+                f"checkpoint {path} has NaN or infinite weights in {name!r}; it cannot be measured"
+            )
     model.eval()
     return model

@@ -189,7 +189,14 @@ def resolve_device(name: str) -> torch.device:
 
 
 def extract_checkpoint(
-    checkpoint: str, eval_path: str, out_path: str, model_name: str, step: int, cfg: ExtractConfig
+    checkpoint: str,
+    eval_path: str,
+    out_path: str,
+    model_name: str,
+    step: int,
+    cfg: ExtractConfig,
+    allow_pickle: bool = False,
+    revision: str | None = None,
 ) -> None:
     """Measure checkpoint ``checkpoint`` on the evaluation set and write ``out_path``."""
     import transformers
@@ -202,12 +209,12 @@ def extract_checkpoint(
         raise ValueError(f"the evaluation set {eval_path} is empty")
     sha = weights_sha256(checkpoint)
     log.info("%s step %d: %d tokens on %s in %s", model_name, step, targets.size, device, cfg.dtype)
-    model = load_checkpoint(checkpoint, dtype=dtype).to(device)
+    model = load_checkpoint(checkpoint, dtype=dtype, allow_pickle=allow_pickle).to(device)
     meas = measure(model, input_ids, targets, cfg, device)
     attrs = {
         "model": model_name,
         "step": int(step),
-        "revision": f"step{step}",
+        "revision": revision or f"step{step}",
         "weights_sha256": sha,
         "dtype": cfg.dtype,
         "device": str(device),

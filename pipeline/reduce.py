@@ -43,6 +43,47 @@ class ReduceConfig:
     quantiles: tuple[float, ...] | list[float] = (0.1, 0.5, 0.9)
     dissent_threshold: float = -0.9
     token_chunk: int = 2**18  # tokens per dask chunk: bounds the reduction's memory
+    duplicates: str = "warn"  # revisions with identical weights: "warn", "skip" or "fail"
+
+
+def find_duplicates(steps: list[int], shas: list[str]) -> list[tuple[int, int, str]]:
+    """(step, earlier step with the same weights, sha256) for every revision whose weights
+    repeat an earlier one's (several Pythia branches serve identical weights)."""
+    first: dict[str, int] = {}
+    dups = []
+    for step, sha in sorted(zip(steps, shas)):
+        if sha in first:
+            dups.append((step, first[sha], sha))
+        else:
+            first[sha] = step
+    return dups
+
+
+def check_duplicates(paths: list[str], policy: str, table_path: str, model: str) -> list[str]:
+    """Detect revisions with identical weights from the stores' ``weights_sha256``, write the
+    table (step, duplicate_of, weights_sha256) and apply the policy: ``warn`` logs them,
+    ``skip`` leaves the later copies out of the reduction, ``fail`` stops with an error.
+    Returns the paths to reduce."""
+    attrs = [xr.open_zarr(p).attrs for p in paths]
+    steps = [int(a["step"]) for a in attrs]
+    dups = find_duplicates(steps, [a["weights_sha256"] for a in attrs])
+    with open(table_path, "w") as fh:
+        fh.write("model\tstep\tduplicate_of\tweights_sha256\n")
+        for step, of, sha in dups:
+            fh.write(f"{model}\t{step}\t{of}\t{sha}\n")
+    if not dups:
+        return paths
+    listing = ", ".join(f"step {s} = step {o}" for s, o, _ in dups)
+    if policy == "fail":
+        raise ValueError(
+            f"{model}: revisions with identical weights ({listing}); see {table_path}. "
+            "Set checkpoints.duplicates to warn or skip to go on."
+        )
+    log.warning("%s: revisions with identical weights: %s (policy %s)", model, listing, policy)
+    if policy == "skip":
+        drop = {s for s, _, _ in dups}
+        return [p for p, s in zip(paths, steps) if s not in drop]
+    return paths
 
 
 def open_steps(paths: list[str], token_chunk: int = 2**18) -> xr.Dataset:
@@ -204,8 +245,17 @@ def first_step_at_or_below(curve: np.ndarray, steps: np.ndarray, threshold: floa
     return float(steps[hit[0]]) if hit.size else float("nan")
 
 
-def reduce_model(paths: list[str], out_path: str, model_name: str, cfg: ReduceConfig) -> xr.Dataset:
-    """Reduce one model's step stores and write ``results/reduce/{model}.zarr``."""
+def reduce_model(
+    paths: list[str],
+    out_path: str,
+    model_name: str,
+    cfg: ReduceConfig,
+    duplicates_path: str | None = None,
+) -> xr.Dataset:
+    """Reduce one model's step stores and write ``results/reduce/{model}.zarr`` (and the table
+    of revisions with identical weights, ``duplicates_path``)."""
+    if duplicates_path:
+        paths = check_duplicates(paths, cfg.duplicates, duplicates_path, model_name)
     ds = open_steps(paths, cfg.token_chunk)
     steps = ds["step"].values
     log.info("%s: %d steps x %d tokens", model_name, steps.size, ds.sizes["token"])

@@ -1,30 +1,55 @@
-# The checkpoints stage: the toy suite is trained here, one job per model, and saved on a
-# Pythia-like schedule as Hugging Face model directories results/checkpoints/{model}/step{N}/.
-# Hub suites (Pythia, OLMo) will be downloaded here one job per (model, step) (a later issue).
+# The checkpoints stage: results/checkpoints/{model}/step{N}/ is a Hugging Face model directory,
+# trained here for the toy suite (one job per model, every saved step at once) or linked into
+# the shared hub cache for hub suites (one download job per (model, step)).
 
 
-rule train_toy:
-    input:
-        corpus="results/data/toy/corpus.zarr",
+if TOY_MODELS:
+
+    rule train_toy:
+        input:
+            corpus="results/data/toy/corpus.zarr",
+        output:
+            expand(
+                "results/checkpoints/{{model}}/step{step}/{file}",
+                step=toy_schedule(),
+                file=["config.json", "model.safetensors"],
+            ),
+        log:
+            "results/logs/checkpoints/train_{model}.log",
+        benchmark:
+            "results/benchmarks/checkpoints/train_{model}.tsv"
+        wildcard_constraints:
+            model=one_of(TOY_MODELS),
+        conda:
+            "../envs/extract.yaml"
+        threads: 1
+        resources:
+            mem_mb=2000,
+            runtime=60,
+        params:
+            model=toy_model_spec,
+            train=config["toy"]["train"],
+            vocab_size=config["toy"]["language"]["vocab_size"],
+        script:
+            "../scripts/train_toy.py"
+
+
+rule download:
     output:
-        expand(
-            "results/checkpoints/{{model}}/step{step}/{file}",
-            step=toy_schedule(),
-            file=["config.json", "model.safetensors"],
-        ),
+        config="results/checkpoints/{model}/step{step}/config.json",
     log:
-        "results/logs/checkpoints/train_{model}.log",
-    benchmark:
-        "results/benchmarks/checkpoints/train_{model}.tsv"
+        "results/logs/checkpoints/download_{model}_step{step}.log",
+    wildcard_constraints:
+        model=one_of(HUB_MODELS),
+    retries: 2
     conda:
         "../envs/extract.yaml"
-    threads: 1
     resources:
-        mem_mb=2000,
+        hf_download=1,
         runtime=60,
     params:
-        model=toy_model_spec,
-        train=config.get("toy", {}).get("train", {}),
-        vocab_size=config.get("toy", {}).get("language", {}).get("vocab_size"),
+        repo_id=model_spec("repo_id"),
+        revision=hub_revision,
+        allow_pickle=model_spec("allow_pickle", False),
     script:
-        "../scripts/train_toy.py"
+        "../scripts/download.py"

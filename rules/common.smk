@@ -1,5 +1,7 @@
 # Config validation, wildcard constraints and the named input helpers every rule file uses.
 
+import re
+
 from snakemake.utils import validate
 
 from pipeline.config import check as check_config
@@ -9,13 +11,24 @@ validate(config, schema="../config/schema.yaml")
 check_config(config)
 
 MODELS = list(config["models"])
+TOY_MODELS = [m for m in MODELS if config["models"][m]["source"] == "toy"]
+HUB_MODELS = [m for m in MODELS if config["models"][m]["source"] == "hub"]
 STEPS = sorted(config["steps"])
 EVAL = config["eval"]["name"]
 FREQ = config["frequency"]["name"]
+USES_TOY = bool(TOY_MODELS) or "toy" in (
+    config["eval"]["source"],
+    config["frequency"]["source"],
+)
+
+
+def one_of(names):
+    """A wildcard regex matching exactly these names (and nothing when there are none)."""
+    return "|".join(re.escape(n) for n in names) if names else "(?!)"
 
 
 wildcard_constraints:
-    model="|".join(MODELS),
+    model=one_of(MODELS),
     step=r"\d+",
 
 
@@ -39,6 +52,41 @@ def frequency_store(wildcards=None):
     return f"results/data/{FREQ}/frequency.zarr"
 
 
+def toy_corpus_input(source):
+    return {"corpus": "results/data/toy/corpus.zarr"} if source == "toy" else {}
+
+
+def eval_inputs(wildcards):
+    """The evaluation set's inputs: the frequency table, and the files its source reads."""
+    spec = config["eval"]
+    inputs = {"frequency": frequency_store(), **toy_corpus_input(spec["source"])}
+    if spec["source"] == "text":
+        inputs["texts"] = spec["paths"]
+    elif spec["source"] == "tokens":
+        inputs["tokens"] = spec["path"]
+    return inputs
+
+
+def frequency_inputs(wildcards):
+    spec = config["frequency"]
+    inputs = toy_corpus_input(spec["source"])
+    if spec["source"] == "counts":
+        inputs["counts"] = spec["path"]
+    elif spec["source"] == "megatron":
+        inputs["shards"] = [
+            f"{p}.{ext}" for p in spec["paths"] for ext in ("bin", "idx")
+        ]
+    return inputs
+
+
+def frequency_params():
+    """The frequency section, with the toy language's vocabulary where the source is toy."""
+    spec = dict(config["frequency"])
+    if spec["source"] == "toy":
+        spec.setdefault("vocab_size", config["toy"]["language"]["vocab_size"])
+    return spec
+
+
 # --- checkpoints --------------------------------------------------------------------------
 
 
@@ -54,10 +102,45 @@ def toy_model_spec(wildcards):
     return spec
 
 
-def checkpoint_files(wildcards):
-    """The Hugging Face model directory of one (model, step), as its two files."""
-    root = f"results/checkpoints/{wildcards.model}/step{wildcards.step}"
-    return {"config": f"{root}/config.json", "weights": f"{root}/model.safetensors"}
+def hub_revision(wildcards):
+    """The hub revision of one (model, step), from the model's revision template."""
+    spec = config["models"][wildcards.model]
+    return spec.get("revision", "step{step}").format(step=int(wildcards.step))
+
+
+def model_spec(key, default=None):
+    """A params function reading one key of the wildcard model's config entry."""
+    return lambda wildcards: config["models"][wildcards.model].get(key, default)
+
+
+def checkpoint_config(wildcards):
+    """The Hugging Face model directory of one (model, step), named by its config.json."""
+    return f"results/checkpoints/{wildcards.model}/step{wildcards.step}/config.json"
+
+
+# --- resources per model size (parameters in the model's config entry) --------------------
+
+
+def model_size(wildcards):
+    spec = config["models"][wildcards.model]
+    if spec["source"] == "toy":
+        d, layers = spec["hidden_size"], spec["layers"]
+        return 12 * layers * d * d + 2 * d * config["toy"]["language"]["vocab_size"]
+    return spec.get("parameters", 1e9)
+
+
+def extract_mem_mb(wildcards, attempt):
+    # weights, three float32 accumulators (∇θ⁺, ∇θ⁻, A) and activations; more on a retry
+    return int((2000 + 5 * 4 * model_size(wildcards) / 2**20) * attempt)
+
+
+def extract_runtime(wildcards, attempt):
+    return int((15 + model_size(wildcards) / 1e8 * 5) * attempt)  # minutes
+
+
+def extract_gpus(wildcards):
+    """One GPU per extraction job unless the config pins extraction to the CPU."""
+    return 0 if config["extract"].get("device", "auto") == "cpu" else 1
 
 
 # --- extract and reduce -------------------------------------------------------------------

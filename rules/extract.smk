@@ -1,10 +1,11 @@
 # The extract stage: one job per (model, step) measures every evaluation token of one checkpoint
-# and writes results/extract/{model}/step{step}.zarr (pipeline/extract.py).
+# and writes results/extract/{model}/step{step}.zarr (pipeline/extract.py). Memory, runtime and
+# the GPU request follow the model's size (rules/common.smk).
 
 
 rule extract:
     input:
-        unpack(checkpoint_files),
+        config=checkpoint_config,
         eval=eval_store(),
     output:
         directory("results/extract/{model}/step{step}.zarr"),
@@ -16,9 +17,12 @@ rule extract:
         "../envs/extract.yaml"
     threads: 1
     resources:
-        mem_mb=4000,
-        runtime=30,
+        mem_mb=extract_mem_mb,
+        runtime=extract_runtime,
+        gpu=extract_gpus,
     params:
         extract=config["extract"],
+        allow_pickle=model_spec("allow_pickle", False),
+        revision=hub_revision,
     script:
         "../scripts/extract.py"

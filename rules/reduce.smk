@@ -1,20 +1,22 @@
 # The reduce stage: per model, lazily over all its step stores (pipeline/reduce.py), then all
-# models stacked into results/summary.zarr.
+# models stacked into results/summary.zarr. Revisions with identical weights are reported in
+# results/reduce/{model}_duplicates.tsv and handled by the checkpoints.duplicates policy.
 
 
 rule reduce:
     input:
         extract_stores,
     output:
-        directory("results/reduce/{model}.zarr"),
+        store=directory("results/reduce/{model}.zarr"),
+        duplicates="results/reduce/{model}_duplicates.tsv",
+    params:
+        reduce={**config["reduce"], **config.get("checkpoints", {})},
     log:
         "results/logs/reduce/{model}.log",
     benchmark:
         "results/benchmarks/reduce/{model}.tsv"
     conda:
         "../envs/analysis.yaml"
-    params:
-        reduce=config["reduce"],
     script:
         "../scripts/reduce.py"
 

@@ -8,10 +8,12 @@ from pipeline.logs import setup
 setup(snakemake.log[0])  # noqa: F821
 w = snakemake.wildcards  # noqa: F821
 extract_checkpoint(
-    checkpoint=str(Path(snakemake.input.weights).parent),  # noqa: F821
+    checkpoint=str(Path(snakemake.input.config).parent),  # noqa: F821
     eval_path=snakemake.input.eval,  # noqa: F821
     out_path=snakemake.output[0],  # noqa: F821
     model_name=w.model,
     step=int(w.step),
     cfg=ExtractConfig(**snakemake.params.extract),  # noqa: F821
+    allow_pickle=snakemake.params.allow_pickle,  # noqa: F821
+    revision=snakemake.params.revision,  # noqa: F821
 )

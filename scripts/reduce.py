@@ -6,7 +6,8 @@ from pipeline.reduce import ReduceConfig, reduce_model
 setup(snakemake.log[0])  # noqa: F821
 reduce_model(
     list(snakemake.input),  # noqa: F821
-    snakemake.output[0],  # noqa: F821
+    snakemake.output.store,  # noqa: F821
     snakemake.wildcards.model,  # noqa: F821
     ReduceConfig(**snakemake.params.reduce),  # noqa: F821
+    duplicates_path=snakemake.output.duplicates,  # noqa: F821
 )

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+
+# no test reaches the network: the hub client reads this when it is first imported
+os.environ["HF_HUB_OFFLINE"] = "1"
 
 import pytest
 import torch
@@ -32,3 +36,16 @@ def tiny_neox():
         tie_word_embeddings=False,
     )
     return GPTNeoXForCausalLM(cfg).eval()
+
+
+@pytest.fixture
+def hub_cache(tmp_path, monkeypatch):
+    """An empty hub cache that ``huggingface_hub`` uses for this test, offline."""
+    from huggingface_hub import constants
+
+    cache = tmp_path / "hub"
+    cache.mkdir()
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    return cache

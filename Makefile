@@ -17,6 +17,7 @@ $(STAMP): requirements.txt pyproject.toml
 
 run: $(STAMP)
 	$(BIN)/snakemake --profile profiles/default
+	$(BIN)/snakemake --profile profiles/default --report results/report.html
 
 test: $(STAMP)
 	$(BIN)/pytest
@@ -27,4 +28,5 @@ lint: $(STAMP)
 
 clean:
 	rm -rf results/data results/checkpoints results/extract results/reduce results/summary.zarr \
-	       results/figures results/logs results/benchmarks .snakemake
+	       results/fits results/figures results/logs results/benchmarks results/report.html \
+	       .snakemake

@@ -28,7 +28,7 @@ def write(args) -> None:
     import numpy as np
     import xarray as xr
 
-    from pipeline.decomposition import MEASUREMENTS
+    from pipeline.schema import MEASUREMENTS
     from pipeline.store import write_zarr
 
     rng = np.random.default_rng(0)

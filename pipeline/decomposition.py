@@ -31,20 +31,7 @@ from dataclasses import dataclass
 
 import torch
 
-#: Names of the per-token measurements, in the order ``decompose_at_h`` returns them.
-MEASUREMENTS = (
-    "loss",
-    "p_target",
-    "norm_attractive",
-    "norm_repulsive",
-    "norm_grad",
-    "cos_h_attractive",
-    "cos_h_repulsive",
-    "cos_grad_attractive",
-    "cos_grad_repulsive",
-    "cos_attractive_repulsive",
-    "kept_fraction",
-)
+from pipeline.schema import MEASUREMENTS  # noqa: F401 (re-exported)
 
 
 def bottleneck_projector(U: torch.Tensor) -> torch.Tensor:

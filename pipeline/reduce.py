@@ -28,8 +28,9 @@ import numpy as np
 import xarray as xr
 
 from pipeline.data import UNSEEN_BIN
-from pipeline.decomposition import MEASUREMENTS
+from pipeline.logs import Progress
 from pipeline.saturation import improving, saturation_step
+from pipeline.schema import MEASUREMENTS
 from pipeline.store import open_labeled, with_labels, write_zarr
 
 log = logging.getLogger(__name__)
@@ -95,65 +96,100 @@ def open_steps(paths: list[str], token_chunk: int = 2**18) -> xr.Dataset:
     return ds.sortby("step")
 
 
-def _bin_onehot(bins: np.ndarray, present: np.ndarray, token_chunk: int) -> xr.DataArray:
-    """(token, bin) float32 indicator, chunked along ``token`` like the step stores."""
-    import dask.array as da
+@dataclass(frozen=True)
+class Bins:
+    """The evaluation tokens' frequency bins, arranged for grouped statistics."""
 
-    onehot = (bins[:, None] == present[None, :]).astype(np.float32)
-    return xr.DataArray(
-        da.from_array(onehot, chunks=(token_chunk, -1)),
-        dims=("token", "bin"),
-        coords={"bin": present},
-    )
+    present: np.ndarray  # (n_bins,) the bin values that occur
+    index: np.ndarray  # (token,) each token's position in ``present``
+    order: np.ndarray  # (token,) the tokens sorted by bin
+    bounds: np.ndarray  # (n_bins + 1,) each bin's run in ``order``
 
+    @classmethod
+    def of(cls, bins: np.ndarray) -> Bins:
+        present, index = np.unique(bins, return_inverse=True)
+        order = np.argsort(index, kind="stable")
+        bounds = np.searchsorted(index[order], np.arange(present.size + 1))
+        return cls(present, index, order, bounds)
 
-def grouped_means(data: xr.Dataset, onehot: xr.DataArray) -> tuple[xr.Dataset, xr.Dataset]:
-    """NaN-skipping means per (step, bin) and per step, as matrix products with the bin
-    indicator: every chunk of tokens contributes partial sums, so memory stays bounded."""
-    finite = data.notnull()
-    filled = data.fillna(0.0)
-
-    def per_bin(x: xr.Dataset) -> xr.Dataset:
-        return x.map(lambda v: xr.dot(v, onehot, dim="token"))
-
-    binned = per_bin(filled) / per_bin(finite.astype(np.float32))
-    overall = filled.sum("token") / finite.sum("token")
-    return binned, overall
+    @property
+    def counts(self) -> np.ndarray:
+        return np.diff(self.bounds)
 
 
-def segment_quantiles(values: np.ndarray, order: np.ndarray, bounds: np.ndarray, q) -> np.ndarray:
-    """Quantiles of each bin's values along the last axis (pure numpy).
+def bin_statistics(values: np.ndarray, bins: Bins, q: list[float]) -> np.ndarray:
+    """NaN-skipping mean, then quantiles ``q``, of each bin's values (pure numpy).
 
-    ``order`` sorts the tokens by bin and ``bounds`` (n_bins + 1) delimits each bin's run in that
-    order. Returns (..., n_bins, n_quantiles); np.quantile selects in linear time per bin.
+    values : (..., token). Returns (..., n_bins + 1, 1 + len(q)); the last row is over all tokens.
+    The means are one ``bincount`` pass; each quantile is a linear-time selection.
     """
-    grouped = values[..., order]
-    out = np.empty((*values.shape[:-1], bounds.size - 1, len(q)))
-    for i, (lo, hi) in enumerate(zip(bounds[:-1], bounds[1:])):
-        seg = grouped[..., lo:hi]
-        has_nan = np.isnan(seg).any()
-        out[..., i, :] = np.moveaxis(
-            (np.nanquantile if has_nan else np.quantile)(seg, q, axis=-1), 0, -1
-        )
+    nb = bins.present.size
+    out = np.full((*values.shape[:-1], nb + 1, 1 + len(q)), np.nan)
+    for idx in np.ndindex(values.shape[:-1]):
+        x = values[idx].astype(np.float64)
+        finite = ~np.isnan(x)
+        sums = np.bincount(bins.index, weights=np.where(finite, x, 0.0), minlength=nb)
+        n = np.bincount(bins.index, weights=finite, minlength=nb)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out[idx][:nb, 0] = sums / n
+            out[idx][nb, 0] = sums.sum() / n.sum()
+        if not q:
+            continue
+        grouped = x[bins.order]
+        for i, (lo, hi) in enumerate(zip(bins.bounds[:-1], bins.bounds[1:])):
+            seg = grouped[lo:hi]
+            seg = seg[~np.isnan(seg)]
+            if seg.size:
+                out[idx][i, 1:] = np.quantile(seg, q)
+        if finite.any():
+            out[idx][nb, 1:] = np.quantile(x[finite], q)
     return out
 
 
-def grouped_quantiles(data: xr.Dataset, bins: np.ndarray, present: np.ndarray, q) -> xr.Dataset:
-    """Quantiles over the tokens of each bin, per step: one (step, variable) block of tokens at a
-    time, so memory is bounded by one step's tokens whatever the number of steps."""
-    order = np.argsort(bins, kind="stable")
-    bounds = np.searchsorted(bins[order], np.append(present, present[-1] + 1))
-    q = list(q)
+def bin_change(loss: np.ndarray, later: np.ndarray, bins: Bins) -> np.ndarray:
+    """Per bin and overall (last row): ``Σ Δℓ``, ``Σ |Δℓ|`` and the token count, for the per-token
+    loss changes ``Δℓ = later − loss`` along the last axis. Returns (..., n_bins + 1, 3)."""
+    nb = bins.present.size
+    delta = later.astype(np.float64) - loss
+    out = np.empty((*delta.shape[:-1], nb + 1, 3))
+    for idx in np.ndindex(delta.shape[:-1]):
+        d = delta[idx]
+        out[idx][:nb, 0] = np.bincount(bins.index, weights=d, minlength=nb)
+        out[idx][:nb, 1] = np.bincount(bins.index, weights=np.abs(d), minlength=nb)
+        out[idx][:nb, 2] = bins.counts
+        out[idx][nb] = out[idx][:nb].sum(axis=0)
+    return out
+
+
+def _per_bin(func, args: list, bins: Bins, width: int, **kwargs):
+    """Apply a (..., token) → (..., n_bins + 1, width) kernel lazily, one whole step a block."""
     return xr.apply_ufunc(
-        segment_quantiles,
-        data.chunk({"step": 1, "token": -1}),
-        kwargs={"order": order, "bounds": bounds, "q": q},
-        input_core_dims=[["token"]],
-        output_core_dims=[["bin", "quantile"]],
+        func,
+        *[a.chunk({"token": -1}) for a in args],
+        kwargs={"bins": bins, **kwargs},
+        input_core_dims=[["token"]] * len(args),
+        output_core_dims=[["group", "stat"]],
         dask="parallelized",
         output_dtypes=[np.float64],
-        dask_gufunc_kwargs={"output_sizes": {"bin": present.size, "quantile": len(q)}},
-    ).assign_coords(bin=present, quantile=q)
+        dask_gufunc_kwargs={"output_sizes": {"group": bins.present.size + 1, "stat": width}},
+    )
+
+
+def grouped_statistics(data: xr.Dataset, bins: Bins, q: list[float]) -> xr.Dataset:
+    """``m (step, bin)``, ``m_overall (step)``, and with quantiles ``m_quantile (step, bin,
+    quantile)`` and ``m_quantile_overall (step, quantile)`` for every variable m."""
+    out = {}
+    nb = bins.present.size
+    for name, da in data.data_vars.items():
+        stats = _per_bin(bin_statistics, [da], bins, 1 + len(q), q=list(q))
+        out[name] = stats.isel(group=slice(0, nb), stat=0).rename(group="bin")
+        out[f"{name}_overall"] = stats.isel(group=nb, stat=0)
+        if q:
+            quant = stats.isel(stat=slice(1, None)).rename(stat="quantile")
+            out[f"{name}_quantile"] = quant.isel(group=slice(0, nb)).rename(group="bin")
+            out[f"{name}_quantile_overall"] = quant.isel(group=nb)
+    ds = xr.Dataset(out).assign_coords(bin=bins.present)
+    return ds.assign_coords(quantile=list(q)) if q else ds
 
 
 def loss_change_pairs(steps: np.ndarray) -> np.ndarray:
@@ -167,29 +203,26 @@ def loss_change_pairs(steps: np.ndarray) -> np.ndarray:
     return partner
 
 
-def loss_change(ds: xr.Dataset, onehot: xr.DataArray) -> xr.Dataset:
-    """Loss-change interference D and magnitude M (ZSL Eq. 2-4) per (t, bin) and per t, for the
-    pairs of ``loss_change_pairs`` (lazy; ``check_loss_change`` verifies the result)."""
-    steps = ds["step"].values
-    partner = loss_change_pairs(steps)
-    first = steps[partner >= 0]
-    delta = ds["loss"].sel(step=partner[partner >= 0]).data - ds["loss"].sel(step=first).data
-    delta = xr.DataArray(delta, dims=("step", "token"), coords={"step": first})
-    n_bin = onehot.sum("token")
-    net_bin = xr.dot(delta, onehot, dim="token")
-    abs_bin = xr.dot(abs(delta), onehot, dim="token")
-    net, total = delta.sum("token"), abs(delta).sum("token")
-    out = xr.Dataset(
+def loss_change(loss: xr.DataArray, later: xr.DataArray, bins: Bins) -> xr.Dataset:
+    """Loss-change interference D and magnitude M (ZSL Eq. 2-4) between two checkpoints' per-token
+    losses, per bin and overall (lazy; ``check_loss_change`` verifies the result)."""
+    sums = _per_bin(bin_change, [loss, later], bins, 3)
+    net, total, n = (sums.isel(stat=k) for k in range(3))
+    nb = bins.present.size
+    D, M = 1 - abs(net) / total, total / n
+
+    def per_bin(x):
+        return x.isel(group=slice(0, nb)).rename(group="bin").assign_coords(bin=bins.present)
+
+    return xr.Dataset(
         {
-            "interference": 1 - abs(net_bin) / abs_bin,
-            "change_magnitude": abs_bin / n_bin,
-            "interference_overall": 1 - abs(net) / total,
-            "change_magnitude_overall": total / delta.sizes["token"],
-            "loss_change_overall": net / delta.sizes["token"],
+            "interference": per_bin(D),
+            "change_magnitude": per_bin(M),
+            "interference_overall": D.isel(group=nb),
+            "change_magnitude_overall": M.isel(group=nb),
+            "loss_change_overall": (net / n).isel(group=nb),
         }
     )
-    out["pair_step"] = ("step", partner[partner >= 0])
-    return out
 
 
 def check_loss_change(red: xr.Dataset) -> None:
@@ -259,23 +292,25 @@ def reduce_model(
     ds = open_steps(paths, cfg.token_chunk)
     steps = ds["step"].values
     log.info("%s: %d steps x %d tokens", model_name, steps.size, ds.sizes["token"])
-    bins = ds["bin"].values  # (token,) one int per evaluation token: small
-    present = np.unique(bins)
-    onehot = _bin_onehot(bins, present, cfg.token_chunk)
+    bins = Bins.of(ds["bin"].values)  # (token,) one int per evaluation token: small
     data = ds[list(MEASUREMENTS)].drop_vars(["target", "bin"], errors="ignore")
-    binned, overall = grouped_means(data, onehot)
-    parts = [binned, overall.rename({m: f"{m}_overall" for m in MEASUREMENTS})]
-    if cfg.quantiles:
-        quant = grouped_quantiles(data, bins, present, cfg.quantiles)
-        parts.append(quant.rename({m: f"{m}_quantile" for m in MEASUREMENTS}))
-    if steps.size > 1:
-        parts.append(loss_change(ds, onehot))
-    # one compute: every store chunk is read once for all the reductions
-    red = xr.merge(parts, join="outer").compute()
+    partner = loss_change_pairs(steps)
+    progress = Progress(log, steps.size, "steps")
+    per_step = []
+    for i, step in enumerate(steps):
+        # one step at a time: memory is bounded by one step's tokens, however many steps
+        parts = [grouped_statistics(data.isel(step=[i]), bins, list(cfg.quantiles))]
+        if partner[i] >= 0:
+            later = data["loss"].sel(step=partner[i])
+            change = loss_change(data["loss"].isel(step=i), later, bins)
+            parts.append(change.assign(pair_step=partner[i]).expand_dims(step=[step]))
+        per_step.append(xr.merge(parts, join="outer").compute())
+        progress.update(i + 1)
+    red = xr.concat(per_step, dim="step", join="outer")
     if steps.size > 1:
         check_loss_change(red)
     log.info("%s: binned means, quantiles and interference done", model_name)
-    red["n_tokens"] = ("bin", np.array([(bins == b).sum() for b in present], dtype=np.int64))
+    red["n_tokens"] = ("bin", bins.counts.astype(np.int64))
     red = red.merge(layer_summaries(ds))
     if "logit_grad_rank" in ds:
         red["logit_grad_rank"] = ds["logit_grad_rank"].compute()

@@ -33,12 +33,13 @@ wildcard_constraints:
 
 
 def final_targets():
-    """The targets of the default rule: the figures, the fits and the summary store."""
-    return [
-        "results/summary.zarr",
-        "results/fits/bnsl.csv",
-        "results/figures/loss_by_bin.png",
+    """The targets of the default rule: every figure, the fits and the summary store."""
+    from pipeline.plots import FIGURES
+
+    figures = [
+        f"results/figures/{name}.{ext}" for name in FIGURES for ext in ("png", "pdf")
     ]
+    return ["results/summary.zarr", "results/fits/bnsl.csv", *figures]
 
 
 # --- data ---------------------------------------------------------------------------------
@@ -139,8 +140,10 @@ def extract_runtime(wildcards, attempt):
 
 
 def extract_gpus(wildcards):
-    """One GPU per extraction job unless the config pins extraction to the CPU."""
-    return 0 if config["extract"].get("device", "auto") == "cpu" else 1
+    """One GPU per extraction job of a hub model, unless the config pins extraction to the CPU
+    (toy models are small enough to share a device without reserving it)."""
+    on_cpu = config["extract"].get("device", "auto") == "cpu"
+    return 0 if on_cpu or config["models"][wildcards.model]["source"] == "toy" else 1
 
 
 # --- extract and reduce -------------------------------------------------------------------

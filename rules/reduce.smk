@@ -9,14 +9,14 @@ rule reduce:
     output:
         store=directory("results/reduce/{model}.zarr"),
         duplicates="results/reduce/{model}_duplicates.tsv",
-    params:
-        reduce={**config["reduce"], **config.get("checkpoints", {})},
     log:
         "results/logs/reduce/{model}.log",
     benchmark:
         "results/benchmarks/reduce/{model}.tsv"
     conda:
         "../envs/analysis.yaml"
+    params:
+        reduce={**config["reduce"], **config.get("checkpoints", {})},
     script:
         "../scripts/reduce.py"
 

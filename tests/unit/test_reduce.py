@@ -4,7 +4,6 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from pipeline.decomposition import MEASUREMENTS
 from pipeline.interference import loss_change_interference
 from pipeline.reduce import (
     ReduceConfig,
@@ -15,6 +14,7 @@ from pipeline.reduce import (
     summarize,
 )
 from pipeline.saturation import improving
+from pipeline.schema import MEASUREMENTS
 from pipeline.store import write_zarr
 
 
@@ -38,7 +38,7 @@ def write_steps(tmp_path, steps, n_tokens, chunk, seed=0):
     return paths, bins, values
 
 
-@pytest.mark.parametrize("chunk", [1000, 37, 5])  # one chunk, odd chunks, many chunks
+@pytest.mark.parametrize("chunk", [1000, 37, 11])  # one chunk, odd chunks, many chunks
 def test_reduce_matches_numpy(tmp_path, chunk):
     steps = [4, 0, 1, 16, 2, 3]  # given out of order: the reduction sorts by step
     paths, bins, values = write_steps(tmp_path, steps, 300, chunk)

@@ -16,8 +16,8 @@ import pytest
 import xarray as xr
 import yaml
 
-from pipeline.decomposition import MEASUREMENTS
 from pipeline.reduce import open_summary
+from pipeline.schema import MEASUREMENTS
 from pipeline.store import open_labeled
 
 pytestmark = pytest.mark.workflow

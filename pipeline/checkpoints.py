@@ -92,6 +92,9 @@ def train_toy(
     Returns the saved steps. The learning rate warms up linearly, then follows a cosine decay to
     10% of its peak, as Pythia's does.
     """
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # our own progress lines go to the log
     torch.set_num_threads(1)  # determinism: results must not depend on the machine's cores
     torch.use_deterministic_algorithms(True)
     out_dir = Path(out_dir)

@@ -22,6 +22,7 @@ restores them as the coordinate.
 from __future__ import annotations
 
 import logging
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -45,6 +46,21 @@ class ReduceConfig:
     dissent_threshold: float = -0.9
     token_chunk: int = 2**18  # tokens per dask chunk: bounds the reduction's memory
     duplicates: str = "warn"  # revisions with identical weights: "warn", "skip" or "fail"
+    scheduler: str | None = None  # address of a dask.distributed scheduler; None: local threads
+
+
+@contextmanager
+def dask_scheduler(address: str | None):
+    """Run the enclosed dask computations on the ``dask.distributed`` scheduler at ``address``
+    (e.g. ``tcp://host:8786``), or on the local threaded scheduler when it is None."""
+    if not address:
+        yield
+        return
+    from dask.distributed import Client
+
+    with Client(address, timeout="60s") as client:
+        log.info("dask scheduler %s, %d workers", address, len(client.scheduler_info()["workers"]))
+        yield
 
 
 def find_duplicates(steps: list[int], shas: list[str]) -> list[tuple[int, int, str]]:
@@ -289,6 +305,20 @@ def reduce_model(
     of revisions with identical weights, ``duplicates_path``)."""
     if duplicates_path:
         paths = check_duplicates(paths, cfg.duplicates, duplicates_path, model_name)
+    with dask_scheduler(cfg.scheduler):
+        red = _reduce(paths, model_name, cfg)
+    write_zarr(red, out_path)
+    sat = red["saturation_step"].item()
+    log.info(
+        "%s: final loss %.4f, saturation step %s",
+        model_name,
+        red["loss_overall"].values[-1],
+        "none" if np.isnan(sat) else int(sat),
+    )
+    return red
+
+
+def _reduce(paths: list[str], model_name: str, cfg: ReduceConfig) -> xr.Dataset:
     ds = open_steps(paths, cfg.token_chunk)
     steps = ds["step"].values
     log.info("%s: %d steps x %d tokens", model_name, steps.size, ds.sizes["token"])
@@ -334,14 +364,6 @@ def reduce_model(
         "weights_sha256": [xr.open_zarr(p).attrs["weights_sha256"] for p in paths],
     }
     red["step"] = red["step"].astype(np.int64)
-    write_zarr(red, out_path)
-    sat = red["saturation_step"].item()
-    log.info(
-        "%s: final loss %.4f, saturation step %s",
-        model_name,
-        red["loss_overall"].values[-1],
-        "none" if np.isnan(sat) else int(sat),
-    )
     return red
 
 

@@ -154,3 +154,19 @@ def test_layer_summaries_match_concatenated_tensors():
     np.testing.assert_allclose(out["head_interference"], [0.8])
     np.testing.assert_allclose(out["embed_interference"], [0.2])
     np.testing.assert_allclose(out["head_cos_attractive_repulsive"], cos[:, 4])
+
+
+def test_reduction_on_a_distributed_cluster_matches_local_threads(tmp_path):
+    from dask.distributed import LocalCluster
+
+    paths, _, _ = write_steps(tmp_path, [0, 1, 2], 200, 64)
+    local = reduce_model(paths, str(tmp_path / "local.zarr"), "m", ReduceConfig(token_chunk=64))
+    with LocalCluster(
+        n_workers=1, threads_per_worker=2, processes=False, dashboard_address=None
+    ) as cluster:
+        cfg = ReduceConfig(token_chunk=64, scheduler=cluster.scheduler_address)
+        remote = reduce_model(paths, str(tmp_path / "remote.zarr"), "m", cfg)
+    xr.testing.assert_identical(local, remote)
+    xr.testing.assert_identical(
+        xr.open_zarr(tmp_path / "local.zarr").load(), xr.open_zarr(tmp_path / "remote.zarr").load()
+    )

@@ -183,3 +183,125 @@ def test_code_style(repo):
     ):
         r = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, cwd=repo)
         assert r.returncode == 0, f"{cmd[0].name}: {r.stdout}{r.stderr}"
+
+
+# --- incremental re-runs (these change run_dir, so they come last) ---------------------------
+
+
+def planned_jobs(workdir: Path, config_path: Path) -> dict[str, int]:
+    """The job counts of a dry run with ``config_path``, from Snakemake's job stats table."""
+    cmd = [
+        *SNAKEMAKE,
+        "--snakefile",
+        str(REPO / "Snakefile"),
+        "--directory",
+        str(workdir),
+        "--configfile",
+        str(config_path),
+        "--cores",
+        "2",
+        "-n",
+    ]
+    r = subprocess.run(cmd, capture_output=True, text=True, cwd=workdir)
+    assert r.returncode == 0, r.stderr[-3000:]
+    jobs = {}
+    for line in r.stdout.splitlines():
+        parts = line.split()
+        if len(parts) == 2 and parts[1].isdigit() and parts[0] != "total":
+            jobs[parts[0]] = int(parts[1])
+    return jobs
+
+
+def only_cheap(jobs: dict[str, int], n_models: int) -> dict[str, int]:
+    """What remains of a job list once the expected per-model and plot jobs are taken out."""
+    from pipeline.plots import FIGURES
+
+    rest = dict(jobs)
+    for name, n in [
+        ("reduce", n_models),
+        ("fit_bnsl", n_models),
+        ("summary", 1),
+        ("fit_table", 1),
+        ("all", 1),
+    ] + [(f"plot_{f}", 1) for f in FIGURES]:
+        assert rest.pop(name, 0) == n, (name, jobs)
+    return rest
+
+
+def test_editing_plot_code_reruns_only_plots(run_dir, repo):
+    code = repo / "pipeline" / "plots.py"
+    before = code.stat()
+    try:
+        os.utime(code, None)  # as an edit would
+        jobs = planned_jobs(run_dir, CONFIG)
+    finally:
+        os.utime(code, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert set(jobs) == {"all"} | {j for j in jobs if j.startswith("plot_")}
+    assert len(jobs) == 10
+
+
+def test_editing_plot_config_reruns_only_plots(run_dir, config, tmp_path):
+    changed = tmp_path / "config.yaml"
+    changed.write_text(yaml.safe_dump({**config, "plots": {"dpi": config["plots"]["dpi"] + 10}}))
+    jobs = planned_jobs(run_dir, changed)
+    assert set(jobs) == {"all"} | {j for j in jobs if j.startswith("plot_")}
+
+
+def test_adding_a_model_reruns_only_its_jobs(run_dir, config, tmp_path):
+    models = {
+        **config["models"],
+        "toy-d24": {"source": "toy", "hidden_size": 24, "layers": 1, "heads": 2},
+    }
+    changed = tmp_path / "config.yaml"
+    changed.write_text(yaml.safe_dump({**config, "models": models}))
+    jobs = planned_jobs(run_dir, changed)
+    # the new model's training and extractions, and every per-model and cheap rule
+    assert jobs.pop("train_toy") == 1
+    assert jobs.pop("extract") == len(config["steps"])
+    assert jobs.pop("reduce") == 1 and jobs.pop("fit_bnsl") == 1
+    assert only_cheap({**jobs, "reduce": 3, "fit_bnsl": 3}, 3) == {}
+
+
+def test_adding_a_step_reruns_only_its_extractions_and_changes_no_other_store(
+    run_dir, config, tmp_path
+):
+    new_step = 32  # saved by the toy training schedule, not in tests/config.yaml
+    assert new_step not in config["steps"]
+    changed = tmp_path / "config.yaml"
+    changed.write_text(yaml.safe_dump({**config, "steps": sorted([*config["steps"], new_step])}))
+    jobs = planned_jobs(run_dir, changed)
+    n_models = len(config["models"])
+    assert jobs.pop("extract") == n_models  # one new extraction per model, nothing upstream
+    assert only_cheap(jobs, n_models) == {}
+
+    def fingerprint():
+        out = {}
+        for store in (run_dir / "results/extract").rglob("step*.zarr"):
+            files = sorted(p for p in store.rglob("*") if p.is_file())
+            out[store] = [
+                (p.relative_to(store), p.stat().st_mtime_ns, p.read_bytes()) for p in files
+            ]
+        return out
+
+    before = fingerprint()
+    run_ok_config = [
+        *SNAKEMAKE,
+        "--snakefile",
+        str(REPO / "Snakefile"),
+        "--directory",
+        str(run_dir),
+        "--configfile",
+        str(changed),
+        "--cores",
+        "2",
+    ]
+    r = subprocess.run(run_ok_config, capture_output=True, text=True, cwd=run_dir)
+    assert r.returncode == 0, r.stderr[-3000:]
+    after = fingerprint()
+    assert set(after) - set(before) == {
+        run_dir / f"results/extract/{m}/step{new_step}.zarr" for m in config["models"]
+    }
+    for store, files in before.items():
+        assert after[store] == files, store  # untouched: same bytes, same mtimes
+    s = open_summary(str(run_dir / "results/summary.zarr"))
+    assert new_step in s["step"].values

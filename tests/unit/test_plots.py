@@ -8,6 +8,7 @@ model with fewer steps and fewer layers, one that never saturates, and scattered
 from __future__ import annotations
 
 import warnings
+from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -462,3 +463,15 @@ def test_draw_rejects_unknown_and_missing_fits(store, tmp_path):
         plots.draw("nope", str(store / "summary.zarr"), str(tmp_path / "a.png"), "b.pdf")
     with pytest.raises(ValueError, match="fit table"):
         plots.draw("bnsl", str(store / "summary.zarr"), str(tmp_path / "a.png"), "b.pdf")
+
+
+def test_captions_are_valid_restructuredtext():
+    """Snakemake renders the captions as reStructuredText: |x| would be a substitution."""
+    import docutils.core
+
+    for caption in sorted((Path(__file__).parents[2] / "report").glob("*.rst")):
+        docutils.core.publish_string(
+            caption.read_text(),
+            writer="html",
+            settings_overrides={"halt_level": 2, "report_level": 5},
+        )

@@ -42,6 +42,7 @@ rule download:
     wildcard_constraints:
         model=one_of(HUB_MODELS),
     retries: 2
+    localrule: True
     conda:
         "../envs/extract.yaml"
     resources:

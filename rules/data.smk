@@ -44,6 +44,7 @@ rule eval_set:
         directory(f"results/data/{EVAL}/eval.zarr"),
     log:
         f"results/logs/data/eval_{EVAL}.log",
+    localrule: True
     conda:
         "../envs/extract.yaml"
     resources:

@@ -9,6 +9,7 @@ rule fit_bnsl:
         "results/fits/{model}.json",
     log:
         "results/logs/fit/{model}.log",
+    localrule: True
     conda:
         "../envs/analysis.yaml"
     params:
@@ -24,6 +25,7 @@ rule fit_table:
         "results/fits/bnsl.csv",
     log:
         "results/logs/fit/bnsl.log",
+    localrule: True
     conda:
         "../envs/analysis.yaml"
     script:

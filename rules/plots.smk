@@ -35,6 +35,7 @@ for figure, (_, needs_fits) in FIGURES.items():
             pdf=f"results/figures/{figure}.pdf",
         log:
             f"results/logs/plots/{figure}.log",
+        localrule: True
         conda:
             "../envs/analysis.yaml"
         params:

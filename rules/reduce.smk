@@ -28,6 +28,7 @@ rule summary:
         directory("results/summary.zarr"),
     log:
         "results/logs/reduce/summary.log",
+    localrule: True
     conda:
         "../envs/analysis.yaml"
     script:

@@ -17,6 +17,7 @@ import yaml
 
 from tests.hubcache import TEXT, build_suite
 from tests.unit.test_hub import write_megatron
+from tests.workflow.test_workflow import job_stats
 
 pytestmark = pytest.mark.workflow
 
@@ -54,6 +55,7 @@ def config(tmp: Path, steps: list[int]) -> dict:
         },
         "reduce": {"saturation_tolerance": 0.01, "quantiles": [0.5], "token_chunk": 64},
         "fit": {"min_step": 0, "a": 0.0, "smooth": 0, "subsample": 0},
+        "plots": {"dpi": 60},
     }
 
 
@@ -164,10 +166,6 @@ def test_preset_dry_run_builds_the_whole_dag_offline(tmp_path, preset, placehold
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(tmp_path / "empty")}
     run = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, env=env)
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-3000:]
-    counts = {}
-    for line in run.stdout.splitlines():
-        parts = line.split()
-        if len(parts) == 2 and parts[1].isdigit():
-            counts[parts[0]] = int(parts[1])
+    counts = job_stats(run.stdout)
     assert counts["download"] == counts["extract"] == models * steps
     assert counts["reduce"] == counts["fit_bnsl"] == models

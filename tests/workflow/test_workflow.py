@@ -204,10 +204,21 @@ def planned_jobs(workdir: Path, config_path: Path) -> dict[str, int]:
     ]
     r = subprocess.run(cmd, capture_output=True, text=True, cwd=workdir)
     assert r.returncode == 0, r.stderr[-3000:]
-    jobs = {}
-    for line in r.stdout.splitlines():
+    return job_stats(r.stdout)
+
+
+def job_stats(output: str) -> dict[str, int]:
+    """The ``job  count`` rows of the (first) "Job stats" table of Snakemake's output."""
+    jobs: dict[str, int] = {}
+    lines = iter(output.splitlines())
+    for line in lines:
+        if line.startswith("Job stats"):
+            break
+    for line in lines:
         parts = line.split()
-        if len(parts) == 2 and parts[1].isdigit() and parts[0] != "total":
+        if parts and parts[0] == "total":
+            break
+        if len(parts) == 2 and parts[1].isdigit():
             jobs[parts[0]] = int(parts[1])
     return jobs
 

@@ -185,6 +185,87 @@ def test_code_style(repo):
         assert r.returncode == 0, f"{cmd[0].name}: {r.stdout}{r.stderr}"
 
 
+# --- the report, opened in a real browser ---------------------------------------------------
+
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--virtual-time-budget=15000",
+]
+
+
+def chromium() -> str:
+    """Debian's chromium, installed here when missing (root with apt only; else skip)."""
+    import shutil
+
+    found = shutil.which("chromium")
+    if found:
+        return found
+    if os.geteuid() != 0 or not shutil.which("apt-get"):
+        pytest.skip("chromium is missing and cannot be installed (needs root and apt-get)")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    subprocess.run(["apt-get", "update", "-qq"], check=False, capture_output=True, env=env)
+    r = subprocess.run(
+        ["apt-get", "install", "-y", "-qq", "chromium"], capture_output=True, text=True, env=env
+    )
+    if r.returncode != 0 or not shutil.which("chromium"):
+        pytest.skip(f"chromium could not be installed: {r.stderr[-500:]}")
+    return shutil.which("chromium")
+
+
+def dump_dom(browser: str, page: Path, profile: Path) -> str:
+    r = subprocess.run(
+        [browser, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "--dump-dom", page.as_uri()],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert r.returncode == 0, r.stderr[-2000:]
+    return r.stdout
+
+
+def test_report_shows_every_figure_in_a_browser(run_dir, tmp_path):
+    import json
+    import re
+
+    from pipeline.plots import FIGURES
+
+    r = snakemake(run_dir, "--report", "report.html")
+    assert r.returncode == 0, r.stderr[-3000:]
+    html = (run_dir / "report.html").read_text()
+    block = re.search(r'<script id="results">\s*var results = (.*?);?\s*</script>', html, re.S)
+    results = json.loads(block.group(1))
+    for name in FIGURES:  # every figure, with its caption
+        entry = results[f"results/figures/{name}.png"]
+        assert entry["data_uri"].startswith("data:image/png") and len(entry["caption"]) > 100
+    browser = chromium()
+    # the report's app runs: the loading screen is hidden and the navigation is rendered
+    dom = dump_dom(browser, run_dir / "report.html", tmp_path / "p1")
+    body = re.sub(r"<(script|style).*?</\1>", "", dom, flags=re.S)
+    assert 'id="loading-screen" style="display: none;"' in body and "<nav" in body
+    # every embedded figure decodes and loads as an image in the browser
+    imgs = "".join(
+        f'<img id="{n}" src="{results[f"results/figures/{n}.png"]["data_uri"]}">' for n in FIGURES
+    )
+    page = tmp_path / "figures.html"
+    page.write_text(
+        f"<html><body>{imgs}<script>window.onload = () => {{ const ok = [...document.images]"
+        ".filter(i => i.complete && i.naturalWidth > 100).map(i => i.id);"
+        "document.body.insertAdjacentHTML('beforeend', `<p id=\"loaded\">${ok.join(',')}</p>`);"
+        "};</script></body></html>"
+    )
+    rendered = re.sub(
+        r"<script.*?</script>", "", dump_dom(browser, page, tmp_path / "p2"), flags=re.S
+    )
+    loaded = re.search(r'<p id="loaded">(.*?)</p>', rendered)
+    assert loaded and set(loaded.group(1).split(",")) == set(FIGURES)
+
+
 # --- incremental re-runs (these change run_dir, so they come last) ---------------------------
 
 
@@ -253,7 +334,9 @@ def test_editing_plot_code_reruns_only_plots(run_dir, repo):
 
 def test_editing_plot_config_reruns_only_plots(run_dir, config, tmp_path):
     changed = tmp_path / "config.yaml"
-    changed.write_text(yaml.safe_dump({**config, "plots": {"dpi": config["plots"]["dpi"] + 10}}))
+    changed.write_text(
+        yaml.safe_dump({**config, "plots": {"dpi": config["plots"]["dpi"] + 10}}, sort_keys=False)
+    )
     jobs = planned_jobs(run_dir, changed)
     assert set(jobs) == {"all"} | {j for j in jobs if j.startswith("plot_")}
 
@@ -264,7 +347,7 @@ def test_adding_a_model_reruns_only_its_jobs(run_dir, config, tmp_path):
         "toy-d24": {"source": "toy", "hidden_size": 24, "layers": 1, "heads": 2},
     }
     changed = tmp_path / "config.yaml"
-    changed.write_text(yaml.safe_dump({**config, "models": models}))
+    changed.write_text(yaml.safe_dump({**config, "models": models}, sort_keys=False))
     jobs = planned_jobs(run_dir, changed)
     # the new model's training and extractions, and every per-model and cheap rule
     assert jobs.pop("train_toy") == 1
@@ -279,7 +362,9 @@ def test_adding_a_step_reruns_only_its_extractions_and_changes_no_other_store(
     new_step = 32  # saved by the toy training schedule, not in tests/config.yaml
     assert new_step not in config["steps"]
     changed = tmp_path / "config.yaml"
-    changed.write_text(yaml.safe_dump({**config, "steps": sorted([*config["steps"], new_step])}))
+    changed.write_text(
+        yaml.safe_dump({**config, "steps": sorted([*config["steps"], new_step])}, sort_keys=False)
+    )
     jobs = planned_jobs(run_dir, changed)
     n_models = len(config["models"])
     assert jobs.pop("extract") == n_models  # one new extraction per model, nothing upstream

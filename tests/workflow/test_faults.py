@@ -7,7 +7,6 @@ import errno
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -17,28 +16,11 @@ import xarray as xr
 import yaml
 
 from pipeline.store import write_zarr
+from tests.snake import REPO, snakemake_cmd
 
 pytestmark = pytest.mark.workflow
 
-REPO = Path(__file__).resolve().parents[2]
 CONFIG = yaml.safe_load((REPO / "tests" / "config.yaml").read_text())
-
-
-def snakemake_cmd(workdir: Path, config: Path, *args: str) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "snakemake",
-        "--snakefile",
-        str(REPO / "Snakefile"),
-        "--directory",
-        str(workdir),
-        "--configfile",
-        str(config),
-        "--cores",
-        "2",
-        *args,
-    ]
 
 
 def write_config(path: Path, **changes) -> Path:

@@ -5,9 +5,7 @@ from Megatron shards, ``HF_HUB_OFFLINE=1``. Then a revision that is not in the c
 from __future__ import annotations
 
 import csv
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,12 +14,11 @@ import xarray as xr
 import yaml
 
 from tests.hubcache import TEXT, build_suite
+from tests.snake import REPO, job_stats, run_snakemake
 from tests.unit.test_hub import write_megatron
-from tests.workflow.test_workflow import job_stats
 
 pytestmark = pytest.mark.workflow
 
-REPO = Path(__file__).resolve().parents[2]
 REPO_ID = "EleutherAI/pythia-test"
 
 
@@ -61,23 +58,9 @@ def config(tmp: Path, steps: list[int]) -> dict:
 
 def snakemake(workdir: Path, cfg: dict, cache: Path, *args: str) -> subprocess.CompletedProcess:
     cfg_path = workdir / "config.yaml"
-    cfg_path.write_text(yaml.safe_dump(cfg))
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(cache)}
-    cmd = [
-        sys.executable,
-        "-m",
-        "snakemake",
-        "--snakefile",
-        str(REPO / "Snakefile"),
-        "--directory",
-        str(workdir),
-        "--configfile",
-        str(cfg_path),
-        "--cores",
-        "2",
-        *args,
-    ]
-    return subprocess.run(cmd, capture_output=True, text=True, cwd=workdir, env=env)
+    cfg_path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    env = {"HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(cache)}
+    return run_snakemake(workdir, cfg_path, *args, env=env)
 
 
 @pytest.fixture(scope="module")
@@ -151,20 +134,8 @@ def test_missing_revision_fails_clearly_and_leaves_nothing(suite, tmp_path):
 def test_preset_dry_run_builds_the_whole_dag_offline(tmp_path, preset, placeholder, models, steps):
     (tmp_path / placeholder).parent.mkdir(parents=True)
     (tmp_path / placeholder).touch()  # the counts the user provides (see the preset)
-    cmd = [
-        sys.executable,
-        "-m",
-        "snakemake",
-        "-n",
-        "--snakefile",
-        str(REPO / "Snakefile"),
-        "--directory",
-        str(tmp_path),
-        "--configfile",
-        str(REPO / "config" / preset),
-    ]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(tmp_path / "empty")}
-    run = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, env=env)
+    env = {"HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(tmp_path / "empty")}
+    run = run_snakemake(tmp_path, REPO / "config" / preset, "-n", env=env)
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-3000:]
     counts = job_stats(run.stdout)
     assert counts["download"] == counts["extract"] == models * steps

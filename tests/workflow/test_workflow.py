@@ -19,28 +19,16 @@ import yaml
 from pipeline.reduce import open_summary
 from pipeline.schema import MEASUREMENTS
 from pipeline.store import open_labeled
+from tests.snake import REPO, job_stats, run_snakemake
 
 pytestmark = pytest.mark.workflow
 
-REPO = Path(__file__).resolve().parents[2]
 CONFIG = REPO / "tests" / "config.yaml"
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 
 
 def snakemake(workdir: Path, *args: str) -> subprocess.CompletedProcess:
-    cmd = [
-        *SNAKEMAKE,
-        "--snakefile",
-        str(REPO / "Snakefile"),
-        "--directory",
-        str(workdir),
-        "--configfile",
-        str(CONFIG),
-        "--cores",
-        "2",
-        *args,
-    ]
-    return subprocess.run(cmd, capture_output=True, text=True, cwd=workdir, env=os.environ.copy())
+    return run_snakemake(workdir, CONFIG, *args)
 
 
 def run_ok(workdir: Path, *args: str) -> subprocess.CompletedProcess:
@@ -271,37 +259,9 @@ def test_report_shows_every_figure_in_a_browser(run_dir, tmp_path):
 
 def planned_jobs(workdir: Path, config_path: Path) -> dict[str, int]:
     """The job counts of a dry run with ``config_path``, from Snakemake's job stats table."""
-    cmd = [
-        *SNAKEMAKE,
-        "--snakefile",
-        str(REPO / "Snakefile"),
-        "--directory",
-        str(workdir),
-        "--configfile",
-        str(config_path),
-        "--cores",
-        "2",
-        "-n",
-    ]
-    r = subprocess.run(cmd, capture_output=True, text=True, cwd=workdir)
+    r = run_snakemake(workdir, config_path, "-n")
     assert r.returncode == 0, r.stderr[-3000:]
     return job_stats(r.stdout)
-
-
-def job_stats(output: str) -> dict[str, int]:
-    """The ``job  count`` rows of the (first) "Job stats" table of Snakemake's output."""
-    jobs: dict[str, int] = {}
-    lines = iter(output.splitlines())
-    for line in lines:
-        if line.startswith("Job stats"):
-            break
-    for line in lines:
-        parts = line.split()
-        if parts and parts[0] == "total":
-            break
-        if len(parts) == 2 and parts[1].isdigit():
-            jobs[parts[0]] = int(parts[1])
-    return jobs
 
 
 def only_cheap(jobs: dict[str, int], n_models: int) -> dict[str, int]:
@@ -380,18 +340,7 @@ def test_adding_a_step_reruns_only_its_extractions_and_changes_no_other_store(
         return out
 
     before = fingerprint()
-    run_ok_config = [
-        *SNAKEMAKE,
-        "--snakefile",
-        str(REPO / "Snakefile"),
-        "--directory",
-        str(run_dir),
-        "--configfile",
-        str(changed),
-        "--cores",
-        "2",
-    ]
-    r = subprocess.run(run_ok_config, capture_output=True, text=True, cwd=run_dir)
+    r = run_snakemake(run_dir, changed)
     assert r.returncode == 0, r.stderr[-3000:]
     after = fingerprint()
     assert set(after) - set(before) == {

@@ -54,6 +54,13 @@ class TrainConfig:
     seed: int = 0
 
 
+def _quiet_transformers() -> None:
+    """No progress bars from transformers: jobs log their own progress lines."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+
+
 def pythia_schedule(steps: int, save_every: int) -> list[int]:
     """Pythia's checkpoint schedule scaled down: step 0, powers of two below ``save_every``,
     then every ``save_every`` steps up to ``steps``."""
@@ -92,9 +99,7 @@ def train_toy(
     Returns the saved steps. The learning rate warms up linearly, then follows a cosine decay to
     10% of its peak, as Pythia's does.
     """
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()  # our own progress lines go to the log
+    _quiet_transformers()
     torch.set_num_threads(1)  # determinism: results must not depend on the machine's cores
     torch.use_deterministic_algorithms(True)
     out_dir = Path(out_dir)
@@ -282,6 +287,7 @@ def load_checkpoint(
     """
     from transformers import AutoModelForCausalLM
 
+    _quiet_transformers()
     try:
         model = AutoModelForCausalLM.from_pretrained(
             path,

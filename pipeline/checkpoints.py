@@ -232,13 +232,15 @@ def fetch_revision(repo_id: str, revision: str, allow_pickle: bool = False) -> P
             f"`hf download {repo_id} --revision {revision}`; cached revisions: {_shorten(cached)}"
         ) from err
     if not any(path.glob("*.safetensors")) and not (allow_pickle and any(path.glob("*.bin"))):
-        hint = (
-            "it has .bin weights only: set allow_pickle: true for this model to load them "
-            "(with weights_only=True)"
-            if any(path.glob("*.bin")) or allow_pickle is False
-            else "it has no weights"
+        fix = (
+            ""
+            if allow_pickle
+            else (
+                "; if it has .bin (pickle) weights only, set allow_pickle: true on this model to load "
+                "them (with weights_only=True)"
+            )
         )
-        raise ValueError(f"{repo_id} revision {revision!r} has no .safetensors weights; {hint}")
+        raise ValueError(f"{repo_id} revision {revision!r} has no .safetensors weights{fix}")
     return path
 
 

@@ -1,11 +1,7 @@
-"""Names used everywhere: the dimensions of every store and the per-token measurements.
+"""The per-token measurements' names, used by every stage.
 
 Kept free of heavy imports so that the analysis half (reduce, fit, plots) never loads torch.
 """
-
-#: Dimension names (DESIGN.md): one evaluation position, a log2 frequency bin, a parameter
-#: tensor, a token id; ``model`` and ``step`` label checkpoints.
-DIMS = ("model", "step", "token", "bin", "param", "vocab")
 
 #: The per-token measurements of ``pipeline.decomposition.decompose_at_h``, in order.
 MEASUREMENTS = (

@@ -27,7 +27,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import xarray as xr  # noqa: E402
-from matplotlib.colors import BoundaryNorm, ListedColormap  # noqa: E402
+from matplotlib.colors import BoundaryNorm, ListedColormap, LogNorm  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.ticker import FuncFormatter  # noqa: E402
@@ -36,6 +36,7 @@ from pipeline.data import UNSEEN_BIN  # noqa: E402
 from pipeline.fit import bnsl  # noqa: E402
 
 BIN_CMAP = "viridis"
+SATURATION_CMAP = "magma_r"  # early saturation dark, late saturation light
 #: Transformer blocks: plasma without its pale yellow end (unreadable on white).
 LAYER_CMAP = ListedColormap(plt.get_cmap("plasma")(np.linspace(0.0, 0.85, 256)), name="layers")
 BIN_LABEL = "token frequency bin  ⌊log2 f⌋"
@@ -685,9 +686,13 @@ def plot_bottleneck(ds: xr.Dataset) -> Figure:
 
 
 def plot_overview(ds: xr.Dataset) -> Figure:
-    """The saturation step and the onset of total dissent against model size, one marker per
-    model; a model for which it never happens is drawn as an open marker in the "never" row
-    above the last checkpoint."""
+    """When saturation and total dissent set in, against model size, one marker per model.
+
+    Left: the overall saturation step; middle: the onset of total dissent (a model for which it
+    never happens is an open marker in the "never" row above the last checkpoint). Right: which
+    frequency bins each model ends saturated on, coloured by the step from which they stay
+    saturated (Gradient Dissent: small models saturate on the long tail of rare tokens).
+    """
     ds = _named(ds)
     models = _models(ds)
     colors = model_colors(models)
@@ -697,7 +702,10 @@ def plot_overview(ds: xr.Dataset) -> Figure:
     last = float(ds["step"].values.max())
     top = max(last, 1.0)
     never = top * 3.0  # the "never" row, above the last checkpoint on the log axis
-    fig, axes = plt.subplots(1, 2, figsize=(10.0, 4.2), sharey=True, layout="constrained")
+    fig = plt.figure(figsize=(14.5, 4.4), layout="constrained")
+    grid = fig.add_gridspec(1, 3, width_ratios=[1, 1, 1.25])
+    first = fig.add_subplot(grid[0])
+    axes = [first, fig.add_subplot(grid[1], sharey=first), fig.add_subplot(grid[2])]
     panels = (
         ("saturation_step", "overall loss saturates"),
         ("dissent_onset_step", "total dissent: " + COS_DISSENT + " ≤ threshold"),
@@ -728,19 +736,67 @@ def plot_overview(ds: xr.Dataset) -> Figure:
         ax.set_title(title)
         ax.set_ylabel("training step (symlog)")
         ax.grid(True, which="major", alpha=0.3)
-        if sized:
-            ax.set_xscale("log")
-            lo, hi = x.min(), x.max()
-            ax.set_xlim(lo / 2.0, hi * 2.0)
-            ax.set_xlabel("model size (parameters, log)")
-        else:
-            ax.set_xticks(x, models, rotation=30, ha="right")
-            ax.set_xlim(-0.5, len(models) - 0.5)
-            ax.set_xlabel("model (parameters unknown)")
+        _size_axis(ax, x, models, sized)
+    _bin_saturation_panel(fig, axes[2], ds, models, x, sized)
     extra = [Line2D([], [], ls="", marker="o", mfc="white", mec="0.3", mew=2, label="never")]
     _model_legend(fig, models, colors, extra, ncols=min(len(models) + 1, 6))
     fig.suptitle("When saturation and total dissent set in, by model size")
     return fig
+
+
+def _size_axis(ax, x: np.ndarray, models: list[str], sized: bool) -> None:
+    """Model size (log) on the x axis, or the model names where sizes are unknown."""
+    if sized:
+        ax.set_xscale("log")
+        ax.set_xlim(x.min() / 2.0, x.max() * 2.0)
+        ax.set_xlabel("model size (parameters, log)")
+    else:
+        ax.set_xticks(x, models, rotation=30, ha="right")
+        ax.set_xlim(-0.5, len(models) - 0.5)
+        ax.set_xlabel("model (parameters unknown)")
+
+
+def _bin_saturation_panel(fig: Figure, ax, ds: xr.Dataset, models, x, sized: bool) -> None:
+    """Per model and bin: a filled square coloured by ``saturation_step_bin`` where the bin ends
+    saturated, a small open circle where it is improving at the last checkpoint."""
+    ax.set_title("bins saturated at the last checkpoint")
+    if not _has(ds, "loss") or "saturation_step_bin" not in ds:
+        _note(ax, "no per-bin saturation steps in this summary:\nre-run the reduce rule")
+        return
+    bins = _bins(ds)
+    steps = ds["step"].values
+    first = float(steps[steps > 0].min()) if (steps > 0).any() else 1.0
+    norm = LogNorm(vmin=first, vmax=max(float(steps.max()), first * 2.0))
+    cmap = plt.get_cmap(SATURATION_CMAP)
+    for xi, model in zip(x, models):
+        loss = _values(ds, "loss", model)  # (step, bin)
+        step_bin = _values(ds, "saturation_step_bin", model)
+        for b, s in zip(ds["bin"].values, step_bin):
+            if b == UNSEEN_BIN or not np.isfinite(loss[:, ds["bin"].values == b]).any():
+                continue
+            if np.isfinite(s):
+                c = cmap(norm(max(s, first)))
+                ax.plot(xi, b, "s", color=c, ms=9, mec="k", mew=0.5, zorder=3)
+            else:
+                ax.plot(xi, b, "o", mfc="white", mec="0.55", ms=5, zorder=2)
+    ax.set_ylim(bins.min() - 0.7, bins.max() + 0.7)
+    ax.set_yticks(_ticks(bins))
+    ax.set_ylabel(BIN_LABEL)
+    ax.grid(True, which="major", alpha=0.3)
+    _size_axis(ax, x, models, sized)
+    bar = fig.colorbar(plt.cm.ScalarMappable(norm=norm, cmap=cmap), ax=ax, pad=0.01)
+    bar.set_label("saturated from step (log)")
+    ax.legend(
+        handles=[
+            Line2D([], [], ls="", marker="s", color=cmap(0.6), mec="k", mew=0.5, label="saturated"),
+            Line2D([], [], ls="", marker="o", mfc="white", mec="0.55", label="improving"),
+        ],
+        loc="upper left",
+        bbox_to_anchor=(0.0, -0.22),
+        ncols=2,
+        frameon=False,
+        fontsize=8,
+    )
 
 
 # -- output --------------------------------------------------------------------------------------

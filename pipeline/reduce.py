@@ -7,8 +7,9 @@ along ``step``; no store is loaded whole. Per model it writes ``results/reduce/{
   tokens, ``m_overall (step)``, the mean over all tokens, and ``m_quantile (step, bin, quantile)``;
   the means are matrix products with a (token, bin) indicator, summed chunk by chunk;
 * the saturation rule (``pipeline.saturation``, Gradient Dissent §2): ``improving (step, bin)``,
-  ``improving_overall (step)``, ``saturation_step``; and ``dissent_onset_step``, the first step
-  whose mean cos(∇h⁺, ∇h⁻) is at or below ``dissent_threshold`` (total dissent);
+  ``improving_overall (step)``, ``saturation_step`` (overall) and ``saturation_step_bin (bin)``;
+  and ``dissent_onset_step``, the first step whose mean cos(∇h⁺, ∇h⁻) is at or below
+  ``dissent_threshold`` (total dissent);
 * loss-change interference (ZSL Eq. 2-4) for checkpoint pairs (t, 2t), or (t, next step) where
   2t is missing, indexed by t: ``interference``, ``change_magnitude`` per bin and overall;
 * per-block summaries of the parameter decomposition and of D_W (``layer`` dim), and the output
@@ -349,6 +350,7 @@ def _reduce(paths: list[str], model_name: str, cfg: ReduceConfig) -> xr.Dataset:
     red["improving"] = (("step", "bin"), improving(red["loss"].values, axis=0, tolerance=tol))
     red["improving_overall"] = ("step", improving(red["loss_overall"].values, 0, tol))
     red["saturation_step"] = saturation_step(red["loss_overall"].values, steps, tol)
+    red["saturation_step_bin"] = ("bin", saturation_step(red["loss"].values, steps, tol, axis=0))
     red["dissent_onset_step"] = first_step_at_or_below(
         red["cos_attractive_repulsive_overall"].values, steps, cfg.dissent_threshold
     )

@@ -4,7 +4,9 @@ A mean loss ``L_s`` at step s is *improving* when it is lower than the best loss
 steps plus a tolerance, ``L_s < (1 + tol) · min_{s' < s} L_{s'}``, and *saturated* otherwise.
 The first step has no earlier step and is improving. Steps with no loss (NaN: a bin without
 tokens) are neither and do not count as a best loss. A model's saturation step is the first step
-from which the overall loss stays saturated; there is none if the last step is improving.
+from which the overall loss stays saturated; there is none if the last step is improving. The
+same rule per bin gives each bin's saturation step: Gradient Dissent's small models saturate on the
+long tail of rare tokens long before (or without) their overall loss doing so.
 """
 
 from __future__ import annotations
@@ -27,16 +29,31 @@ def saturated(loss: np.ndarray, axis: int = 0, tolerance: float = 0.01) -> np.nd
     return ~improving(loss, axis, tolerance) & ~np.isnan(loss)
 
 
-def saturation_step(loss: np.ndarray, steps: np.ndarray, tolerance: float = 0.01) -> float:
-    """The first step from which a 1-D loss curve stays saturated; NaN if it never does.
+def saturation_step(
+    loss: np.ndarray, steps: np.ndarray, tolerance: float = 0.01, axis: int = 0
+) -> float | np.ndarray:
+    """The first step from which a loss curve stays saturated; NaN if it never does.
 
     Parameters
     ----------
-    loss : (step,) losses ordered by step; ``steps`` : (step,) the step numbers.
+    loss : losses ordered by step along ``axis`` (a 1-D curve, or e.g. (step, bin) for one curve
+        per bin); ``steps`` : (step,) the step numbers.
+
+    Returns
+    -------
+    A float for a 1-D curve, else an array of the shape of ``loss`` without ``axis``.
     """
-    sat = saturated(np.asarray(loss, dtype=np.float64), 0, tolerance)
-    if sat.size == 0 or not sat[-1]:
-        return float("nan")
-    not_sat = np.flatnonzero(~sat)
-    first = 0 if not_sat.size == 0 else not_sat[-1] + 1
-    return float(steps[first])
+    loss = np.asarray(loss, dtype=np.float64)
+    sat = np.moveaxis(saturated(loss, axis, tolerance), axis, 0)
+    if sat.shape[0] == 0:
+        out = np.full(sat.shape[1:], np.nan)
+    else:
+        index = np.arange(sat.shape[0]).reshape((-1,) + (1,) * (sat.ndim - 1))
+        first = np.where(sat, -1, index).max(axis=0) + 1  # after the last unsaturated step
+        last_saturated = sat[-1]
+        out = np.where(
+            last_saturated,
+            np.asarray(steps, np.float64)[np.minimum(first, sat.shape[0] - 1)],
+            np.nan,
+        )
+    return float(out) if out.ndim == 0 else out

@@ -98,6 +98,7 @@ def synthetic_summary(
     ]
     sat[-1] = np.nan  # the last model never saturates (by construction, but be explicit)
     data["saturation_step"] = ("model", np.asarray(sat, dtype=np.float64))
+    data["saturation_step_bin"] = (("model", "bin"), saturation_step(v["loss"], steps, axis=1))
     onset = [float(steps[min(ns - 1, 8 + i)]) for i in range(nm)]
     onset[-1] = np.nan
     data["dissent_onset_step"] = ("model", np.asarray(onset))
@@ -190,7 +191,7 @@ N_AXES = {
     "interference": lambda n: 2 * n,
     "layer_interference": lambda n: n,
     "bottleneck": lambda n: 2,
-    "overview": lambda n: 2,
+    "overview": lambda n: 3,
 }
 
 
@@ -341,6 +342,19 @@ def test_overlap_check_detects_crowding():
     for ax in axes.flat:
         ax.set(xlabel="training step (symlog)", ylabel="mean loss (nats)", title="a long title")
     assert label_overlaps(fig)
+    plt.close(fig)
+
+
+def test_overview_marks_the_saturated_bins(summary):
+    fig = make("overview", summary)
+    ax = data_axes(fig)[2]
+    squares = [ln for ln in ax.get_lines() if ln.get_marker() == "s"]
+    n_saturated = int(np.isfinite(summary["saturation_step_bin"].values[:, 1:]).sum())
+    assert n_saturated > 0 and len(squares) == n_saturated
+    plt.close(fig)
+    ds = summary.drop_vars("saturation_step_bin")  # a summary reduced before it existed
+    fig = make("overview", ds)
+    assert "re-run the reduce rule" in figure_texts(fig)
     plt.close(fig)
 
 

@@ -13,7 +13,7 @@ from pipeline.reduce import (
     reduce_model,
     summarize,
 )
-from pipeline.saturation import improving
+from pipeline.saturation import improving, saturation_step
 from pipeline.schema import MEASUREMENTS
 from pipeline.store import write_zarr
 
@@ -60,6 +60,11 @@ def test_reduce_matches_numpy(tmp_path, chunk):
     ref_counts = [(bins == b).sum() for b in red["bin"].values]
     assert red["n_tokens"].values.tolist() == ref_counts
     np.testing.assert_array_equal(red["improving"].values, improving(red["loss"].values, axis=0))
+    loss = red["loss"].values
+    per_bin = [saturation_step(loss[:, j], np.array(order)) for j in range(loss.shape[1])]
+    np.testing.assert_array_equal(red["saturation_step_bin"].values, per_bin)
+    overall = saturation_step(red["loss_overall"].values, np.array(order))
+    np.testing.assert_equal(red["saturation_step"].item(), overall)
     # loss-change interference against numpy, pairs (t, 2t) or the next step
     partners = loss_change_pairs(np.array(order))
     assert partners.tolist() == [1, 2, 4, 4, 16, -1]

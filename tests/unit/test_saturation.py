@@ -45,3 +45,22 @@ def test_axis_and_nan():
     assert imp.tolist() == [[True, False], [False, True], [True, False]]
     assert saturated(loss, axis=0).tolist() == [[False, False], [True, False], [False, True]]
     np.testing.assert_array_equal(improving(loss.T, axis=1), imp.T)
+
+
+def test_saturation_step_per_bin_follows_each_curve():
+    steps = np.array([0, 1, 2, 4, 8, 16])
+    curves = np.array(
+        [
+            [5.0, 3.0, 3.5, 2.9, 3.2, 3.3],  # saturated from 8
+            [5.0, 4.0, 3.0, 2.5, 2.0, 1.0],  # never
+            [1.0, 2.0, 2.0, 2.0, 2.0, 2.0],  # from the second step
+            [np.nan, 3.0, 2.0, 2.5, 2.6, np.nan],  # last step has no loss: never
+        ]
+    )
+    expected = [8.0, np.nan, 1.0, np.nan]
+    np.testing.assert_array_equal(saturation_step(curves.T, steps, axis=0), expected)
+    np.testing.assert_array_equal(saturation_step(curves, steps, axis=1), expected)
+    for curve, want in zip(curves, expected):  # the 1-D form agrees and stays a float
+        got = saturation_step(curve, steps)
+        assert isinstance(got, float)
+        np.testing.assert_equal(got, want)

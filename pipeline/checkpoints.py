@@ -20,6 +20,7 @@ import math
 import os
 import re
 import shutil
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -96,13 +97,28 @@ def train_toy(
 ) -> list[int]:
     """Train one toy model on ``stream`` and save ``out_dir/step{N}/`` on the schedule.
 
-    Returns the saved steps. The learning rate warms up linearly, then follows a cosine decay to
-    10% of its peak, as Pythia's does.
+    Returns the saved steps.
+    """
+    out_dir = Path(out_dir)
+    saved = []
+    for step, net in toy_training(model, train, stream, vocab_size):
+        _save(net, out_dir / f"step{step}")
+        saved.append(step)
+    return saved
+
+
+def toy_training(
+    model: ToyModel, train: TrainConfig, stream: np.ndarray, vocab_size: int
+) -> Iterator[tuple[int, torch.nn.Module]]:
+    """Train one toy model on ``stream``, yielding ``(step, model)`` at every step of the
+    checkpoint schedule (step 0 first); the model is in training mode and must not be changed.
+
+    The learning rate warms up linearly, then follows a cosine decay to 10% of its peak, as
+    Pythia's does.
     """
     _quiet_transformers()
     torch.set_num_threads(1)  # determinism: results must not depend on the machine's cores
     torch.use_deterministic_algorithms(True)
-    out_dir = Path(out_dir)
     schedule = pythia_schedule(train.steps, train.save_every)
     net = build_toy_model(model, vocab_size, train.sequence_length, train.seed)
     n_params = sum(p.numel() for p in net.parameters())
@@ -123,8 +139,8 @@ def train_toy(
     if stream.size < window:
         raise ValueError(f"the training stream has {stream.size} ids, fewer than one sequence")
     progress = Progress(log, train.steps, "steps")
-    _save(net, out_dir / "step0")
     net.train()
+    yield 0, net
     for step in range(1, train.steps + 1):
         offsets = rng.integers(0, stream.size - window + 1, size=train.batch_size)
         batch = torch.from_numpy(
@@ -136,9 +152,8 @@ def train_toy(
         opt.step()
         sched.step()
         if step in schedule:
-            _save(net, out_dir / f"step{step}")
+            yield step, net
         progress.update(step, f"train loss {loss.item():.3f}")
-    return schedule
 
 
 def _save(net, path: Path) -> None:

@@ -308,8 +308,9 @@ def load_counts(path: str, vocab_size: int) -> np.ndarray:
 # --- the Zarr layer -------------------------------------------------------------------------
 
 
-def write_corpus(language: ToyLanguage, train_tokens: int, heldout_tokens: int, path: str) -> None:
-    """Sample the toy corpus (a training and a held-out stream) and write it as a Zarr store."""
+def toy_streams(language: ToyLanguage, train_tokens: int, heldout_tokens: int) -> dict:
+    """The toy corpus: ``train`` and ``heldout`` id streams (int32), sampled as chains of 1,024
+    ids from the language's seed (the held-out chains from a different seed)."""
     chain_length = 1024
     streams = {}
     for name, n, seed_offset in (("train", train_tokens, 1), ("heldout", heldout_tokens, 2)):
@@ -317,6 +318,12 @@ def write_corpus(language: ToyLanguage, train_tokens: int, heldout_tokens: int, 
         log.info("sampling %s stream: %d chains x %d ids", name, n_chains, chain_length)
         ids = language.sample(n_chains, chain_length, seed=language.seed + seed_offset)
         streams[name] = ids.reshape(-1)[:n].astype(np.int32)
+    return streams
+
+
+def write_corpus(language: ToyLanguage, train_tokens: int, heldout_tokens: int, path: str) -> None:
+    """Sample the toy corpus (a training and a held-out stream) and write it as a Zarr store."""
+    streams = toy_streams(language, train_tokens, heldout_tokens)
     ds = xr.Dataset(
         {
             "train": ("train_position", streams["train"]),

@@ -6,6 +6,7 @@ ranges; a second run from scratch in another directory must write identical stor
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -350,3 +351,25 @@ def test_adding_a_step_reruns_only_its_extractions_and_changes_no_other_store(
         assert after[store] == files, store  # untouched: same bytes, same mtimes
     s = open_summary(str(run_dir / "results/summary.zarr"))
     assert new_step in s["step"].values
+
+
+def test_toy_saturation_script_reproduces_the_workflows_losses(run_dir, config):
+    """benchmarks/toy_saturation.py trains the same models and measures V in-loop with a plain
+    cross-entropy; its overall losses must be the workflow's (extraction + reduction)."""
+    script = REPO / "benchmarks" / "toy_saturation.py"
+    r = subprocess.run(
+        [sys.executable, str(script), "--config", str(CONFIG)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=900,
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    reports = {x["model"]: x for x in map(json.loads, r.stdout.splitlines())}
+    assert set(reports) == set(config["models"])
+    s = open_summary(str(run_dir / "results/summary.zarr")).load()
+    for model, report in reports.items():
+        for step in config["steps"]:
+            want = s["loss_overall"].sel(model=model, step=step).item()
+            np.testing.assert_allclose(report["curve"][str(step)], want, atol=2e-4)
+        assert report["loss_last"] == report["curve"][str(max(config["steps"]))]

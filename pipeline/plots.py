@@ -769,10 +769,10 @@ def _bin_saturation_panel(fig: Figure, ax, ds: xr.Dataset, models, x, sized: boo
     norm = LogNorm(vmin=first, vmax=max(float(steps.max()), first * 2.0))
     cmap = plt.get_cmap(SATURATION_CMAP)
     for xi, model in zip(x, models):
-        loss = _values(ds, "loss", model)  # (step, bin)
+        has_loss = np.isfinite(_values(ds, "loss", model)).any(axis=0)  # (bin,)
         step_bin = _values(ds, "saturation_step_bin", model)
-        for b, s in zip(ds["bin"].values, step_bin):
-            if b == UNSEEN_BIN or not np.isfinite(loss[:, ds["bin"].values == b]).any():
+        for b, s, seen in zip(ds["bin"].values, step_bin, has_loss):
+            if b == UNSEEN_BIN or not seen:
                 continue
             if np.isfinite(s):
                 c = cmap(norm(max(s, first)))

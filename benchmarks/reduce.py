@@ -65,7 +65,7 @@ def reduce(args) -> dict:
 
     paths = [str(p) for p in sorted(Path(args.dir).glob("step*.zarr"))]
     t0 = time.perf_counter()
-    cfg = ReduceConfig(token_chunk=args.chunk, quantiles=args.quantiles)
+    cfg = ReduceConfig(quantiles=args.quantiles)
     reduce_model(paths, str(Path(args.dir) / "reduced.zarr"), "synthetic", cfg)
     return {"seconds": time.perf_counter() - t0}
 
@@ -80,7 +80,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--tokens", type=int, default=2**21)
     ap.add_argument("--steps", type=int, default=24)
-    ap.add_argument("--chunk", type=int, default=2**18, help="tokens per chunk (and dask chunk)")
+    ap.add_argument("--chunk", type=int, default=2**18, help="tokens per on-disk chunk of the synthetic stores")
     ap.add_argument("--quantiles", type=float, nargs="*", default=[0.1, 0.5, 0.9])
     ap.add_argument("--dir", default="/tmp/reduce-bench")
     ap.add_argument("--phase", choices=["read", "reduce"], help=argparse.SUPPRESS)

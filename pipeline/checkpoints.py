@@ -1,9 +1,8 @@
-"""The checkpoints stage: the toy suite's training, and loading any checkpoint for extraction.
+"""The checkpoints stage: every suite's checkpoints as Hugging Face model directories, and loading
+any of them for extraction.
 
-The toy suite trains small GPT-NeoX models (Pythia's architecture) on the toy corpus with AdamW
-from fixed seeds and saves each checkpoint with ``save_pretrained`` on a Pythia-like schedule
-(step 0, powers of two, then evenly spaced). Training is deterministic: one intra-op thread,
-seeded initialisation and a seeded batch order, so two runs write identical weights.
+The toy suite's models are trained here (``pipeline.toy.training``) and saved with
+``save_pretrained`` on a Pythia-like schedule (step 0, powers of two, then evenly spaced).
 
 Hub suites (Pythia, OLMo, …) are fetched one revision at a time with ``fetch_revision`` into the
 shared hub cache, and ``results/checkpoints/{model}/step{N}/`` becomes a directory of links into
@@ -16,144 +15,42 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import math
 import os
 import re
 import shutil
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from pipeline.logs import Progress
+from pipeline.logs import quiet_transformers
+from pipeline.toy.schedule import ToyModel, TrainConfig
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class ToyModel:
-    """The shape of one toy GPT-NeoX model."""
-
-    hidden_size: int
-    layers: int = 2
-    heads: int = 1
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """How the toy suite is trained (shared by all its models)."""
-
-    steps: int = 2048
-    batch_size: int = 16
-    sequence_length: int = 64
-    learning_rate: float = 3e-3
-    warmup_steps: int = 64
-    weight_decay: float = 0.01
-    save_every: int = 256
-    seed: int = 0
-
-
-def _quiet_transformers() -> None:
-    """No progress bars from transformers: jobs log their own progress lines."""
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()
-
-
-def pythia_schedule(steps: int, save_every: int) -> list[int]:
-    """Pythia's checkpoint schedule scaled down: step 0, powers of two below ``save_every``,
-    then every ``save_every`` steps up to ``steps``."""
-    powers = [2**i for i in range(int(math.log2(save_every)) + 1) if 2**i < save_every]
-    even = list(range(save_every, steps + 1, save_every))
-    return sorted({0, *[p for p in powers if p <= steps], *even})
-
-
-def build_toy_model(model: ToyModel, vocab_size: int, context_length: int, seed: int):
-    """A randomly initialised ``GPTNeoXForCausalLM`` from a fixed seed."""
-    from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
-
-    config = GPTNeoXConfig(
-        vocab_size=vocab_size,
-        hidden_size=model.hidden_size,
-        num_hidden_layers=model.layers,
-        num_attention_heads=model.heads,
-        intermediate_size=4 * model.hidden_size,
-        max_position_embeddings=context_length,
-        rotary_pct=0.25,
-        tie_word_embeddings=False,
-    )
-    torch.manual_seed(seed)
-    return GPTNeoXForCausalLM(config)
 
 
 def train_toy(
     model: ToyModel,
     train: TrainConfig,
-    stream: np.ndarray,
+    corpus_path: str | os.PathLike,
     vocab_size: int,
     out_dir: str | os.PathLike,
 ) -> list[int]:
-    """Train one toy model on ``stream`` and save ``out_dir/step{N}/`` on the schedule.
+    """Train one toy model on the toy corpus's training stream (``pipeline.toy.training``) and
+    save ``out_dir/step{N}/`` as a Hugging Face model directory at every scheduled step.
 
     Returns the saved steps.
     """
+    import xarray as xr
+
+    from pipeline.toy.training import toy_training
+
+    stream = xr.open_zarr(corpus_path)["train"].values
     out_dir = Path(out_dir)
     saved = []
     for step, net in toy_training(model, train, stream, vocab_size):
         _save(net, out_dir / f"step{step}")
         saved.append(step)
     return saved
-
-
-def toy_training(
-    model: ToyModel, train: TrainConfig, stream: np.ndarray, vocab_size: int
-) -> Iterator[tuple[int, torch.nn.Module]]:
-    """Train one toy model on ``stream``, yielding ``(step, model)`` at every step of the
-    checkpoint schedule (step 0 first); the model is in training mode and must not be changed.
-
-    The learning rate warms up linearly, then follows a cosine decay to 10% of its peak, as
-    Pythia's does.
-    """
-    _quiet_transformers()
-    torch.set_num_threads(1)  # determinism: results must not depend on the machine's cores
-    torch.use_deterministic_algorithms(True)
-    schedule = pythia_schedule(train.steps, train.save_every)
-    net = build_toy_model(model, vocab_size, train.sequence_length, train.seed)
-    n_params = sum(p.numel() for p in net.parameters())
-    log.info("model d=%d, %d layers, %d parameters", model.hidden_size, model.layers, n_params)
-    opt = torch.optim.AdamW(
-        net.parameters(), lr=train.learning_rate, weight_decay=train.weight_decay
-    )
-
-    def lr_at(step: int) -> float:
-        if step < train.warmup_steps:
-            return (step + 1) / train.warmup_steps
-        frac = (step - train.warmup_steps) / max(1, train.steps - train.warmup_steps)
-        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac))
-
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
-    rng = np.random.default_rng(train.seed)
-    window = train.sequence_length + 1
-    if stream.size < window:
-        raise ValueError(f"the training stream has {stream.size} ids, fewer than one sequence")
-    progress = Progress(log, train.steps, "steps")
-    net.train()
-    yield 0, net
-    for step in range(1, train.steps + 1):
-        offsets = rng.integers(0, stream.size - window + 1, size=train.batch_size)
-        batch = torch.from_numpy(
-            np.stack([stream[o : o + window] for o in offsets]).astype(np.int64)
-        )
-        loss = net(input_ids=batch, labels=batch).loss  # (the model shifts the labels itself)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-        if step in schedule:
-            yield step, net
-        progress.update(step, f"train loss {loss.item():.3f}")
 
 
 def _save(net, path: Path) -> None:
@@ -304,7 +201,7 @@ def load_checkpoint(
     """
     from transformers import AutoModelForCausalLM
 
-    _quiet_transformers()
+    quiet_transformers()
     try:
         model = AutoModelForCausalLM.from_pretrained(
             path,

@@ -18,26 +18,16 @@ import torch
 import xarray as xr
 
 import pipeline
-from pipeline.bottleneck import logit_gradient_gram, rank_curve, rank_sizes
 from pipeline.checkpoints import load_checkpoint, weights_sha256
-from pipeline.decomposition import MEASUREMENTS, bottleneck_projector, decompose_at_h
+from pipeline.config import ExtractConfig
 from pipeline.logs import Progress
-from pipeline.parameters import BodyRecorder, ParamGradients, output_layer_grads
+from pipeline.maths.bottleneck import logit_gradient_gram, rank_curve, rank_sizes
+from pipeline.maths.decomposition import bottleneck_projector, decompose_at_h
+from pipeline.maths.parameters import BodyRecorder, ParamGradients, output_layer_grads
+from pipeline.schema import MEASUREMENTS, PARAM_STATISTICS, conform
 from pipeline.store import with_labels, write_zarr
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class ExtractConfig:
-    """How a checkpoint is measured (the ``extract`` section of the config)."""
-
-    batch_size: int | None = None  # sequences per forward pass; None: sized to the device
-    vocab_chunk: int = 8192  # vocabulary rows per block of logits
-    dtype: str = "float32"  # "float32", or "bfloat16" (softmax and sums stay float32)
-    device: str = "auto"  # "auto": CUDA when present, else CPU
-    parameters: bool = True  # parameter-gradient decomposition and D_W (two backward passes)
-    rank_tokens: int = 512  # logit-gradient rank for powers of two up to this many tokens; 0: off
 
 
 def output_layer(model) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -222,8 +212,8 @@ def extract_checkpoint(
         "torch_version": torch.__version__,
         "transformers_version": transformers.__version__,
     }
-    ds = to_dataset(meas, ev, attrs)
-    write_zarr(ds.expand_dims(step=np.array([step], dtype=np.int64)), out_path)
+    ds = to_dataset(meas, ev, attrs).expand_dims(step=np.array([step], dtype=np.int64))
+    write_zarr(conform(ds, "extract"), out_path)
     log.info("mean loss %.4f, wrote %s", float(meas.tokens["loss"].mean()), out_path)
 
 
@@ -234,16 +224,10 @@ def to_dataset(meas: Measurements, ev: xr.Dataset, attrs: dict) -> xr.Dataset:
     labels = {}
     if meas.params is not None:
         p = meas.params
-        data.update(
-            param_norm_attractive=("param", p["norm_att"]),
-            param_norm_repulsive=("param", p["norm_rep"]),
-            param_norm_grad=("param", p["norm"]),
-            param_cos_attractive_repulsive=("param", p["cos"]),
-            param_interference=("param", p["dw"]),
-        )
+        data.update({k: ("param", p[k]) for k in PARAM_STATISTICS})
         coords.update(
             param=np.arange(len(meas.param_names)),
-            param_size=("param", p["size"]),
+            param_size=("param", p["param_size"]),
             layer=("param", p["layer"]),
         )
         labels["param"] = meas.param_names

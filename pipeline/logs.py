@@ -53,3 +53,10 @@ class Progress:
             eta,
             f", {extra}" if extra else "",
         )
+
+
+def quiet_transformers() -> None:
+    """No progress bars from transformers: jobs log their own progress lines."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()

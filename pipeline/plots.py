@@ -32,8 +32,8 @@ from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.ticker import FuncFormatter  # noqa: E402
 
-from pipeline.data import UNSEEN_BIN  # noqa: E402
-from pipeline.fit import bnsl  # noqa: E402
+from pipeline.maths.frequency import UNSEEN_BIN  # noqa: E402
+from pipeline.maths.bnsl import bnsl  # noqa: E402
 
 BIN_CMAP = "viridis"
 SATURATION_CMAP = "magma_r"  # early saturation dark, late saturation light

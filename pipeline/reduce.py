@@ -1,53 +1,49 @@
 """The reduce stage: one model's step stores → per (step, bin) curves, saturation, interference.
 
-The per-step stores are opened lazily with dask (``token_chunk`` tokens a chunk) and concatenated
-along ``step``; no store is loaded whole. Per model it writes ``results/reduce/{model}.zarr``:
+The per-step stores are opened lazily with dask and concatenated along ``step``; the reduction
+then works one step at a time, each numpy kernel (``pipeline.maths.binning``) seeing that step's
+tokens as one block, so memory is bounded by one checkpoint's tokens however many steps there
+are. Per model it writes ``results/reduce/{model}.zarr`` (every variable declared in
+``pipeline.schema.REDUCE``):
 
 * for every per-token measurement m: ``m (step, bin)``, the mean over each log2-frequency bin's
-  tokens, ``m_overall (step)``, the mean over all tokens, and ``m_quantile (step, bin, quantile)``;
-  the means are matrix products with a (token, bin) indicator, summed chunk by chunk;
-* the saturation rule (``pipeline.saturation``, Gradient Dissent §2): ``improving (step, bin)``,
-  ``improving_overall (step)``, ``saturation_step`` (overall) and ``saturation_step_bin (bin)``;
-  and ``dissent_onset_step``, the first step whose mean cos(∇h⁺, ∇h⁻) is at or below
+  tokens, ``overall(m) (step)``, the mean over all tokens, and with quantiles ``quantile(m)``
+  and ``quantile_overall(m)``;
+* the saturation rule (``pipeline.maths.saturation``, Gradient Dissent §2): ``improving``,
+  ``improving_overall``, ``saturation_step`` and ``saturation_step_bin``; and
+  ``dissent_onset_step``, the first step whose mean cos(∇h⁺, ∇h⁻) is at or below
   ``dissent_threshold`` (total dissent);
-* loss-change interference (ZSL Eq. 2-4) for checkpoint pairs (t, 2t), or (t, next step) where
-  2t is missing, indexed by t: ``interference``, ``change_magnitude`` per bin and overall;
+* loss-change interference (ZSL Eq. 2-4, ``pipeline.maths.interference``) for checkpoint pairs
+  (t, 2t), or (t, next step) where 2t is missing, indexed by t;
 * per-block summaries of the parameter decomposition and of D_W (``layer`` dim), and the output
   and input layers' (``head_*``, ``embed_*``); the logit-gradient rank curve per step.
-
-``summarize`` stacks the per-model stores along ``model`` into ``results/summary.zarr``. Model
-names are labels of the integer ``model`` coordinate (``pipeline.store``); ``open_summary``
-restores them as the coordinate.
 """
 
 from __future__ import annotations
 
 import logging
 from contextlib import contextmanager
-from dataclasses import dataclass
 
 import numpy as np
 import xarray as xr
 
-from pipeline.data import UNSEEN_BIN
+from pipeline.config import ReduceConfig
 from pipeline.logs import Progress
-from pipeline.saturation import improving, saturation_step
-from pipeline.schema import MEASUREMENTS
-from pipeline.store import open_labeled, with_labels, write_zarr
+from pipeline.maths import interference
+from pipeline.maths.binning import Bins, bin_change, bin_statistics
+from pipeline.maths.frequency import UNSEEN_BIN
+from pipeline.maths.saturation import improving, saturation_step
+from pipeline.schema import (
+    MEASUREMENTS,
+    PARAM_STATISTICS,
+    conform,
+    overall,
+    quantile,
+    quantile_overall,
+)
+from pipeline.store import write_zarr
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class ReduceConfig:
-    """The ``reduce`` section of the config."""
-
-    saturation_tolerance: float = 0.01
-    quantiles: tuple[float, ...] | list[float] = (0.1, 0.5, 0.9)
-    dissent_threshold: float = -0.9
-    token_chunk: int = 2**18  # tokens per dask chunk: bounds the reduction's memory
-    duplicates: str = "warn"  # revisions with identical weights: "warn", "skip" or "fail"
-    scheduler: str | None = None  # address of a dask.distributed scheduler; None: local threads
 
 
 @contextmanager
@@ -104,82 +100,19 @@ def check_duplicates(paths: list[str], policy: str, table_path: str, model: str)
     return paths
 
 
-def open_steps(paths: list[str], token_chunk: int = 2**18) -> xr.Dataset:
-    """Open per-step extraction stores lazily as one dataset over (step, token), sorted by step."""
+def open_steps(paths: list[str]) -> xr.Dataset:
+    """Open per-step extraction stores lazily (their own chunks) as one dataset over
+    (step, token), sorted by step."""
     if not paths:
         raise ValueError("no extraction stores to reduce: the model has no steps in the config")
-    parts = [xr.open_zarr(p, chunks={"token": token_chunk}) for p in paths]
+    parts = [xr.open_zarr(p) for p in paths]
     ds = xr.concat(parts, dim="step", coords="minimal", compat="override", join="exact")
     return ds.sortby("step")
 
 
-@dataclass(frozen=True)
-class Bins:
-    """The evaluation tokens' frequency bins, arranged for grouped statistics."""
-
-    present: np.ndarray  # (n_bins,) the bin values that occur
-    index: np.ndarray  # (token,) each token's position in ``present``
-    order: np.ndarray  # (token,) the tokens sorted by bin
-    bounds: np.ndarray  # (n_bins + 1,) each bin's run in ``order``
-
-    @classmethod
-    def of(cls, bins: np.ndarray) -> Bins:
-        present, index = np.unique(bins, return_inverse=True)
-        order = np.argsort(index, kind="stable")
-        bounds = np.searchsorted(index[order], np.arange(present.size + 1))
-        return cls(present, index, order, bounds)
-
-    @property
-    def counts(self) -> np.ndarray:
-        return np.diff(self.bounds)
-
-
-def bin_statistics(values: np.ndarray, bins: Bins, q: list[float]) -> np.ndarray:
-    """NaN-skipping mean, then quantiles ``q``, of each bin's values (pure numpy).
-
-    values : (..., token). Returns (..., n_bins + 1, 1 + len(q)); the last row is over all tokens.
-    The means are one ``bincount`` pass; each quantile is a linear-time selection.
-    """
-    nb = bins.present.size
-    out = np.full((*values.shape[:-1], nb + 1, 1 + len(q)), np.nan)
-    for idx in np.ndindex(values.shape[:-1]):
-        x = values[idx].astype(np.float64)
-        finite = ~np.isnan(x)
-        sums = np.bincount(bins.index, weights=np.where(finite, x, 0.0), minlength=nb)
-        n = np.bincount(bins.index, weights=finite, minlength=nb)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            out[idx][:nb, 0] = sums / n
-            out[idx][nb, 0] = sums.sum() / n.sum()
-        if not q:
-            continue
-        grouped = x[bins.order]
-        for i, (lo, hi) in enumerate(zip(bins.bounds[:-1], bins.bounds[1:])):
-            seg = grouped[lo:hi]
-            seg = seg[~np.isnan(seg)]
-            if seg.size:
-                out[idx][i, 1:] = np.quantile(seg, q)
-        if finite.any():
-            out[idx][nb, 1:] = np.quantile(x[finite], q)
-    return out
-
-
-def bin_change(loss: np.ndarray, later: np.ndarray, bins: Bins) -> np.ndarray:
-    """Per bin and overall (last row): ``Σ Δℓ``, ``Σ |Δℓ|`` and the token count, for the per-token
-    loss changes ``Δℓ = later − loss`` along the last axis. Returns (..., n_bins + 1, 3)."""
-    nb = bins.present.size
-    delta = later.astype(np.float64) - loss
-    out = np.empty((*delta.shape[:-1], nb + 1, 3))
-    for idx in np.ndindex(delta.shape[:-1]):
-        d = delta[idx]
-        out[idx][:nb, 0] = np.bincount(bins.index, weights=d, minlength=nb)
-        out[idx][:nb, 1] = np.bincount(bins.index, weights=np.abs(d), minlength=nb)
-        out[idx][:nb, 2] = bins.counts
-        out[idx][nb] = out[idx][:nb].sum(axis=0)
-    return out
-
-
 def _per_bin(func, args: list, bins: Bins, width: int, **kwargs):
-    """Apply a (..., token) → (..., n_bins + 1, width) kernel lazily, one whole step a block."""
+    """Apply a (..., token) → (..., n_bins + 1, width) kernel lazily to ``args`` (one step's
+    tokens each), all tokens in one block: per-bin quantiles need every token of a bin."""
     return xr.apply_ufunc(
         func,
         *[a.chunk({"token": -1}) for a in args],
@@ -193,18 +126,18 @@ def _per_bin(func, args: list, bins: Bins, width: int, **kwargs):
 
 
 def grouped_statistics(data: xr.Dataset, bins: Bins, q: list[float]) -> xr.Dataset:
-    """``m (step, bin)``, ``m_overall (step)``, and with quantiles ``m_quantile (step, bin,
-    quantile)`` and ``m_quantile_overall (step, quantile)`` for every variable m."""
+    """``m (step, bin)``, ``overall(m) (step)``, and with quantiles ``quantile(m) (step, bin,
+    quantile)`` and ``quantile_overall(m) (step, quantile)`` for every variable m."""
     out = {}
     nb = bins.present.size
     for name, da in data.data_vars.items():
         stats = _per_bin(bin_statistics, [da], bins, 1 + len(q), q=list(q))
         out[name] = stats.isel(group=slice(0, nb), stat=0).rename(group="bin")
-        out[f"{name}_overall"] = stats.isel(group=nb, stat=0)
+        out[overall(name)] = stats.isel(group=nb, stat=0)
         if q:
             quant = stats.isel(stat=slice(1, None)).rename(stat="quantile")
-            out[f"{name}_quantile"] = quant.isel(group=slice(0, nb)).rename(group="bin")
-            out[f"{name}_quantile_overall"] = quant.isel(group=nb)
+            out[quantile(name)] = quant.isel(group=slice(0, nb)).rename(group="bin")
+            out[quantile_overall(name)] = quant.isel(group=nb)
     ds = xr.Dataset(out).assign_coords(bin=bins.present)
     return ds.assign_coords(quantile=list(q)) if q else ds
 
@@ -222,32 +155,33 @@ def loss_change_pairs(steps: np.ndarray) -> np.ndarray:
 
 def loss_change(loss: xr.DataArray, later: xr.DataArray, bins: Bins) -> xr.Dataset:
     """Loss-change interference D and magnitude M (ZSL Eq. 2-4) between two checkpoints' per-token
-    losses, per bin and overall (lazy; ``check_loss_change`` verifies the result)."""
-    sums = _per_bin(bin_change, [loss, later], bins, 3)
+    losses (``token``,), per bin and overall, from the per-bin sums of ``bin_change``."""
+    sums = _per_bin(bin_change, [loss, later], bins, 3).compute()
     net, total, n = (sums.isel(stat=k) for k in range(3))
+    D, M = interference.from_sums(net.values, total.values, n.values)
     nb = bins.present.size
-    D, M = 1 - abs(net) / total, total / n
 
-    def per_bin(x):
-        return x.isel(group=slice(0, nb)).rename(group="bin").assign_coords(bin=bins.present)
+    def per_bin(x: np.ndarray) -> xr.DataArray:
+        return xr.DataArray(x[:nb], dims=("bin",), coords={"bin": bins.present})
 
     return xr.Dataset(
         {
             "interference": per_bin(D),
             "change_magnitude": per_bin(M),
-            "interference_overall": D.isel(group=nb),
-            "change_magnitude_overall": M.isel(group=nb),
-            "loss_change_overall": (net / n).isel(group=nb),
+            overall("interference"): D[nb],
+            overall("change_magnitude"): M[nb],
+            overall("loss_change"): net.values[nb] / n.values[nb],
         }
     )
 
 
 def check_loss_change(red: xr.Dataset) -> None:
     """``|ΔL| = M (1 − D)`` must hold exactly (up to float rounding) at every pair."""
-    check = red["change_magnitude_overall"] * (1 - red["interference_overall"])
-    ok = np.isclose(check, abs(red["loss_change_overall"]), rtol=1e-4, atol=1e-7)
-    if not (ok | np.isnan(check)).all():
-        raise AssertionError("loss-change interference: |ΔL| = M (1 − D) does not hold")
+    interference.check_net_change(
+        red[overall("interference")].values,
+        red[overall("change_magnitude")].values,
+        red[overall("loss_change")].values,
+    )
 
 
 def layer_summaries(ds: xr.Dataset) -> xr.Dataset:
@@ -257,9 +191,9 @@ def layer_summaries(ds: xr.Dataset) -> xr.Dataset:
     and cosines: ``Σ cos_p ‖a_p‖ ‖r_p‖ / sqrt(Σ ‖a_p‖² · Σ ‖r_p‖²)``; D_W is the size-weighted
     mean over the block's linear weights.
     """
-    if "param_norm_attractive" not in ds:
+    if not set(PARAM_STATISTICS) <= set(ds.data_vars):
         return xr.Dataset()
-    p = ds[[v for v in ds.data_vars if v.startswith("param_")]].compute()
+    p = ds[list(PARAM_STATISTICS)].compute()
     na, nr = p["param_norm_attractive"], p["param_norm_repulsive"]
     dot = p["param_cos_attractive_repulsive"] * na * nr
     size = ds["param_size"].astype(np.float64)
@@ -277,15 +211,14 @@ def layer_summaries(ds: xr.Dataset) -> xr.Dataset:
     )
     out = out.assign_coords(layer=out["layer"].astype(np.int64))
     labels = list(ds.attrs.get("labels", {}).get("param", []))
-    for prefix, key in (("head", "output_param"), ("embed", "input_param")):
-        name = ds.attrs.get(key)
-        if name in labels:
-            i = labels.index(name)
-            out[f"{prefix}_interference"] = dw.isel(param=i, drop=True)
-            if prefix == "head":
-                out["head_cos_attractive_repulsive"] = p["param_cos_attractive_repulsive"].isel(
-                    param=i, drop=True
-                )
+    head, embed = ds.attrs.get("output_param"), ds.attrs.get("input_param")
+    if head in labels:
+        i = labels.index(head)
+        out["head_interference"] = dw.isel(param=i, drop=True)
+        cos = p["param_cos_attractive_repulsive"].isel(param=i, drop=True)
+        out["head_cos_attractive_repulsive"] = cos
+    if embed in labels:
+        out["embed_interference"] = dw.isel(param=labels.index(embed), drop=True)
     return out
 
 
@@ -313,14 +246,14 @@ def reduce_model(
     log.info(
         "%s: final loss %.4f, saturation step %s",
         model_name,
-        red["loss_overall"].values[-1],
+        red[overall("loss")].values[-1],
         "none" if np.isnan(sat) else int(sat),
     )
     return red
 
 
 def _reduce(paths: list[str], model_name: str, cfg: ReduceConfig) -> xr.Dataset:
-    ds = open_steps(paths, cfg.token_chunk)
+    ds = open_steps(paths)
     steps = ds["step"].values
     log.info("%s: %d steps x %d tokens", model_name, steps.size, ds.sizes["token"])
     bins = Bins.of(ds["bin"].values)  # (token,) one int per evaluation token: small
@@ -332,8 +265,8 @@ def _reduce(paths: list[str], model_name: str, cfg: ReduceConfig) -> xr.Dataset:
         # one step at a time: memory is bounded by one step's tokens, however many steps
         parts = [grouped_statistics(data.isel(step=[i]), bins, list(cfg.quantiles))]
         if partner[i] >= 0:
-            later = data["loss"].sel(step=partner[i])
-            change = loss_change(data["loss"].isel(step=i), later, bins)
+            later = data["loss"].sel(step=partner[i], drop=True)
+            change = loss_change(data["loss"].isel(step=i, drop=True), later, bins)
             parts.append(change.assign(pair_step=partner[i]).expand_dims(step=[step]))
         per_step.append(xr.merge(parts, join="outer").compute())
         progress.update(i + 1)
@@ -348,11 +281,12 @@ def _reduce(paths: list[str], model_name: str, cfg: ReduceConfig) -> xr.Dataset:
     red = red.transpose("step", "bin", ...)
     tol = cfg.saturation_tolerance
     red["improving"] = (("step", "bin"), improving(red["loss"].values, axis=0, tolerance=tol))
-    red["improving_overall"] = ("step", improving(red["loss_overall"].values, 0, tol))
-    red["saturation_step"] = saturation_step(red["loss_overall"].values, steps, tol)
+    loss_overall = red[overall("loss")].values
+    red["improving_overall"] = ("step", improving(loss_overall, 0, tol))
+    red["saturation_step"] = saturation_step(loss_overall, steps, tol)
     red["saturation_step_bin"] = ("bin", saturation_step(red["loss"].values, steps, tol, axis=0))
     red["dissent_onset_step"] = first_step_at_or_below(
-        red["cos_attractive_repulsive_overall"].values, steps, cfg.dissent_threshold
+        red[overall("cos_attractive_repulsive")].values, steps, cfg.dissent_threshold
     )
     hidden = ds.attrs.get("hidden_size", -1)
     red["hidden_size"] = hidden
@@ -366,20 +300,4 @@ def _reduce(paths: list[str], model_name: str, cfg: ReduceConfig) -> xr.Dataset:
         "weights_sha256": [xr.open_zarr(p).attrs["weights_sha256"] for p in paths],
     }
     red["step"] = red["step"].astype(np.int64)
-    return red
-
-
-def summarize(paths: dict[str, str], out_path: str) -> xr.Dataset:
-    """Stack the per-model reductions along ``model`` (outer join on steps and bins)."""
-    names = list(paths)
-    parts = [xr.open_zarr(paths[n]).drop_attrs() for n in names]
-    ds = xr.concat(parts, dim="model", join="outer", coords="minimal", compat="override")
-    ds = ds.assign_coords(model=np.arange(len(names), dtype=np.int64))
-    ds = with_labels(ds.compute(), {"model": names})
-    write_zarr(ds, out_path)
-    return ds
-
-
-def open_summary(path: str) -> xr.Dataset:
-    """Open ``results/summary.zarr`` with the model names as the ``model`` coordinate."""
-    return open_labeled(path)
+    return conform(red, "reduce")

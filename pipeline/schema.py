@@ -1,19 +1,368 @@
-"""The per-token measurements' names, used by every stage.
+"""The one declaration of every variable the workflow stores: name, dimensions, units, meaning,
+and the paper and figure it serves.
 
-Kept free of heavy imports so that the analysis half (reduce, fit, plots) never loads torch.
+Writers pass their dataset through ``conform(ds, store)`` before writing: every data variable
+must be declared for that store with those dimensions, and each gets CF-style ``long_name`` and
+``units`` attrs. Readers take names from here (``overall``, ``quantile``, ``bnsl`` …) rather than
+building them. The README's table of outputs is generated from this module
+(``python -m pipeline.schema``), and a test checks that it matches.
+
+The stores:
+
+* ``extract``: ``results/extract/{model}/step{N}.zarr``, one checkpoint over ``token``,
+  ``param`` and ``rank_tokens``.
+* ``reduce``: ``results/reduce/{model}.zarr``, one model over ``step`` (and ``bin``, ``layer``,
+  ``quantile``, ``rank_tokens``).
+* ``summary``: ``results/summary.zarr``, every ``reduce`` variable stacked along ``model``, plus
+  the BNSL fits (``bnsl_*``, per model) and the run's provenance in its attrs.
+* ``fits``: the columns of ``results/fits/bnsl.csv`` (one row per model).
+
+Kept free of heavy imports: the workflow's DAG and the analysis half never load torch.
 """
 
-#: The per-token measurements of ``pipeline.decomposition.decompose_at_h``, in order.
-MEASUREMENTS = (
-    "loss",
-    "p_target",
-    "norm_attractive",
-    "norm_repulsive",
-    "norm_grad",
-    "cos_h_attractive",
-    "cos_h_repulsive",
-    "cos_grad_attractive",
-    "cos_grad_repulsive",
-    "cos_attractive_repulsive",
-    "kept_fraction",
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import xarray as xr
+
+
+@dataclass(frozen=True)
+class Variable:
+    """One stored variable: its name, dimensions, units, one-line meaning, and what it serves."""
+
+    name: str
+    dims: tuple[str, ...]
+    units: str
+    meaning: str
+    serves: str = ""
+    optional: bool = False  # absent when its measurement is switched off (or needs two steps)
+
+
+GD = "Gradient Dissent"
+ZSL = "Zero-sum learning"
+GA = "Godey & Artzi"
+
+#: The per-token measurements of one checkpoint (``pipeline.maths.decomposition``), in order.
+TOKEN_MEASUREMENTS = (
+    Variable("loss", ("token",), "nats", "cross-entropy −log p_t", f"{GD} Fig. 1, 5"),
+    Variable("p_target", ("token",), "1", "probability p_t of the target", GD),
+    Variable(
+        "norm_attractive", ("token",), "nats / unit h", "‖∇h⁺‖ = (1 − p_t)‖U_t‖", f"{GD} Fig. 3"
+    ),
+    Variable(
+        "norm_repulsive", ("token",), "nats / unit h", "‖∇h⁻‖ = ‖Uᵀp − p_t U_t‖", f"{GD} Fig. 3"
+    ),
+    Variable("norm_grad", ("token",), "nats / unit h", "‖∇h‖ = ‖Uᵀp − U_t‖", f"{GD} Fig. 3"),
+    Variable("cos_h_attractive", ("token",), "1", "cos(h, ∇h⁺)", f"{GD} Fig. 2, 6"),
+    Variable("cos_h_repulsive", ("token",), "1", "cos(h, ∇h⁻)", f"{GD} Fig. 2, 6"),
+    Variable("cos_grad_attractive", ("token",), "1", "cos(∇h, ∇h⁺)", f"{GD} Fig. 2, 6"),
+    Variable("cos_grad_repulsive", ("token",), "1", "cos(∇h, ∇h⁻)", f"{GD} Fig. 2, 6"),
+    Variable("cos_attractive_repulsive", ("token",), "1", "cos(∇h⁺, ∇h⁻)", f"{GD} Fig. 3"),
+    Variable(
+        "kept_fraction", ("token",), "1", "κ = ‖Qᵀg‖² / ‖g‖², share of g kept by the head", GA
+    ),
 )
+MEASUREMENTS = tuple(v.name for v in TOKEN_MEASUREMENTS)
+
+#: Per named parameter tensor θ, from the token-averaged gradients (``ParamGradients.summary``).
+PARAM_MEASUREMENTS = (
+    Variable(
+        "param_norm_attractive", ("param",), "nats / unit θ", "‖mean ∇θ⁺‖", f"{GD} App. E", True
+    ),
+    Variable(
+        "param_norm_repulsive", ("param",), "nats / unit θ", "‖mean ∇θ⁻‖", f"{GD} App. E", True
+    ),
+    Variable("param_norm_grad", ("param",), "nats / unit θ", "‖mean ∇θ‖", f"{GD} App. E", True),
+    Variable(
+        "param_cos_attractive_repulsive", ("param",), "1", "cos(∇θ⁺, ∇θ⁻)", f"{GD} Fig. 7", True
+    ),
+    Variable(
+        "param_interference",
+        ("param",),
+        "1",
+        "D_W = mean(1 − |Σ δ xᵀ| / Σ |δ||x|ᵀ) of a linear or embedding weight",
+        f"{ZSL} Fig. 3a",
+        True,
+    ),
+)
+PARAM_STATISTICS = tuple(v.name for v in PARAM_MEASUREMENTS)
+
+
+def _with_step(v: Variable) -> Variable:
+    return Variable(v.name, ("step", *v.dims), v.units, v.meaning, v.serves, v.optional)
+
+
+EXTRACT = (
+    *(_with_step(v) for v in TOKEN_MEASUREMENTS),
+    *(_with_step(v) for v in PARAM_MEASUREMENTS),
+    Variable(
+        "logit_grad_rank",
+        ("step", "rank_tokens"),
+        "rank",
+        "rank of the logit-gradient matrix G of the first N tokens",
+        f"{GA} Fig. 2",
+        True,
+    ),
+)
+
+
+# --- the reduce store: names derived from the measurements ---------------------------------------
+
+
+def overall(name: str) -> str:
+    """The mean over all tokens (or the net value over all bins) of per-bin variable ``name``."""
+    return f"{name}_overall"
+
+
+def quantile(name: str) -> str:
+    """Per-bin quantiles of per-token measurement ``name``."""
+    return f"{name}_quantile"
+
+
+def quantile_overall(name: str) -> str:
+    """Quantiles of per-token measurement ``name`` over all tokens."""
+    return f"{name}_quantile_overall"
+
+
+def _binned(v: Variable) -> tuple[Variable, ...]:
+    m, u, s = v.meaning, v.units, v.serves
+    return (
+        Variable(v.name, ("step", "bin"), u, f"mean of {m} over each bin's tokens", s),
+        Variable(overall(v.name), ("step",), u, f"mean of {m} over all tokens", s),
+        Variable(quantile(v.name), ("step", "bin", "quantile"), u, f"quantiles of {m}", s, True),
+        Variable(
+            quantile_overall(v.name),
+            ("step", "quantile"),
+            u,
+            f"quantiles of {m}, all tokens",
+            s,
+            True,
+        ),
+    )
+
+
+_PAIR = "between checkpoints t and t′ (2t, else the next step)"
+REDUCE = (
+    *(w for v in TOKEN_MEASUREMENTS for w in _binned(v)),
+    Variable("n_tokens", ("bin",), "tokens", "evaluation tokens in each bin"),
+    Variable(
+        "improving",
+        ("step", "bin"),
+        "bool",
+        "bin mean loss < (1 + tolerance) × best earlier loss",
+        f"{GD} §2, Fig. 1",
+    ),
+    Variable("improving_overall", ("step",), "bool", "the same rule for the overall loss", GD),
+    Variable(
+        "saturation_step", (), "step", "first step from which the overall loss stays saturated", GD
+    ),
+    Variable(
+        "saturation_step_bin", ("bin",), "step", "first step from which a bin stays saturated", GD
+    ),
+    Variable(
+        "dissent_onset_step",
+        (),
+        "step",
+        "first step whose mean cos(∇h⁺, ∇h⁻) ≤ dissent_threshold",
+        f"{GD} Fig. 3",
+    ),
+    Variable(
+        "interference",
+        ("step", "bin"),
+        "1",
+        f"loss-change interference D = 1 − |ΣΔℓ| / Σ|Δℓ| {_PAIR}",
+        f"{ZSL} Eq. 3, Fig. 2",
+        True,
+    ),
+    Variable(overall("interference"), ("step",), "1", "D over all tokens", f"{ZSL} Fig. 2", True),
+    Variable(
+        "change_magnitude",
+        ("step", "bin"),
+        "nats",
+        f"M = Σ|Δℓ| / N {_PAIR}",
+        f"{ZSL} Eq. 4, Fig. 2",
+        True,
+    ),
+    Variable(
+        overall("change_magnitude"), ("step",), "nats", "M over all tokens", f"{ZSL} Fig. 2", True
+    ),
+    Variable(overall("loss_change"), ("step",), "nats", "ΔL = mean Δℓ over all tokens", ZSL, True),
+    Variable("pair_step", ("step",), "step", "the partner t′ of each step t", ZSL, True),
+    Variable(
+        "layer_cos_attractive_repulsive",
+        ("step", "layer"),
+        "1",
+        "cos(∇θ⁺, ∇θ⁻) of each block's parameters",
+        f"{GD} Fig. 7",
+        True,
+    ),
+    Variable(
+        "layer_norm_grad",
+        ("step", "layer"),
+        "nats",
+        "‖mean ∇θ‖ of each block",
+        f"{GD} Fig. 7",
+        True,
+    ),
+    Variable(
+        "layer_interference",
+        ("step", "layer"),
+        "1",
+        "size-weighted mean D_W of each block's weights",
+        f"{ZSL} Fig. 3a",
+        True,
+    ),
+    Variable(
+        "head_cos_attractive_repulsive",
+        ("step",),
+        "1",
+        "cos(∇θ⁺, ∇θ⁻) of the output layer",
+        f"{GD} Fig. 7",
+        True,
+    ),
+    Variable(
+        "head_interference", ("step",), "1", "D_W of the output layer", f"{ZSL} Fig. 3a", True
+    ),
+    Variable(
+        "embed_interference", ("step",), "1", "D_W of the input embedding", f"{ZSL} Fig. 3a", True
+    ),
+    Variable(
+        "logit_grad_rank",
+        ("step", "rank_tokens"),
+        "rank",
+        "rank of the logit-gradient matrix G of the first N tokens",
+        f"{GA} Fig. 2",
+        True,
+    ),
+    Variable("hidden_size", (), "1", "width d of the model (-1: unknown)", GA),
+    Variable("rank_ceiling", (), "rank", "2d (-1: unknown)", GA),
+    Variable("n_params", (), "parameters", "the model's parameter count (-1: unknown)", GD),
+)
+
+
+# --- the BNSL fits (one row per model) --------------------------------------------------------
+
+FITS = (
+    Variable("t_d", (), "step", "deceleration step, d1", f"{ZSL} Table 2"),
+    Variable("L_d", (), "nats", "loss at deceleration, a + b·d1^(−c0)", f"{ZSL} Table 2"),
+    Variable("r_d", (), "1", "post-break slope c0 + c1", f"{ZSL} Table 2"),
+    Variable("L_hat_T", (), "nats", "post-break power law extrapolated to T", f"{ZSL} Table 2"),
+    Variable("L_T", (), "nats", "observed loss at the last fitted step T", f"{ZSL} Table 2"),
+    Variable("T", (), "step", "the last fitted step", ZSL),
+    Variable("t_first", (), "step", "the first fitted step", ZSL),
+    Variable("rsle", (), "1", "root mean squared log error of the fit", ZSL),
+    *(
+        Variable(p, (), u, f"BNSL parameter {p}", f"{ZSL} Eq. 1")
+        for p, u in (("a", "nats"), ("b", "nats"), ("c0", "1"), ("c1", "1"))
+    ),
+    Variable("d1", (), "step", "BNSL parameter d1", f"{ZSL} Eq. 1"),
+    Variable("f1", (), "1", "BNSL parameter f1", f"{ZSL} Eq. 1"),
+    Variable("n_points", (), "points", "number of fitted points", ZSL),
+    Variable("converged", (), "bool", "lmfit reported success", ZSL),
+    Variable("L_hat_T_over_L_T", (), "1", "L̂_T / L_T", f"{ZSL} Table 2"),
+)
+FIT_FIELDS = tuple(v.name for v in FITS)
+#: Raw parameters whose standard errors are reported (``stderr_<name>`` columns).
+STDERR_FIELDS = ("a", "b", "c0", "c1", "d1", "f1", "r_d")
+
+
+def bnsl(field: str) -> str:
+    """The summary variable (``model``,) holding fit field ``field`` (one of ``FIT_FIELDS``)."""
+    if field not in FIT_FIELDS:
+        raise KeyError(f"{field!r} is not a BNSL fit field; fields: {', '.join(FIT_FIELDS)}")
+    return f"bnsl_{field}"
+
+
+SUMMARY = (
+    *(
+        Variable(v.name, ("model", *v.dims), v.units, v.meaning, v.serves, v.optional)
+        for v in REDUCE
+    ),
+    *(Variable(bnsl(v.name), ("model",), v.units, v.meaning, v.serves, True) for v in FITS),
+)
+
+STORES = {"extract": EXTRACT, "reduce": REDUCE, "summary": SUMMARY, "fits": FITS}
+
+
+def declared(store: str) -> dict[str, Variable]:
+    """The variables declared for ``store`` (``extract``, ``reduce``, ``summary`` or ``fits``),
+    by name."""
+    return {v.name: v for v in STORES[store]}
+
+
+def conform(ds: xr.Dataset, store: str) -> xr.Dataset:
+    """Check ``ds`` against the declaration of ``store`` and label its variables.
+
+    Raises ``ValueError`` naming every undeclared variable, every variable whose dimensions
+    differ from the declaration, and every required variable that is missing. Returns ``ds``
+    with ``long_name``, ``units`` and ``serves`` attrs on each data variable.
+    """
+    decl = declared(store)
+    problems = []
+    for name, da in ds.data_vars.items():
+        v = decl.get(name)
+        if v is None:
+            problems.append(f"{name!r} is not declared")
+        elif set(da.dims) != set(v.dims):
+            problems.append(f"{name!r} has dims {da.dims}, declared {v.dims}")
+    missing = [n for n, v in decl.items() if not v.optional and n not in ds.data_vars]
+    problems += [f"{n!r} is missing" for n in missing]
+    if problems:
+        raise ValueError(
+            f"the {store} store does not match pipeline/schema.py: {'; '.join(problems)}"
+        )
+    out = ds.copy()
+    for name in out.data_vars:
+        v = decl[name]
+        out[name].attrs.update(long_name=v.meaning, units=v.units, serves=v.serves)
+    return out
+
+
+def markdown_table(store: str) -> str:
+    """The README's table of one store's variables (generated; a test checks the README).
+
+    In the ``reduce`` table the four variables derived from each per-token measurement m are
+    shown once, as rows for ``m``, ``overall(m)``, ``quantile(m)`` and ``quantile_overall(m)``.
+    """
+    lines = ["| variable | dims | units | meaning | serves |", "| --- | --- | --- | --- | --- |"]
+
+    def row(name: str, v: Variable, meaning: str, units: str, serves: str) -> None:
+        dims = ", ".join(v.dims) if v.dims else "—"
+        opt = " (optional)" if v.optional else ""
+        cells = [f"`{name}`", dims, units, meaning + opt, serves]
+        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+
+    families = (
+        {w.name: v.name for v in TOKEN_MEASUREMENTS for w in _binned(v)}
+        if store == "reduce"
+        else {}
+    )
+    shown = set()
+    for v in STORES[store]:
+        m = families.get(v.name)
+        if m is None:
+            row(v.name, v, v.meaning, v.units, v.serves)
+            continue
+        template = v.name.replace(m, "m", 1)
+        if template not in shown:
+            shown.add(template)
+            meaning = v.meaning.replace(_meaning(m), "m", 1) + ", for each measurement m"
+            row(template, v, meaning, "as m", "as m")
+    return "\n".join(lines)
+
+
+def _meaning(name: str) -> str:
+    return next(v.meaning for v in TOKEN_MEASUREMENTS if v.name == name)
+
+
+def readme_tables() -> str:
+    """Every generated table with the markers that delimit it in the README."""
+    return "\n\n".join(
+        f"<!-- schema:{name} -->\n{markdown_table(name)}\n<!-- /schema:{name} -->"
+        for name in ("extract", "reduce", "fits")
+    )
+
+
+if __name__ == "__main__":  # python -m pipeline.schema: the README's tables
+    print(readme_tables())

@@ -4,8 +4,9 @@ import re
 
 from snakemake.utils import validate
 
-from pipeline.config import check as check_config
-from pipeline.checkpoints import TrainConfig, pythia_schedule
+from pipeline.config import check as check_config, digest
+from pipeline.plots import FIGURES
+from pipeline.toy.schedule import ToyModel, TrainConfig, pythia_schedule
 
 validate(config, schema="../config/schema.yaml")
 check_config(config)
@@ -34,8 +35,6 @@ wildcard_constraints:
 
 def final_targets():
     """The targets of the default rule: every figure, the fits and the summary store."""
-    from pipeline.plots import FIGURES
-
     figures = [
         f"results/figures/{name}.{ext}" for name in FIGURES for ext in ("png", "pdf")
     ]
@@ -125,8 +124,8 @@ def checkpoint_config(wildcards):
 def model_size(wildcards):
     spec = config["models"][wildcards.model]
     if spec["source"] == "toy":
-        d, layers = spec["hidden_size"], spec["layers"]
-        return 12 * layers * d * d + 2 * d * config["toy"]["language"]["vocab_size"]
+        shape = ToyModel(spec["hidden_size"], spec["layers"], spec["heads"])
+        return shape.n_params(config["toy"]["language"]["vocab_size"])
     return spec.get("parameters", 1e9)
 
 
@@ -156,5 +155,6 @@ def extract_stores(wildcards):
     )
 
 
-def reduce_stores(wildcards=None):
-    return {m: f"results/reduce/{m}.zarr" for m in MODELS}
+def summary_provenance():
+    """What the summary records of the run: the config's digest and the fit settings."""
+    return {"config_sha256": digest(config), "fit": dict(config["fit"])}

@@ -1,5 +1,5 @@
-# The reduce stage: per model, lazily over all its step stores (pipeline/reduce.py), then all
-# models stacked into results/summary.zarr. Revisions with identical weights are reported in
+# The reduce stage: per model, lazily over all its step stores, one step at a time
+# (pipeline/reduce.py). Revisions with identical weights are reported in
 # results/reduce/{model}_duplicates.tsv and handled by the checkpoints.duplicates policy.
 
 
@@ -19,17 +19,3 @@ rule reduce:
         reduce={**config["reduce"], **config.get("checkpoints", {})},
     script:
         "../scripts/reduce.py"
-
-
-rule summary:
-    input:
-        **reduce_stores(),
-    output:
-        directory("results/summary.zarr"),
-    log:
-        "results/logs/reduce/summary.log",
-    localrule: True
-    conda:
-        "../envs/analysis.yaml"
-    script:
-        "../scripts/summary.py"

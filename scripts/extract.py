@@ -2,7 +2,8 @@
 
 from pathlib import Path
 
-from pipeline.extract import ExtractConfig, extract_checkpoint
+from pipeline.config import ExtractConfig
+from pipeline.extract import extract_checkpoint
 from pipeline.logs import setup
 
 setup(snakemake.log[0])  # noqa: F821

@@ -1,6 +1,7 @@
 """Entry point of rule fit_bnsl: fit one model's loss curve."""
 
-from pipeline.fit import FitConfig, fit_model
+from pipeline.config import FitConfig
+from pipeline.fit import fit_model
 from pipeline.logs import setup
 
 setup(snakemake.log[0])  # noqa: F821

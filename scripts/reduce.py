@@ -1,7 +1,8 @@
 """Entry point of rule reduce: one model's step stores → binned means and saturation."""
 
+from pipeline.config import ReduceConfig
 from pipeline.logs import setup
-from pipeline.reduce import ReduceConfig, reduce_model
+from pipeline.reduce import reduce_model
 
 setup(snakemake.log[0])  # noqa: F821
 reduce_model(

@@ -1,7 +1,13 @@
-"""Entry point of rule summary: stack the per-model reductions along `model`."""
+"""Entry point of rule summary: every model's reduction and fit in one dataset."""
 
 from pipeline.logs import setup
-from pipeline.reduce import summarize
+from pipeline.summary import summarize
 
 setup(snakemake.log[0])  # noqa: F821
-summarize(dict(snakemake.input.items()), snakemake.output[0])  # noqa: F821
+summarize(
+    snakemake.params.models,  # noqa: F821
+    list(snakemake.input.reduce),  # noqa: F821
+    list(snakemake.input.fits),  # noqa: F821
+    snakemake.output[0],  # noqa: F821
+    provenance=snakemake.params.provenance,  # noqa: F821
+)

@@ -1,7 +1,8 @@
 """Entry point of rule toy_corpus: sample the toy language's training and held-out streams."""
 
-from pipeline.data import ToyLanguage, write_corpus
+from pipeline.data import write_corpus
 from pipeline.logs import setup
+from pipeline.toy.language import ToyLanguage
 
 setup(snakemake.log[0])  # noqa: F821 (Snakemake injects `snakemake`)
 p = snakemake.params  # noqa: F821

@@ -27,11 +27,10 @@ the output layer and the one of its backward pass to h, the least any gradient a
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
-
-from pipeline.schema import MEASUREMENTS  # noqa: F401 (re-exported)
 
 
 def bottleneck_projector(U: torch.Tensor) -> torch.Tensor:
@@ -46,6 +45,21 @@ def bottleneck_projector(U: torch.Tensor) -> torch.Tensor:
     sigma = lam.clamp_min(0.0).sqrt()
     keep = sigma > sigma.max() * max(U.shape) * torch.finfo(torch.float32).eps
     return (W[:, keep] / sigma[keep]).T.contiguous()
+
+
+def vocab_blocks(
+    h: torch.Tensor, U: torch.Tensor, b: torch.Tensor | None, vocab_chunk: int
+) -> Iterator[tuple[int, int, torch.Tensor]]:
+    """The logits ``h Uᵀ + b`` one block of vocabulary rows at a time: ``(lo, hi, logits)`` with
+    logits of shape (N, hi − lo), a fresh tensor that the caller may overwrite in place.
+
+    Every pass over the vocabulary (the decomposition, the output layer's gradients, the
+    logit-gradient rank) goes through here, so memory never holds more than one block.
+    """
+    for lo in range(0, U.shape[0], vocab_chunk):
+        hi = min(lo + vocab_chunk, U.shape[0])
+        Uc = U[lo:hi]
+        yield lo, hi, (h @ Uc.T if b is None else torch.addmm(b[lo:hi], h, Uc.T))
 
 
 @dataclass
@@ -78,10 +92,8 @@ def vocab_pass(
     s2 = torch.zeros(N, **kw)  # Σ_{j≠t} exp(2(ℓ − m))
     v = torch.zeros(N, d, **kw)  # Σ exp(ℓ − m) U_j
     rows = torch.arange(N, device=h.device)
-    for lo in range(0, U.shape[0], vocab_chunk):
-        hi = min(lo + vocab_chunk, U.shape[0])
+    for lo, hi, e in vocab_blocks(h, U, b, vocab_chunk):
         Uc = U[lo:hi]
-        e = h @ Uc.T if b is None else torch.addmm(b[lo:hi], h, Uc.T)  # (N, chunk) logits
         m_new = torch.maximum(m, e.amax(dim=1))
         scale = torch.exp(m - m_new)  # rescales what was summed under the old max
         e.sub_(m_new[:, None]).exp_()  # in place: one (N, chunk) block alive at a time
@@ -116,7 +128,7 @@ def grads_at_h(
 class Decomposition:
     """``decompose_at_h``'s result for N positions."""
 
-    measurements: dict[str, torch.Tensor]  # (N,) each, keyed by MEASUREMENTS
+    measurements: dict[str, torch.Tensor]  # (N,) each, keyed by pipeline.schema.MEASUREMENTS
     grad_att: torch.Tensor  # (N, d) ∇h⁺, to back-propagate into the body
     grad_rep: torch.Tensor  # (N, d) ∇h⁻
     lse: torch.Tensor  # (N,) log-sum-exp of the logits

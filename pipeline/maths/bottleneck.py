@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import torch
 
+from pipeline.maths.decomposition import vocab_blocks
+
 
 def logit_gradient_gram(
     h: torch.Tensor,
@@ -29,9 +31,7 @@ def logit_gradient_gram(
     N = h.shape[0]
     gram = torch.zeros(N, N, dtype=torch.float64, device=h.device)
     rows = torch.arange(N, device=h.device)
-    for lo in range(0, U.shape[0], vocab_chunk):
-        hi = min(lo + vocab_chunk, U.shape[0])
-        logits = h @ U[lo:hi].T if b is None else torch.addmm(b[lo:hi], h, U[lo:hi].T)
+    for lo, hi, logits in vocab_blocks(h, U, b, vocab_chunk):
         G = logits.sub_(lse[:, None]).exp_().double()  # (N, chunk)
         here = (targets >= lo) & (targets < hi)
         G[rows[here], targets[here] - lo] -= 1.0

@@ -25,7 +25,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from pipeline.interference import weight_interference
+from pipeline.maths.decomposition import vocab_blocks
+from pipeline.maths.interference import weight_interference
+from pipeline.schema import PARAM_STATISTICS
 
 try:  # GPT-2's linear layers are transformers' Conv1D: y = x W + b with W of shape (in, out)
     from transformers.pytorch_utils import Conv1D
@@ -64,24 +66,27 @@ class ParamGradients:
         return cls(list(params), att, rep, absolute)
 
     def summary(self) -> dict[str, np.ndarray]:
-        """Per parameter: norms of the mean ∇θ⁺, ∇θ⁻, ∇θ, cos(∇θ⁺, ∇θ⁻), D_W (NaN for
-        parameters that are not linear or embedding weights), size and layer."""
+        """Per parameter, keyed by ``pipeline.schema.PARAM_STATISTICS``: the norms of the mean
+        ∇θ⁺, ∇θ⁻ and ∇θ, cos(∇θ⁺, ∇θ⁻) and D_W (NaN for parameters that are not linear or
+        embedding weights); and ``param_size`` and ``layer``."""
         n = max(self.n_tokens, 1)
-        out: dict[str, list] = {k: [] for k in ("norm_att", "norm_rep", "norm", "cos", "dw")}
+        out: dict[str, list] = {k: [] for k in PARAM_STATISTICS}
         for name in self.names:
             a, r = self.att[name] / n, self.rep[name] / n
             na, nr = a.norm().item(), r.norm().item()
-            out["norm_att"].append(na)
-            out["norm_rep"].append(nr)
-            out["norm"].append((a + r).norm().item())
-            out["cos"].append((a * r).sum().item() / (na * nr) if na * nr > 0 else 0.0)
-            A = self.absolute.get(name)
-            dw = (
-                weight_interference(self.att[name] + self.rep[name], A) if A is not None else np.nan
+            out["param_norm_attractive"].append(na)
+            out["param_norm_repulsive"].append(nr)
+            out["param_norm_grad"].append((a + r).norm().item())
+            out["param_cos_attractive_repulsive"].append(
+                (a * r).sum().item() / (na * nr) if na * nr > 0 else 0.0
             )
-            out["dw"].append(dw)
+            A = self.absolute.get(name)
+            S = self.att[name] + self.rep[name]
+            out["param_interference"].append(
+                weight_interference(S, A) if A is not None else np.nan
+            )
         res = {k: np.asarray(v, dtype=np.float64) for k, v in out.items()}
-        res["size"] = np.array([self.att[n].numel() for n in self.names], dtype=np.int64)
+        res["param_size"] = np.array([self.att[n].numel() for n in self.names], dtype=np.int64)
         res["layer"] = np.array([layer_index(n) for n in self.names], dtype=np.int64)
         return res
 
@@ -162,10 +167,7 @@ def output_layer_grads(
         0, targets, torch.cat([-pt[:, None] * h, (1.0 - 2.0 * pt)[:, None] * both[:, d:]], 1)
     )
     rep_b = torch.zeros(V, dtype=h.dtype, device=h.device)
-    for lo in range(0, V, vocab_chunk):
-        hi = min(lo + vocab_chunk, V)
-        Uc = U[lo:hi]
-        P = h @ Uc.T if b is None else torch.addmm(b[lo:hi], h, Uc.T)  # (N, chunk) logits
+    for lo, hi, P in vocab_blocks(h, U, b, vocab_chunk):  # P: (N, chunk) logits
         P.sub_(lse[:, None]).exp_()  # softmax, in place
         rep_abs[lo:hi].addmm_(P.T, both)
         rep_b[lo:hi] += P.sum(0)

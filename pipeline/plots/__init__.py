@@ -1,0 +1,89 @@
+"""The plots stage: the papers' figures, and the one registry of them.
+
+Each figure is one function ``plot_<name>(dataset) -> Figure`` in a submodule, one per paper:
+``dissent`` (Gradient Dissent), ``zsl`` (Zero-sum learning), ``bottleneck`` (Godey & Artzi) and
+``overview`` (across models); ``common`` holds what they share (palette, step axis, colorbars,
+notes, legends, ``save``). ``FIGURES`` names every figure once: its submodule, its category in
+the report and its caption file. The workflow (``rules/plots.smk``), the final targets
+(``rules/common.smk``) and the tests all iterate it.
+
+This module imports neither matplotlib nor xarray (nor torch): Snakemake imports it while it
+parses the DAG. ``figure_function`` imports a figure's submodule only when it is drawn.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import xarray as xr
+    from matplotlib.figure import Figure
+
+
+@dataclass(frozen=True)
+class FigureSpec:
+    """One figure of the report.
+
+    Attributes
+    ----------
+    name : the figure's name: ``plot_<name>``, ``results/figures/<name>.png``.
+    module : the submodule of ``pipeline.plots`` that holds ``plot_<name>``.
+    category : the figure's category in ``snakemake --report``.
+    caption : its caption (reStructuredText), relative to the repository root.
+    """
+
+    name: str
+    module: str
+    category: str
+    caption: str
+
+    @property
+    def source(self) -> str:
+        """The file of ``module``, relative to the repository root."""
+        return f"pipeline/plots/{self.module}.py"
+
+
+def _spec(name: str, module: str, category: str) -> FigureSpec:
+    return FigureSpec(name, module, category, caption=f"report/{name}.rst")
+
+
+#: Every figure, by name, in the order of the report.
+FIGURES: dict[str, FigureSpec] = {
+    s.name: s
+    for s in (
+        _spec("loss_by_bin", "dissent", "Saturation"),
+        _spec("decomposition_basis", "dissent", "Gradient dissent"),
+        _spec("dissent", "dissent", "Gradient dissent"),
+        _spec("parameter_dissent", "dissent", "Gradient dissent"),
+        _spec("bnsl", "zsl", "Zero-sum learning"),
+        _spec("interference", "zsl", "Zero-sum learning"),
+        _spec("layer_interference", "zsl", "Zero-sum learning"),
+        _spec("bottleneck", "bottleneck", "Gradient bottleneck"),
+        _spec("overview", "overview", "Saturation"),
+    )
+}
+
+#: The module every figure module draws with (a figure re-runs when it changes).
+COMMON_SOURCE = "pipeline/plots/common.py"
+
+
+def figure_function(name: str) -> Callable[[xr.Dataset], Figure]:
+    """``plot_<name>`` of figure ``name``, importing its submodule (and matplotlib) now."""
+    if name not in FIGURES:
+        raise KeyError(f"unknown figure {name!r}; known: {', '.join(FIGURES)}")
+    module = importlib.import_module(f"{__name__}.{FIGURES[name].module}")
+    return getattr(module, f"plot_{name}")
+
+
+def draw(name: str, summary_path: str, png: str, pdf: str, dpi: int = 150) -> None:
+    """Draw figure ``name`` from the summary store at ``summary_path`` (model names as the
+    ``model`` coordinate) and save it as PNG (at ``dpi``) and PDF."""
+    from pipeline.plots.common import save
+    from pipeline.store import open_labeled
+
+    function = figure_function(name)
+    ds = open_labeled(summary_path).load()
+    save(function(ds), png, pdf, dpi=dpi)

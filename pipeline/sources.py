@@ -1,0 +1,201 @@
+"""Readers of the real suites' external inputs: evaluation text, Hugging Face datasets,
+pre-tokenized arrays, tokenizers, counts vectors and Megatron training shards.
+
+Each reader turns one external format into numpy (ids, counts) or a stream of documents, and
+names the file in its errors; ``pipeline.data`` builds the stores from them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import struct
+from collections.abc import Iterable, Iterator
+
+import numpy as np
+
+from pipeline.logs import Progress
+
+log = logging.getLogger(__name__)
+
+
+# --- evaluation text: local files, Hugging Face datasets, pre-tokenized arrays ------------------
+
+
+def read_texts(paths: list[str], text_field: str = "text") -> Iterator[str]:
+    """Documents from local files: a ``.txt`` file is one document, a ``.jsonl`` file one
+    document per line (its ``text_field``)."""
+    for path in paths:
+        if path.endswith(".jsonl"):
+            with open(path) as fh:
+                for i, line in enumerate(fh):
+                    if line.strip():
+                        record = json.loads(line)
+                        if text_field not in record:
+                            raise ValueError(
+                                f"{path}:{i + 1} has no field {text_field!r}; set eval.text_field"
+                            )
+                        yield record[text_field]
+        elif path.endswith(".txt"):
+            with open(path) as fh:
+                yield fh.read()
+        else:
+            raise ValueError(f"{path}: evaluation text files must be .txt or .jsonl")
+
+
+def dataset_texts(spec: dict) -> Iterator[str]:
+    """Documents of a Hugging Face dataset, streamed: ``spec`` has ``path`` (a hub name such as
+    a Pile validation mirror, or a builder such as "json"), and optionally ``name``,
+    ``split`` (default "validation"), ``text_column`` (default "text") and ``data_files``."""
+    import datasets
+
+    ds = datasets.load_dataset(
+        spec["path"],
+        spec.get("name"),
+        split=spec.get("split", "validation"),
+        data_files=spec.get("data_files"),
+        streaming=True,
+    )
+    column = spec.get("text_column", "text")
+    for record in ds:
+        yield record[column]
+
+
+def tokenize_stream(texts: Iterable[str], tokenizer, max_tokens: int) -> np.ndarray:
+    """Concatenate the documents' token ids, each followed by the end-of-text id, up to
+    ``max_tokens`` ids."""
+    eos = tokenizer.eos_token_id
+    parts, n = [], 0
+    for text in texts:
+        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+        if eos is not None:
+            ids = [*ids, eos]
+        parts.append(np.asarray(ids, dtype=np.int64))
+        n += len(ids)
+        if n >= max_tokens:
+            break
+    if not parts:
+        raise ValueError("the evaluation source holds no documents")
+    return np.concatenate(parts)[:max_tokens]
+
+
+def sample_windows(
+    stream: np.ndarray, n_sequences: int, context_length: int, seed: int
+) -> np.ndarray:
+    """A seeded sample of ``n_sequences`` non-overlapping windows of ``context_length + 1`` ids.
+
+    The same stream, size and seed give the same set V for every checkpoint of every model.
+    """
+    window = context_length + 1
+    available = stream.size // window
+    if n_sequences < 1 or context_length < 1:
+        raise ValueError(
+            "the evaluation set is empty: set eval.sequences and eval.context_length ≥ 1"
+        )
+    if available < n_sequences:
+        raise ValueError(
+            f"the evaluation source has {stream.size} tokens, {available} windows of "
+            f"{window}, but eval.sequences asks for {n_sequences}; lower it or add data"
+        )
+    chosen = np.sort(np.random.default_rng(seed).choice(available, n_sequences, replace=False))
+    return stream[: available * window].reshape(available, window)[chosen]
+
+
+def load_tokens(path: str) -> np.ndarray:
+    """A pre-tokenized evaluation source: a ``.npy`` array of ids, a 1-D stream or 2-D windows."""
+    arr = np.load(path, mmap_mode="r", allow_pickle=False)
+    if arr.ndim not in (1, 2) or not np.issubdtype(arr.dtype, np.integer):
+        raise ValueError(
+            f"{path}: expected a 1-D or 2-D integer array of token ids, got {arr.dtype} {arr.shape}"
+        )
+    return np.asarray(arr, dtype=np.int64)
+
+
+# --- tokenizers ------------------------------------------------------------------------------
+
+
+def load_tokenizer(spec: dict):
+    """The tokenizer of ``spec``: ``{"path": dir}`` or ``{"repo_id": …, "revision": …}`` (fetched
+    into the hub cache like a checkpoint); no remote code."""
+    from transformers import AutoTokenizer
+
+    if "path" in spec:
+        path = spec["path"]
+    else:
+        from huggingface_hub import snapshot_download
+
+        from pipeline.checkpoints import CONFIG_FILES, TOKENIZER_FILES
+
+        path = snapshot_download(
+            spec["repo_id"],
+            revision=spec.get("revision", "main"),
+            allow_patterns=CONFIG_FILES + TOKENIZER_FILES,
+        )
+    return AutoTokenizer.from_pretrained(path, trust_remote_code=False)
+
+
+# --- token counts: a counts vector, or Megatron .bin/.idx training shards --------------------
+
+#: Megatron's MMapIndexedDataset: header magic, then version, dtype code, sequence/document counts.
+MEGATRON_MAGIC = b"MMIDIDX\x00\x00"
+MEGATRON_DTYPES = {
+    1: np.uint8,
+    2: np.int8,
+    3: np.int16,
+    4: np.int32,
+    5: np.int64,
+    6: np.float64,
+    7: np.float32,
+    8: np.uint16,
+}
+
+
+def read_megatron_index(idx_path: str) -> tuple[np.dtype, np.ndarray]:
+    """The token dtype and the per-sequence sizes of a Megatron ``.idx`` file."""
+    with open(idx_path, "rb") as fh:
+        magic = fh.read(9)
+        if magic != MEGATRON_MAGIC:
+            raise ValueError(f"{idx_path} is not a Megatron .idx file (bad magic {magic!r})")
+        (version,) = struct.unpack("<Q", fh.read(8))
+        (code,) = struct.unpack("<B", fh.read(1))
+        n_seq, _n_doc = struct.unpack("<QQ", fh.read(16))
+        offset = fh.tell()
+    if version != 1 or code not in MEGATRON_DTYPES:
+        raise ValueError(f"{idx_path}: unsupported version {version} or dtype code {code}")
+    sizes = np.memmap(idx_path, dtype=np.int32, mode="r", offset=offset, shape=(n_seq,))
+    return np.dtype(MEGATRON_DTYPES[code]), np.asarray(sizes)
+
+
+def count_megatron(prefixes: list[str], vocab_size: int, chunk_tokens: int = 1 << 26) -> np.ndarray:
+    """Token counts of Megatron ``{prefix}.bin``/``{prefix}.idx`` shards, read in chunks of
+    ``chunk_tokens`` ids through a memory map (memory stays bounded), with a progress line."""
+    count = np.zeros(vocab_size, dtype=np.int64)
+    for prefix in prefixes:
+        dtype, sizes = read_megatron_index(f"{prefix}.idx")
+        total = int(sizes.sum(dtype=np.int64))
+        data = np.memmap(f"{prefix}.bin", dtype=dtype, mode="r")
+        if data.size < total:
+            raise ValueError(
+                f"{prefix}.bin holds {data.size} tokens but its .idx lists {total}: truncated"
+            )
+        progress = Progress(log, total, "tokens", every=30.0)
+        for lo in range(0, total, chunk_tokens):
+            block = np.asarray(data[lo : min(lo + chunk_tokens, total)])
+            if block.size and int(block.max()) >= vocab_size:
+                raise ValueError(
+                    f"{prefix}.bin holds id {int(block.max())} ≥ frequency.vocab_size {vocab_size}"
+                )
+            count += np.bincount(block, minlength=vocab_size)
+            progress.update(min(lo + chunk_tokens, total))
+    return count
+
+
+def load_counts(path: str, vocab_size: int) -> np.ndarray:
+    """A counts vector (``.npy``, one count per id), padded with zeros to ``vocab_size`` (the
+    model's output size, which may exceed the tokenizer's: padded ids are never seen)."""
+    count = np.load(path, allow_pickle=False)
+    if count.ndim != 1:
+        raise ValueError(f"{path}: a counts vector must be 1-D, got shape {count.shape}")
+    if count.size > vocab_size:
+        raise ValueError(f"{path} has {count.size} counts but frequency.vocab_size is {vocab_size}")
+    return np.pad(count.astype(np.int64), (0, vocab_size - count.size))

@@ -1,0 +1,112 @@
+"""The toy language: a seeded synthetic language with Zipfian unigrams and a sparse second-order
+Markov chain whose conditional distributions have far more rank than the small models' hidden
+size, so that small models hit the softmax bottleneck while large ones keep learning.
+
+``toy_streams`` samples the corpus (a training and a held-out stream); ``eval_windows`` cuts the
+evaluation set V from the held-out stream. Pure numpy.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ToyLanguage:
+    """A seeded synthetic language: Zipfian unigrams and a sparse second-order Markov chain.
+
+    The next id depends on the previous id (which of ``successors`` ids may follow) and on a
+    class of the id two back (``context_classes`` different weightings of those successors);
+    with probability ``noise`` it is instead drawn from the unigram distribution, so that every id
+    occurs. Successor weights are proportional to the unigram probability times log-normal noise
+    of width ``weight_sigma``, which keeps the marginal frequencies Zipfian.
+    """
+
+    vocab_size: int = 2048
+    zipf_exponent: float = 1.0
+    successors: int = 32
+    context_classes: int = 8
+    weight_sigma: float = 1.5
+    noise: float = 0.05
+    seed: int = 0
+
+    def tables(self) -> dict[str, np.ndarray]:
+        """Draw the language's parameters from its seed.
+
+        Returns
+        -------
+        dict with ``unigram (vocab)``, ``successor (vocab, successors)`` ids,
+        ``cdf (vocab, context_classes, successors)`` cumulative successor weights and
+        ``token_class (vocab)``.
+        """
+        rng = np.random.default_rng(self.seed)
+        V, K, C = self.vocab_size, self.successors, self.context_classes
+        rank = rng.permutation(V)  # id -> frequency rank, so ids carry no order
+        unigram = (rank + 1.0) ** -self.zipf_exponent
+        unigram /= unigram.sum()
+        successor = np.stack([rng.choice(V, size=K, replace=False) for _ in range(V)])
+        noise = np.exp(self.weight_sigma * rng.standard_normal((V, C, K)))
+        weight = unigram[successor][:, None, :] * noise  # (V, C, K)
+        cdf = np.cumsum(weight / weight.sum(-1, keepdims=True), axis=-1)
+        cdf[..., -1] = 1.0
+        token_class = rng.integers(C, size=V)
+        return {"unigram": unigram, "successor": successor, "cdf": cdf, "token_class": token_class}
+
+    def sample(self, n_chains: int, length: int, seed: int) -> np.ndarray:
+        """Sample ``n_chains`` independent chains of ``length`` ids, shape (n_chains, length).
+
+        The chains advance together, one vectorised step per position.
+        """
+        t = self.tables()
+        rng = np.random.default_rng(seed)
+        unigram_cdf = np.cumsum(t["unigram"])
+        unigram_cdf[-1] = 1.0
+        out = np.empty((n_chains, length), dtype=np.int64)
+        out[:, 0] = np.searchsorted(unigram_cdf, rng.random(n_chains), side="right")
+        out[:, 1] = np.searchsorted(unigram_cdf, rng.random(n_chains), side="right")
+        for i in range(2, length):
+            prev, prev2 = out[:, i - 1], out[:, i - 2]
+            cdf = t["cdf"][prev, t["token_class"][prev2]]  # (n_chains, K)
+            k = (rng.random(n_chains)[:, None] >= cdf).sum(-1)
+            nxt = t["successor"][prev, k]
+            from_unigram = rng.random(n_chains) < self.noise
+            u = np.searchsorted(unigram_cdf, rng.random(n_chains), side="right")
+            out[:, i] = np.where(from_unigram, u, nxt)
+        return out
+
+
+def toy_streams(language: ToyLanguage, train_tokens: int, heldout_tokens: int) -> dict:
+    """The toy corpus: ``train`` and ``heldout`` id streams (int32), sampled as chains of 1,024
+    ids from the language's seed (the held-out chains from a different seed)."""
+    chain_length = 1024
+    streams = {}
+    for name, n, seed_offset in (("train", train_tokens, 1), ("heldout", heldout_tokens, 2)):
+        n_chains = -(-n // chain_length)
+        log.info("sampling %s stream: %d chains x %d ids", name, n_chains, chain_length)
+        ids = language.sample(n_chains, chain_length, seed=language.seed + seed_offset)
+        streams[name] = ids.reshape(-1)[:n].astype(np.int32)
+    return streams
+
+
+def eval_windows(stream: np.ndarray, n_sequences: int, context_length: int) -> np.ndarray:
+    """Cut ``n_sequences`` non-overlapping windows of ``context_length + 1`` ids from a stream.
+
+    Returns an array of shape (n_sequences, context_length + 1): inputs are ``[:, :-1]`` and
+    targets ``[:, 1:]``.
+    """
+    need = n_sequences * (context_length + 1)
+    if n_sequences < 1 or context_length < 1:
+        raise ValueError(
+            "the evaluation set is empty: set eval.sequences and eval.context_length ≥ 1"
+        )
+    if stream.size < need:
+        raise ValueError(
+            f"the held-out stream has {stream.size} ids but the evaluation set needs {need}; "
+            "lower eval.sequences or eval.context_length, or raise toy.heldout_tokens"
+        )
+    return stream[:need].reshape(n_sequences, context_length + 1)

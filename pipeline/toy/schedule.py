@@ -1,0 +1,54 @@
+"""The toy suite's model shapes, training settings and checkpoint schedule.
+
+Light on purpose (no torch): ``rules/common.smk`` and ``pipeline.config`` read them while
+Snakemake builds the DAG.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class ToyModel:
+    """The shape of one toy GPT-NeoX model (a ``models`` entry with ``source: toy``)."""
+
+    hidden_size: int
+    layers: int = 2
+    heads: int = 1
+
+    def n_params(self, vocab_size: int) -> int:
+        """Approximate parameter count: the blocks and the (untied) input and output layers."""
+        d = self.hidden_size
+        return 12 * self.layers * d * d + 2 * d * vocab_size
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How the toy suite is trained (``toy.train``; shared by all its models)."""
+
+    steps: int = 2048
+    batch_size: int = 16
+    sequence_length: int = 64
+    learning_rate: float = 3e-3
+    warmup_steps: int = 64
+    weight_decay: float = 0.01
+    save_every: int = 256
+    seed: int = 0
+
+    def lr_factor(self, step: int) -> float:
+        """The learning rate of optimizer step ``step + 1`` relative to the peak: a linear
+        warm-up, then a cosine decay to 10% of the peak, as Pythia's."""
+        if step < self.warmup_steps:
+            return (step + 1) / self.warmup_steps
+        frac = (step - self.warmup_steps) / max(1, self.steps - self.warmup_steps)
+        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac))
+
+
+def pythia_schedule(steps: int, save_every: int) -> list[int]:
+    """Pythia's checkpoint schedule scaled down: step 0, powers of two below ``save_every``,
+    then every ``save_every`` steps up to ``steps``."""
+    powers = [2**i for i in range(int(math.log2(save_every)) + 1) if 2**i < save_every]
+    even = list(range(save_every, steps + 1, save_every))
+    return sorted({0, *[p for p in powers if p <= steps], *even})

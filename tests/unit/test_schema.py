@@ -1,0 +1,69 @@
+"""The one declaration of stored variables (pipeline/schema.py): writers conform to it, and the
+README's tables are the ones it generates."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import xarray as xr
+
+from pipeline import schema
+
+REPO_README = schema.__file__.rsplit("/pipeline/", 1)[0] + "/README.md"
+
+
+def test_readme_tables_are_generated_from_the_schema():
+    readme = open(REPO_README).read()
+    for block in schema.readme_tables().split("\n\n"):
+        assert block in readme, (
+            f"README table out of date: run `python -m pipeline.schema`\n{block[:200]}"
+        )
+
+
+def test_every_reduce_variable_is_in_the_summary_with_a_model_dim():
+    summary = schema.declared("summary")
+    for name, v in schema.declared("reduce").items():
+        assert summary[name].dims == ("model", *v.dims)
+    for field in schema.FIT_FIELDS:
+        assert summary[schema.bnsl(field)].dims == ("model",)
+    with pytest.raises(KeyError, match="not a BNSL fit field"):
+        schema.bnsl("t_dd")
+
+
+def test_every_measurement_has_its_four_reductions():
+    reduce = schema.declared("reduce")
+    for m in schema.MEASUREMENTS:
+        for name in (m, schema.overall(m), schema.quantile(m), schema.quantile_overall(m)):
+            assert name in reduce, name
+            assert reduce[name].units == schema.declared("extract")[m].units
+
+
+def _reduce_like(**drop_or_add) -> xr.Dataset:
+    """A dataset with every required variable of the reduce store (values are irrelevant)."""
+    sizes = {"step": 2, "bin": 3, "quantile": 1, "layer": 1, "rank_tokens": 2}
+    data = {
+        n: (v.dims, np.zeros([sizes[d] for d in v.dims]))
+        for n, v in schema.declared("reduce").items()
+        if not v.optional
+    }
+    return xr.Dataset(data)
+
+
+def test_conform_labels_every_variable():
+    ds = schema.conform(_reduce_like(), "reduce")
+    assert ds["loss"].attrs["units"] == "nats"
+    assert ds["loss_overall"].attrs["long_name"].startswith("mean of cross-entropy")
+    assert ds["saturation_step"].attrs["serves"].startswith("Gradient Dissent")
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda ds: ds.assign(loss_mean=ds["loss_overall"]), "'loss_mean' is not declared"),
+        (lambda ds: ds.assign(loss_overall=ds["loss"]), "'loss_overall' has dims"),
+        (lambda ds: ds.drop_vars("n_tokens"), "'n_tokens' is missing"),
+    ],
+)
+def test_conform_rejects_what_is_not_declared(change, message):
+    with pytest.raises(ValueError, match=message):
+        schema.conform(change(_reduce_like()), "reduce")

@@ -119,13 +119,7 @@ def measure(
             if cfg.parameters:
                 _backprop(h_body, dec, names, params, recorder)
                 head = output_layer_grads(h, U32, b32, tgt, dec.lse, dec.log_pt, cfg.vocab_chunk)
-                wname = name_of[id(U)]
-                params.att[wname] += head["att_U"]
-                params.rep[wname] += head["rep_U"]
-                params.absolute[wname] += head["abs_U"]
-                if b is not None:
-                    params.att[name_of[id(b)]] += head["att_b"]
-                    params.rep[name_of[id(b)]] += head["rep_b"]
+                _add_head(params, head, name_of[id(U)], name_of[id(b)] if b is not None else None)
                 params.n_tokens += h.shape[0]
             if n_rank < cfg.rank_tokens:
                 take = min(cfg.rank_tokens - n_rank, h.shape[0])
@@ -151,6 +145,16 @@ def measure(
         output_param=name_of[id(U)],
         input_param=name_of[id(model.get_input_embeddings().weight)],
     )
+
+
+def _add_head(params: ParamGradients, head: dict, weight: str, bias: str | None) -> None:
+    """Add the output layer's closed-form sums (``output_layer_grads``) to ``params``."""
+    params.att[weight] += head["att_U"]
+    params.rep[weight] += head["rep_U"]
+    params.absolute[weight] += head["abs_U"]
+    if bias is not None:
+        params.att[bias] += head["att_b"]
+        params.rep[bias] += head["rep_b"]
 
 
 def _backprop(h_body, dec, names, params, recorder) -> None:

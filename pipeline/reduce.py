@@ -257,13 +257,38 @@ def _reduce(paths: list[str], model_name: str, cfg: ReduceConfig) -> xr.Dataset:
     steps = ds["step"].values
     log.info("%s: %d steps x %d tokens", model_name, steps.size, ds.sizes["token"])
     bins = Bins.of(ds["bin"].values)  # (token,) one int per evaluation token: small
+    red = _binned(ds, bins, list(cfg.quantiles))
+    log.info("%s: binned means, quantiles and interference done", model_name)
+    red["n_tokens"] = ("bin", bins.counts.astype(np.int64))
+    red = red.merge(layer_summaries(ds))
+    if "logit_grad_rank" in ds:
+        red["logit_grad_rank"] = ds["logit_grad_rank"].compute()
+    red = _saturation_and_dissent(red.transpose("step", "bin", ...), cfg)
+    hidden = ds.attrs.get("hidden_size", -1)
+    red["hidden_size"] = hidden
+    red["rank_ceiling"] = 2 * hidden if hidden > 0 else -1
+    red["n_params"] = int(ds["param_size"].sum()) if "param_size" in ds.coords else -1
+    red.attrs = {
+        "model": model_name,
+        "saturation_tolerance": cfg.saturation_tolerance,
+        "dissent_threshold": cfg.dissent_threshold,
+        "unseen_bin": UNSEEN_BIN,
+        "weights_sha256": [xr.open_zarr(p).attrs["weights_sha256"] for p in paths],
+    }
+    red["step"] = red["step"].astype(np.int64)
+    return conform(red, "reduce")
+
+
+def _binned(ds: xr.Dataset, bins: Bins, quantiles: list[float]) -> xr.Dataset:
+    """Per-bin statistics of every measurement and the loss-change interference of every
+    checkpoint pair, one step at a time: memory is bounded by one step's tokens."""
     data = ds[list(MEASUREMENTS)].drop_vars(["target", "bin"], errors="ignore")
+    steps = ds["step"].values
     partner = loss_change_pairs(steps)
     progress = Progress(log, steps.size, "steps")
     per_step = []
     for i, step in enumerate(steps):
-        # one step at a time: memory is bounded by one step's tokens, however many steps
-        parts = [grouped_statistics(data.isel(step=[i]), bins, list(cfg.quantiles))]
+        parts = [grouped_statistics(data.isel(step=[i]), bins, quantiles)]
         if partner[i] >= 0:
             later = data["loss"].sel(step=partner[i], drop=True)
             change = loss_change(data["loss"].isel(step=i, drop=True), later, bins)
@@ -273,31 +298,18 @@ def _reduce(paths: list[str], model_name: str, cfg: ReduceConfig) -> xr.Dataset:
     red = xr.concat(per_step, dim="step", join="outer")
     if steps.size > 1:
         check_loss_change(red)
-    log.info("%s: binned means, quantiles and interference done", model_name)
-    red["n_tokens"] = ("bin", bins.counts.astype(np.int64))
-    red = red.merge(layer_summaries(ds))
-    if "logit_grad_rank" in ds:
-        red["logit_grad_rank"] = ds["logit_grad_rank"].compute()
-    red = red.transpose("step", "bin", ...)
-    tol = cfg.saturation_tolerance
-    red["improving"] = (("step", "bin"), improving(red["loss"].values, axis=0, tolerance=tol))
-    loss_overall = red[overall("loss")].values
+    return red
+
+
+def _saturation_and_dissent(red: xr.Dataset, cfg: ReduceConfig) -> xr.Dataset:
+    """The saturation rule per bin and overall (Gradient Dissent §2), and the dissent onset."""
+    steps, tol = red["step"].values, cfg.saturation_tolerance
+    loss, loss_overall = red["loss"].values, red[overall("loss")].values  # (step, bin), (step,)
+    red["improving"] = (("step", "bin"), improving(loss, axis=0, tolerance=tol))
     red["improving_overall"] = ("step", improving(loss_overall, 0, tol))
     red["saturation_step"] = saturation_step(loss_overall, steps, tol)
-    red["saturation_step_bin"] = ("bin", saturation_step(red["loss"].values, steps, tol, axis=0))
+    red["saturation_step_bin"] = ("bin", saturation_step(loss, steps, tol, axis=0))
     red["dissent_onset_step"] = first_step_at_or_below(
         red[overall("cos_attractive_repulsive")].values, steps, cfg.dissent_threshold
     )
-    hidden = ds.attrs.get("hidden_size", -1)
-    red["hidden_size"] = hidden
-    red["rank_ceiling"] = 2 * hidden if hidden > 0 else -1
-    red["n_params"] = int(ds["param_size"].sum()) if "param_size" in ds.coords else -1
-    red.attrs = {
-        "model": model_name,
-        "saturation_tolerance": tol,
-        "dissent_threshold": cfg.dissent_threshold,
-        "unseen_bin": UNSEEN_BIN,
-        "weights_sha256": [xr.open_zarr(p).attrs["weights_sha256"] for p in paths],
-    }
-    red["step"] = red["step"].astype(np.int64)
-    return conform(red, "reduce")
+    return red

@@ -1,33 +1,43 @@
 """The figures of the plots stage, drawn from a synthetic summary dataset.
 
-``synthetic_summary`` builds every variable of ``results/summary.zarr`` (as ``open_summary``
+``synthetic_summary`` builds every variable of ``results/summary.zarr`` (as ``open_labeled``
 returns it) with plausible values: model names as the ``model`` coordinate, Pythia-like steps, a
-model with fewer steps and fewer layers, one that never saturates, and scattered NaNs.
+model with fewer steps and fewer layers, one that never saturates, scattered NaNs, the BNSL fits
+of the models' losses (``bnsl_*``, ``attrs["bnsl_flag"]``) and the run's provenance attrs. Every
+test iterates ``plots.FIGURES``; what a figure should show is derived from the data or from the
+figure itself, never listed per figure.
 """
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
+import subprocess
+import sys
 import warnings
 from pathlib import Path
 
-import matplotlib.pyplot as plt
+import matplotlib
 import numpy as np
-import pandas as pd
 import pytest
 import xarray as xr
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from pipeline import plots
-from pipeline.data import UNSEEN_BIN
-from pipeline.fit import FitConfig, FitWarning, fit_bnsl
-from pipeline.saturation import improving, saturation_step
-from pipeline.schema import MEASUREMENTS
-from pipeline.store import with_labels, write_zarr
+from pipeline.fit import FitConfig, fit_bnsl
+from pipeline.maths.frequency import UNSEEN_BIN
+from pipeline.maths.saturation import improving, saturation_step
+from pipeline.plots.common import NO_PARAMETERS, model_colors, save
+from pipeline.schema import FIT_FIELDS, MEASUREMENTS, bnsl, overall
+from pipeline.store import open_labeled, with_labels, write_zarr
 
 NAMES = ["pythia-14m", "pythia-70m", "pythia-160m", "pythia-410m", "pythia-1b", "pythia-1.4b"]
 STEPS = [0, 1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1000, 2000, 3000, 4000, 5000]
 BINS = [UNSEEN_BIN, *range(-12, -4)]
 RANK_TOKENS = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512]
+FIT = FitConfig(min_step=50)
+PROVENANCE = {"saturation_tolerance": 0.01, "dissent_threshold": -0.9}
 
 
 def synthetic_summary(
@@ -36,13 +46,14 @@ def synthetic_summary(
     steps=STEPS,
     layers: bool = True,
     seed: int = 0,
+    fit: FitConfig = FIT,
 ) -> xr.Dataset:
     """A summary dataset with every variable the figures read.
 
     Model 1 (if any) lacks the last three steps and its last layer; the last model never
     saturates (its loss keeps falling) and its dissent never sets in; a few bin means are NaN.
     Without ``layers`` there are no parameter variables (no ``layer`` dim) and ``n_params`` is -1,
-    as ``reduce`` writes them when parameter gradients were off.
+    as ``reduce`` writes them when parameter gradients were off. The fits are ``with_fits``'s.
     """
     rng = np.random.default_rng(seed)
     names = NAMES[:n_models] + [f"model-{i}" for i in range(len(NAMES), n_models)]
@@ -87,13 +98,13 @@ def synthetic_summary(
     with warnings.catch_warnings():  # all-NaN where a model lacks a step
         warnings.simplefilter("ignore", RuntimeWarning)
         for m, x in v.items():  # overall means: over the seen bins
-            data[f"{m}_overall"] = (("model", "step"), np.nanmean(x[:, :, 1:], axis=2))
-    overall = data["loss_overall"][1]
+            data[overall(m)] = (("model", "step"), np.nanmean(x[:, :, 1:], axis=2))
+    loss_all = data[overall("loss")][1]
     data["n_tokens"] = (("model", "bin"), np.tile(2 ** (bins - bins.min()) + 1, (nm, 1)))
     data["improving"] = (("model", "step", "bin"), improving(v["loss"], axis=1))
-    data["improving_overall"] = (("model", "step"), improving(overall, axis=1))
+    data["improving_overall"] = (("model", "step"), improving(loss_all, axis=1))
     sat = [
-        saturation_step(overall[i][np.isfinite(overall[i])], steps[np.isfinite(overall[i])])
+        saturation_step(loss_all[i][np.isfinite(loss_all[i])], steps[np.isfinite(loss_all[i])])
         for i in range(nm)
     ]
     sat[-1] = np.nan  # the last model never saturates (by construction, but be explicit)
@@ -118,9 +129,9 @@ def synthetic_summary(
         data |= {
             "interference": (("model", "step", "bin"), D),
             "change_magnitude": (("model", "step", "bin"), M),
-            "interference_overall": (("model", "step"), D_all),
-            "change_magnitude_overall": (("model", "step"), M_all),
-            "loss_change_overall": (("model", "step"), -M_all * (1 - D_all)),
+            overall("interference"): (("model", "step"), D_all),
+            overall("change_magnitude"): (("model", "step"), M_all),
+            overall("loss_change"): (("model", "step"), -M_all * (1 - D_all)),
             "pair_step": (("model", "step"), pair),
         }
 
@@ -159,60 +170,87 @@ def synthetic_summary(
         data["n_params"] = ("model", (70_000 * 4.0 ** np.arange(nm)).astype(np.int64))
     else:
         data["n_params"] = ("model", np.full(nm, -1, dtype=np.int64))
-    return xr.Dataset(data, coords=coords)
+    return with_fits(xr.Dataset(data, coords=coords, attrs=PROVENANCE), fit)
 
 
-def synthetic_fits(ds: xr.Dataset) -> pd.DataFrame:
-    """A fit table like ``results/fits/bnsl.csv`` (``fit_bnsl`` of each model's overall loss):
-    model 1's row all NaN (a failed fit), model 2's flagged."""
-    rows = []
+def with_fits(ds: xr.Dataset, cfg: FitConfig) -> xr.Dataset:
+    """``ds`` with the BNSL fits as the summary stage adds them: ``fit_bnsl`` of each model's
+    overall loss as ``bnsl_*`` variables, the flags in ``attrs["bnsl_flag"]``. Model 1's fit
+    failed (NaN, ``too_few_points``), model 2's is flagged ``no_break``."""
     steps = ds["step"].values
+    rows, flags = [], {}
     for i, model in enumerate(ds["model"].values):
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore", FitWarning)
-            fit = fit_bnsl(steps, ds["loss_overall"].values[i], FitConfig(min_step=50))
-        row = {"model": str(model), **fit.as_row()}
+            warnings.simplefilter("ignore", UserWarning)  # FitWarning: a flagged fit
+            fit = fit_bnsl(steps, ds[overall("loss")].values[i], cfg)
+        row = {field: float(getattr(fit, field)) for field in FIT_FIELDS}
+        flags[str(model)] = fit.flag
         if i == 1:
-            row |= {k: np.nan for k in row if k not in ("model", "flag", "converged")}
-            row |= dict(converged=False, flag="too_few_points")
+            row = {field: np.nan for field in FIT_FIELDS} | {"converged": 0.0}
+            flags[str(model)] = "too_few_points"
         if i == 2:
-            row["flag"] = "no_break"
+            flags[str(model)] = "no_break"
         rows.append(row)
-    return pd.DataFrame(rows)
+    fits = {bnsl(f): ("model", np.array([r[f] for r in rows])) for f in FIT_FIELDS}
+    return ds.assign(fits).assign_attrs(bnsl_flag=flags)
 
 
-#: The number of data axes each figure has for n models (with parameter gradients).
-N_AXES = {
-    "loss_by_bin": lambda n: n,
-    "decomposition_basis": lambda n: 4 * n,
-    "dissent": lambda n: 2 * n,
-    "parameter_dissent": lambda n: n,
-    "bnsl": lambda n: 1,
-    "interference": lambda n: 2 * n,
-    "layer_interference": lambda n: n,
-    "bottleneck": lambda n: 2,
-    "overview": lambda n: 3,
-}
+def without_fit(ds: xr.Dataset, model: str) -> xr.Dataset:
+    """``ds`` as if ``model`` had no fit: NaN ``bnsl_*`` and no flag."""
+    out = ds.copy()
+    for field in FIT_FIELDS:
+        out[bnsl(field)] = out[bnsl(field)].where(out["model"] != model)
+    flags = {m: f for m, f in ds.attrs["bnsl_flag"].items() if m != model}
+    return out.assign_attrs(bnsl_flag=flags)
+
+
+# -- what a figure shows -------------------------------------------------------------------------
+
+
+def make(name: str, ds: xr.Dataset) -> Figure:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no matplotlib/numpy warning while drawing
+        return plots.figure_function(name)(ds)
+
+
+def layout(fig: Figure):
+    """Run the constrained layout (without rasterizing) and return the renderer it used."""
+    canvas = FigureCanvasAgg(fig)
+    fig.draw_without_rendering()
+    return canvas.get_renderer()
+
+
+def colorbars(fig: Figure) -> list:
+    return [ax for ax in fig.axes if ax.get_label() == "<colorbar>"]
 
 
 def data_axes(fig: Figure) -> list:
     """Visible axes that show data: not colorbars, not switched off (notes, the fit table)."""
-    return [
-        ax for ax in fig.axes if ax.get_visible() and ax.axison and ax.get_label() != "<colorbar>"
-    ]
+    return [ax for ax in fig.axes if ax.get_visible() and ax.axison and ax not in colorbars(fig)]
 
 
 def figure_texts(fig: Figure) -> str:
+    """Every text of the figure: titles, labels, notes, tick labels, legends, table cells."""
     texts = [t.get_text() for t in fig.texts]
+    texts += [t.get_text() for legend in fig.legends for t in legend.get_texts()]
     for ax in fig.axes:
         texts += [t.get_text() for t in ax.texts]
+        texts += [ax.get_title(), ax.get_xlabel(), ax.get_ylabel()]
+        texts += [t.get_text() for t in ax.get_xticklabels()]
+        if ax.get_legend():
+            texts += [t.get_text() for t in ax.get_legend().get_texts()]
+        for table in ax.tables:
+            texts += [cell.get_text().get_text() for cell in table.get_celld().values()]
     return "\n".join(texts)
+
+
+def legend_labels(fig: Figure) -> list[str]:
+    return [t.get_text() for legend in fig.legends for t in legend.get_texts()]
 
 
 def label_overlaps(fig: Figure) -> list[str]:
     """Axis labels and titles that overlap another one, or another data axes' frame."""
-    fig.draw_without_rendering()  # the constrained layout, without rasterizing
-    renderer = fig.canvas.get_renderer()
+    renderer = layout(fig)
     axes = data_axes(fig)
     labels = []
     for i, ax in enumerate(axes):
@@ -230,27 +268,33 @@ def label_overlaps(fig: Figure) -> list[str]:
     return bad
 
 
-def make(name: str, ds: xr.Dataset, fits: pd.DataFrame | None = None) -> Figure:
-    function, needs_fits = plots.FIGURES[name]
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")  # no matplotlib/numpy warning while drawing
-        return (
-            function(ds, synthetic_fits(ds) if fits is None else fits)
-            if needs_fits
-            else (function(ds))
-        )
+def colorbar_overlaps(fig: Figure) -> list[str]:
+    """Colorbars (with their ticks and label) drawn over a data axes."""
+    renderer = layout(fig)
+    bad = []
+    for bar in colorbars(fig):
+        box = bar.get_tightbbox(renderer)
+        for k, ax in enumerate(data_axes(fig)):
+            if box.overlaps(ax.get_window_extent(renderer)):
+                bad.append(f"colorbar {bar.get_ylabel()!r} overlaps axes {k} ({ax.get_title()})")
+    return bad
 
 
-def check_figure(fig: Figure, n_axes: int, overlaps: bool = True) -> None:
+def check_figure(fig: Figure, overlaps: bool = True) -> int:
+    """Check what every figure must have; return its number of data axes."""
     assert isinstance(fig, Figure)
     axes = data_axes(fig)
-    assert len(axes) == n_axes
     for ax in axes:
         assert ax.get_xlabel().strip() and ax.xaxis.label.get_visible()
         assert ax.get_ylabel().strip() and ax.yaxis.label.get_visible()
-    assert fig._suptitle is not None and fig._suptitle.get_text()
+    assert fig.get_suptitle()
     if overlaps:  # renders the figure: the slowest check
         assert not label_overlaps(fig)
+    return len(axes)
+
+
+def n_axes(name: str, ds: xr.Dataset) -> int:
+    return len(data_axes(make(name, ds)))
 
 
 @pytest.fixture(scope="module")
@@ -259,14 +303,13 @@ def summary() -> xr.Dataset:
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory, summary):
-    """The synthetic summary written the way ``summarize`` writes it, and its fit table."""
-    root = tmp_path_factory.mktemp("summary")
+def store(tmp_path_factory, summary) -> Path:
+    """The synthetic summary written the way the summary stage writes it."""
+    path = tmp_path_factory.mktemp("summary") / "summary.zarr"
     names = [str(m) for m in summary["model"].values]
     ds = summary.assign_coords(model=np.arange(len(names), dtype=np.int64))
-    write_zarr(with_labels(ds, {"model": names}), root / "summary.zarr")
-    synthetic_fits(summary).to_csv(root / "bnsl.csv", index=False)
-    return root
+    write_zarr(with_labels(ds, {"model": names}), path)
+    return path
 
 
 def is_png(path) -> bool:
@@ -279,70 +322,184 @@ def check_files(png, pdf) -> None:
     assert pdf.stat().st_size > 5_000 and pdf.read_bytes()[:5] == b"%PDF-"
 
 
+# -- every figure --------------------------------------------------------------------------------
+
+
 @pytest.mark.parametrize("name", list(plots.FIGURES))
 def test_figure(name, summary, tmp_path):
-    plt.close("all")
     fig = make(name, summary)
-    check_figure(fig, N_AXES[name](summary.sizes["model"]))
+    assert check_figure(fig) > 0
+    texts = figure_texts(fig)
+    for model in summary["model"].values:
+        assert str(model) in texts  # in a title, a label, a legend or the table
     png, pdf = tmp_path / f"{name}.png", tmp_path / f"{name}.pdf"
-    plots.save(fig, str(png), str(pdf))
+    save(fig, str(png), str(pdf))
     check_files(png, pdf)
-    assert not plt.get_fignums()  # save closes the figure
-
-
-@pytest.mark.parametrize("name", ["loss_by_bin", "bnsl", "overview"])
-def test_draw(name, store, tmp_path):
-    """``draw`` as the workflow calls it: from the store ``summarize`` writes (integer model ids
-    and their names as labels) and the fit table's CSV."""
-    png, pdf = tmp_path / f"{name}.png", tmp_path / f"{name}.pdf"
-    fits = str(store / "bnsl.csv") if plots.FIGURES[name][1] else None
-    plots.draw(name, str(store / "summary.zarr"), str(png), str(pdf), fits)
-    check_files(png, pdf)
-    assert not plt.get_fignums()
-
-
-def test_registry_covers_every_figure_and_caption(repo):
-    functions = {n: f for n, f in vars(plots).items() if n.startswith("plot_")}
-    assert {f for f, _ in plots.FIGURES.values()} == set(functions.values())
-    assert [n for n, (_, fits) in plots.FIGURES.items() if fits] == ["bnsl"]
-    for name in plots.FIGURES:
-        caption = (repo / "report" / f"{name}.rst").read_text()
-        assert 4 <= len(caption.strip().splitlines()) <= 8
 
 
 @pytest.mark.parametrize("name", list(plots.FIGURES))
-def test_one_model(name):
-    fig = make(name, synthetic_summary(1))
-    check_figure(fig, N_AXES[name](1), overlaps=False)
-    plt.close(fig)
+def test_one_and_many_models(name, summary):
+    """A figure has either a fixed number of panels or the same panels for each model."""
+    counts = {n: check_figure(make(name, synthetic_summary(n, n_layers=2))) for n in (1, 6)}
+    counts[3] = n_axes(name, summary)
+    fixed = counts[1] == counts[3] == counts[6]
+    per_model = counts[3] == 3 * counts[1] and counts[6] == 6 * counts[1]
+    assert counts[1] > 0 and (fixed or per_model), counts
 
 
-@pytest.mark.parametrize("name", ["loss_by_bin", "dissent", "bnsl", "bottleneck", "overview"])
-def test_many_models(name):
-    fig = make(name, synthetic_summary(6, n_layers=2))
-    check_figure(fig, N_AXES[name](6))
-    plt.close(fig)
+@pytest.mark.parametrize("n_models", [1, 3, 6])
+@pytest.mark.parametrize("name", list(plots.FIGURES))
+def test_colorbars_beside_the_axes(name, n_models):
+    fig = make(name, synthetic_summary(n_models, n_layers=2 if n_models > 3 else 4))
+    assert not colorbar_overlaps(fig)
 
 
 @pytest.mark.parametrize("name", list(plots.FIGURES))
 def test_without_parameter_gradients(name):
+    """A figure of the transformer blocks (one with their colorbar) becomes a note; every other
+    figure keeps its panels."""
     ds = synthetic_summary(2, layers=False)
     assert "layer" not in ds.dims
+    with_layers = make(name, synthetic_summary(2))
+    per_block = any("transformer block" in bar.get_ylabel() for bar in colorbars(with_layers))
     fig = make(name, ds)
-    if name in ("parameter_dissent", "layer_interference"):
-        check_figure(fig, 0, overlaps=False)
-        assert plots.NO_PARAMETERS in figure_texts(fig)
+    if per_block:
+        assert check_figure(fig, overlaps=False) == 0
+        assert NO_PARAMETERS in figure_texts(fig)
     else:
-        check_figure(fig, N_AXES[name](2), overlaps=False)
-    plt.close(fig)
+        assert check_figure(fig, overlaps=False) == len(data_axes(with_layers))
+
+
+@pytest.mark.parametrize("name", list(plots.FIGURES))
+def test_single_step(name):
+    ds = synthetic_summary(2, steps=[0])
+    assert "interference" not in ds  # reduce writes no pairs for a single step
+    fig = make(name, ds)
+    n = check_figure(fig, overlaps=False)
+    if n == 0:
+        assert "two or more steps" in figure_texts(fig)
+    else:
+        assert n == n_axes(name, synthetic_summary(2))
+
+
+def test_interference_needs_two_steps():
+    fig = make("interference", synthetic_summary(2, steps=[0]))
+    assert "two or more steps" in figure_texts(fig)
+
+
+@pytest.mark.parametrize("name", list(plots.FIGURES))
+def test_missing_optional_variables(name):
+    """Without the logit-gradient rank its panel is a note; without the output layer's and the
+    embedding's parameter measurements, the blocks are still drawn; without the fits, the
+    losses are; without the provenance attrs, the rules are named without their values."""
+    full = synthetic_summary(2)
+    optional = ["logit_grad_rank", "head_cos_attractive_repulsive", "head_interference"]
+    optional += ["embed_interference", *(bnsl(f) for f in FIT_FIELDS)]
+    ds = full.drop_vars(optional)
+    ds.attrs = {}
+    fig = make(name, ds)
+    n = check_figure(fig, overlaps=False)
+    if "rank was not extracted" in figure_texts(fig):
+        assert n == n_axes(name, full) - 1
+    else:
+        assert n == n_axes(name, full)
 
 
 def test_overlap_check_detects_crowding():
-    fig, axes = plt.subplots(2, 2, figsize=(3, 3))
-    for ax in axes.flat:
+    fig = Figure(figsize=(3, 3))
+    for ax in fig.subplots(2, 2).flat:
         ax.set(xlabel="training step (symlog)", ylabel="mean loss (nats)", title="a long title")
     assert label_overlaps(fig)
-    plt.close(fig)
+
+
+def test_colorbar_check_detects_overlap():
+    fig = Figure(figsize=(4, 3), layout="constrained")
+    ax = fig.subplots()
+    ax.set(xlabel="x", ylabel="y")
+    cax = fig.add_axes((0.5, 0.2, 0.05, 0.6), label="<colorbar>")
+    fig.colorbar(matplotlib.cm.ScalarMappable(), cax=cax)
+    assert colorbar_overlaps(fig)
+
+
+# -- Gradient dissent ----------------------------------------------------------------------------
+
+
+def test_unseen_bin_left_out_of_colour_scale(summary):
+    fig = make("loss_by_bin", summary)
+    cbar = colorbars(fig)[0]
+    ticks = cbar.get_yticks()
+    assert UNSEEN_BIN not in ticks and ticks.min() >= min(BINS[1:])
+    assert "log2" in cbar.get_ylabel()
+
+
+def test_rules_state_their_settings(summary):
+    """The saturation tolerance and dissent threshold of the run, from the summary's attrs."""
+    assert "saturated (≥ 1% above the best earlier loss)" in legend_labels(
+        make("loss_by_bin", summary)
+    )
+    assert "dissent onset (mean cos ≤ −0.9)" in legend_labels(make("dissent", summary))
+    assert "≤ −0.9" in figure_texts(make("overview", summary))
+    unknown = summary.copy()
+    unknown.attrs = {k: v for k, v in summary.attrs.items() if k not in PROVENANCE}
+    assert "saturated" in legend_labels(make("loss_by_bin", unknown))
+    assert "dissent onset" in legend_labels(make("dissent", unknown))
+
+
+# -- Zero-sum learning ---------------------------------------------------------------------------
+
+
+def bnsl_lines(fig: Figure, color) -> tuple[list, list]:
+    """The fitted curves (solid) and post-break power laws (dashed) drawn in ``color``."""
+    lines = [ln for ln in data_axes(fig)[0].get_lines() if ln.get_color() == color]
+    solid = [ln for ln in lines if ln.get_linestyle() == "-"]
+    return solid, [ln for ln in lines if ln.get_linestyle() == "--"]
+
+
+def test_bnsl_flags_and_nan_fits(summary):
+    ds = without_fit(summary, NAMES[0])
+    fig = make("bnsl", ds)
+    labels = [t.get_text() for t in data_axes(fig)[0].get_legend().get_texts()]
+    assert f"{NAMES[2]} (flag: no_break)" in labels
+    assert f"{NAMES[1]} (flag: too_few_points)" in labels
+    assert NAMES[0] in labels
+    table = [ax for ax in fig.axes if ax.tables][0].tables[0]
+    cells = {(r, c): cell.get_text().get_text() for (r, c), cell in table.get_celld().items()}
+    assert cells[(1, 6)] == "no fit"  # first model: no fit
+    assert cells[(2, 1)] == "–"  # second model: NaN t_d
+    colors = model_colors(NAMES[:3])
+    for model in NAMES[:2]:  # no fit, a failed fit: the loss only
+        assert bnsl_lines(fig, colors[model]) == ([], [])
+    assert all(bnsl_lines(fig, colors[NAMES[2]]))
+    # step 0 is left out of the log-log axes
+    ax = data_axes(fig)[0]
+    assert ax.get_xscale() == "log" and ax.get_yscale() == "log"
+    assert all((line.get_xdata() > 0).all() for line in ax.get_lines())
+
+
+def test_bnsl_curve_spans_the_fitted_steps():
+    """The fitted curve runs from ``bnsl_t_first`` to ``bnsl_T`` however many of the steps
+    between them were fitted (a subsampled fit), and wherever the fit started."""
+    ds = synthetic_summary(3, fit=FitConfig(min_step=50, subsample=7))
+    model = NAMES[2]
+    fit = {f: float(ds[bnsl(f)].sel(model=model)) for f in ("t_first", "T", "n_points")}
+    steps = ds["step"].values
+    assert fit["n_points"] < ((steps >= fit["t_first"]) & (steps <= fit["T"])).sum()
+    late = ds.copy()
+    late[bnsl("t_first")] = late[bnsl("t_first")].where(late["model"] != model, 1000.0)
+    color = model_colors(NAMES[:3])[model]
+    for summary, t_first in ((ds, fit["t_first"]), (late, 1000.0)):
+        (curve,), _ = bnsl_lines(make("bnsl", summary), color)
+        assert curve.get_xdata()[0] == pytest.approx(t_first)
+        assert curve.get_xdata()[-1] == pytest.approx(fit["T"])
+
+
+def test_bnsl_good_fit_has_no_flag_in_legend(summary):
+    ds = summary.assign_attrs(bnsl_flag={**summary.attrs["bnsl_flag"], NAMES[0]: ""})
+    labels = [t.get_text() for t in data_axes(make("bnsl", ds))[0].get_legend().get_texts()]
+    assert NAMES[0] in labels and not any("flag: )" in lab for lab in labels)
+
+
+# -- across models -------------------------------------------------------------------------------
 
 
 def test_overview_marks_the_saturated_bins(summary):
@@ -351,141 +508,116 @@ def test_overview_marks_the_saturated_bins(summary):
     squares = [ln for ln in ax.get_lines() if ln.get_marker() == "s"]
     n_saturated = int(np.isfinite(summary["saturation_step_bin"].values[:, 1:]).sum())
     assert n_saturated > 0 and len(squares) == n_saturated
-    plt.close(fig)
     ds = summary.drop_vars("saturation_step_bin")  # a summary reduced before it existed
-    fig = make("overview", ds)
-    assert "re-run the reduce rule" in figure_texts(fig)
-    plt.close(fig)
+    assert "re-run the reduce rule" in figure_texts(make("overview", ds))
 
 
 def test_overview_without_sizes_names_the_models():
     fig = make("overview", synthetic_summary(2, layers=False))
     ax = data_axes(fig)[0]
     assert [t.get_text() for t in ax.get_xticklabels()] == NAMES[:2]
-    plt.close(fig)
-
-
-@pytest.mark.parametrize("name", list(plots.FIGURES))
-def test_single_step(name):
-    ds = synthetic_summary(2, steps=[0])
-    assert "interference" not in ds  # reduce writes no pairs for a single step
-    fig = make(name, ds)
-    if name == "interference":
-        check_figure(fig, 0, overlaps=False)
-        assert "two or more steps" in figure_texts(fig)
-    else:
-        check_figure(fig, N_AXES[name](2), overlaps=False)
-    plt.close(fig)
-
-
-def test_missing_optional_variables():
-    ds = synthetic_summary(2).drop_vars(
-        [
-            "logit_grad_rank",
-            "head_cos_attractive_repulsive",
-            "head_interference",
-            "embed_interference",
-        ]
-    )
-    for name in ("bottleneck", "parameter_dissent", "layer_interference"):
-        fig = make(name, ds)
-        n = 1 if name == "bottleneck" else 2  # the rank panel becomes a note
-        check_figure(fig, n, overlaps=False)
-        if name == "bottleneck":
-            assert "rank was not extracted" in figure_texts(fig)
-        plt.close(fig)
-
-
-def test_bnsl_flags_and_nan_fits(summary):
-    fits = synthetic_fits(summary)
-    fits = fits[fits["model"] != NAMES[0]]  # a model without a fit row
-    fig = make("bnsl", summary, fits)
-    labels = [t.get_text() for t in data_axes(fig)[0].get_legend().get_texts()]
-    assert f"{NAMES[2]} (flag: no_break)" in labels
-    assert f"{NAMES[1]} (flag: too_few_points)" in labels
-    assert NAMES[0] in labels
-    table = [ax for ax in fig.axes if ax.tables][0].tables[0]
-    cells = {(r, c): cell.get_text().get_text() for (r, c), cell in table.get_celld().items()}
-    assert cells[(1, 6)] == "no fit"  # first model: no row
-    assert cells[(2, 1)] == "–"  # second model: NaN t_d
-    # step 0 is left out of the log-log axes
-    ax = data_axes(fig)[0]
-    assert ax.get_xscale() == "log" and ax.get_yscale() == "log"
-    assert all((line.get_xdata() > 0).all() for line in ax.get_lines())
-    plt.close(fig)
-
-
-def test_bnsl_fits_from_csv_with_empty_flags(summary, tmp_path):
-    path = tmp_path / "bnsl.csv"
-    fits = synthetic_fits(summary)
-    fits.loc[0, "flag"] = ""  # a good fit
-    fits.to_csv(path, index=False)
-    fits = pd.read_csv(path)  # empty flags come back as NaN
-    assert np.isnan(fits.loc[0, "flag"])
-    fig = make("bnsl", summary, fits)
-    labels = [t.get_text() for t in data_axes(fig)[0].get_legend().get_texts()]
-    assert NAMES[0] in labels and not any("nan" in lab for lab in labels)
-    plt.close(fig)
-
-
-def test_unseen_bin_left_out_of_colour_scale(summary):
-    fig = make("loss_by_bin", summary)
-    cbar = [ax for ax in fig.axes if ax.get_label() == "<colorbar>"][0]
-    ticks = cbar.get_yticks()
-    assert UNSEEN_BIN not in ticks and ticks.min() >= min(BINS[1:])
-    assert "log2" in cbar.get_ylabel()
-    plt.close(fig)
 
 
 def test_model_colors_consistent():
     names = ["pythia-70m", "pythia-160m", "pythia-410m", "pythia-1b"]
-    colors = plots.model_colors(names)
-    assert plots.model_colors(names[::-1]) == colors
-    assert plots.model_colors(np.array(names)) == colors
+    colors = model_colors(names)
+    assert model_colors(names[::-1]) == colors
+    assert model_colors(np.array(names)) == colors
     assert len(set(colors.values())) == len(names)  # distinct
     # a model keeps its colour whatever the other models (these names hash to distinct colours)
     for name in names:
-        assert plots.model_colors([name])[name] == colors[name]
-        assert plots.model_colors([name, "other-model"])[name] == colors[name]
-        assert plots.model_colors([*names, "other-model"])[name] == colors[name]
+        assert model_colors([name])[name] == colors[name]
+        assert model_colors([name, "other-model"])[name] == colors[name]
+        assert model_colors([*names, "other-model"])[name] == colors[name]
     # no grey: it marks the references (all tokens, output layer)
-    grey = plt.get_cmap("tab10").colors[7]
+    grey = matplotlib.colormaps["tab10"].colors[7]
     assert grey not in colors.values()
 
 
 def test_model_colors_resolve_clashes():
     # "other-model" and "pythia-14m" hash to the same colour: the first in name order keeps it
-    both = plots.model_colors(["pythia-14m", "other-model"])
-    assert both["other-model"] == plots.model_colors(["other-model"])["other-model"]
+    both = model_colors(["pythia-14m", "other-model"])
+    assert both["other-model"] == model_colors(["other-model"])["other-model"]
     assert both["pythia-14m"] != both["other-model"]
     for n in (9, 18):
-        assert len(set(plots.model_colors([f"m{i}" for i in range(n)]).values())) == n
-    assert len(plots.model_colors([f"m{i}" for i in range(30)])) == 30  # reused, no hang
+        assert len(set(model_colors([f"m{i}" for i in range(n)]).values())) == n
+    assert len(model_colors([f"m{i}" for i in range(30)])) == 30  # reused, no hang
 
 
 def test_figures_use_the_model_colours(summary):
-    colors = plots.model_colors(summary["model"].values)
-    fig = make("bottleneck", summary)
-    ax = data_axes(fig)[0]
+    colors = model_colors(summary["model"].values)
+    ax = data_axes(make("bottleneck", summary))[0]
     drawn = [tuple(line.get_color()) for line in ax.get_lines()]
     assert drawn == [colors[str(m)] for m in summary["model"].values]
-    plt.close(fig)
 
 
-def test_draw_rejects_unknown_and_missing_fits(store, tmp_path):
-    with pytest.raises(KeyError):
-        plots.draw("nope", str(store / "summary.zarr"), str(tmp_path / "a.png"), "b.pdf")
-    with pytest.raises(ValueError, match="fit table"):
-        plots.draw("bnsl", str(store / "summary.zarr"), str(tmp_path / "a.png"), "b.pdf")
+# -- the workflow's entry point and the registry -------------------------------------------------
 
 
-def test_captions_are_valid_restructuredtext():
+@pytest.mark.parametrize("name", ["loss_by_bin", "bnsl", "overview"])
+def test_draw(name, store, tmp_path):
+    """``draw`` as the workflow calls it: from the store the summary stage writes (integer model
+    ids and their names as labels)."""
+    png, pdf = tmp_path / f"{name}.png", tmp_path / f"{name}.pdf"
+    plots.draw(name, str(store), str(png), str(pdf), dpi=80)
+    check_files(png, pdf)
+
+
+def test_store_keeps_fits_and_provenance(store):
+    ds = open_labeled(store).load()
+    labels = [t.get_text() for t in data_axes(make("bnsl", ds))[0].get_legend().get_texts()]
+    assert f"{NAMES[2]} (flag: no_break)" in labels
+    assert "dissent onset (mean cos ≤ −0.9)" in legend_labels(make("dissent", ds))
+
+
+def test_draw_rejects_unknown_figures(store, tmp_path):
+    with pytest.raises(KeyError, match="unknown figure"):
+        plots.draw("nope", str(store), str(tmp_path / "a.png"), str(tmp_path / "a.pdf"))
+
+
+def test_registry_covers_every_figure_and_caption(repo):
+    modules = [m.name for m in pkgutil.iter_modules(plots.__path__)]
+    functions = {
+        name: getattr(module, name)
+        for module in (importlib.import_module(f"pipeline.plots.{m}") for m in modules)
+        for name in vars(module)
+        if name.startswith("plot_")
+    }
+    assert set(functions) == {f"plot_{name}" for name in plots.FIGURES}
+    captions = set()
+    for name, spec in plots.FIGURES.items():
+        assert spec.name == name and spec.category
+        assert (repo / spec.source).is_file()
+        function = plots.figure_function(name)
+        assert function is functions[f"plot_{name}"]
+        assert function.__module__ == f"pipeline.plots.{spec.module}"
+        caption = (repo / spec.caption).read_text()
+        assert 4 <= len(caption.strip().splitlines()) <= 8
+        captions.add(repo / spec.caption)
+    assert set((repo / "report").glob("*.rst")) == captions  # no caption without a figure
+
+
+def test_registry_imports_no_plotting_library():
+    """Snakemake imports ``pipeline.plots`` to build the DAG: no matplotlib, torch or xarray.
+    The figure modules use matplotlib's object API: no pyplot either."""
+    code = (
+        "import sys\n"
+        "import pipeline.plots as p\n"
+        "print(sorted(m for m in ('matplotlib', 'torch', 'xarray') if m in sys.modules))\n"
+        "for name in p.FIGURES: p.figure_function(name)\n"
+        "print('matplotlib.pyplot' in sys.modules)\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert r.stdout.split("\n")[:2] == ["[]", "False"]
+
+
+def test_captions_are_valid_restructuredtext(repo):
     """Snakemake renders the captions as reStructuredText: |x| would be a substitution."""
     import docutils.core
 
-    for caption in sorted((Path(__file__).parents[2] / "report").glob("*.rst")):
+    for spec in plots.FIGURES.values():
         docutils.core.publish_string(
-            caption.read_text(),
+            (repo / spec.caption).read_text(),
             writer="html",
             settings_overrides={"halt_level": 2, "report_level": 5},
         )

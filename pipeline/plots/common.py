@@ -1,0 +1,348 @@
+"""What every figure shares: colours, the step axis, colorbars, notes, legends and ``save``.
+
+Every figure function takes the summary dataset as ``pipeline.store.open_labeled`` returns it
+(model names as the ``model`` coordinate) and returns a ``matplotlib.figure.Figure`` built with
+matplotlib's object API: no pyplot, no global backend, nothing to close. ``panels`` opens most of
+them: the dataset's ``View`` (models, their colours, the bins, the steps) and a grid of axes.
+
+Steps are drawn on a symmetric-log axis so that step 0 and Pythia's log-spaced early checkpoints
+are visible beside the evenly spaced later ones. A log2-frequency bin always has the same viridis
+colour (colorbar beside the panels; the bin of ids never seen is left out), a transformer block a
+colour of a sequential colormap, and a model the same qualitative colour in every cross-model
+figure (``model_colors``). Every figure copes with one or many models, NaNs (a model lacking a
+step or a layer), a single step, and missing optional variables (no parameter gradients, no
+logit-gradient rank, no checkpoint pairs): a panel whose data were not extracted shows a centred
+note instead.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+
+import matplotlib
+import numpy as np
+import xarray as xr
+from matplotlib.axes import Axes
+from matplotlib.cm import ScalarMappable
+from matplotlib.colors import BoundaryNorm, Colormap, ListedColormap
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+
+from pipeline.maths.frequency import UNSEEN_BIN
+
+BIN_CMAP = matplotlib.colormaps["viridis"]
+#: Transformer blocks: plasma without its pale yellow end (unreadable on white).
+LAYER_CMAP = ListedColormap(
+    matplotlib.colormaps["plasma"](np.linspace(0.0, 0.85, 256)), name="layers"
+)
+BIN_LABEL = "token frequency bin  ⌊log2 f⌋"
+NO_PARAMETERS = "parameter gradients were not extracted"
+COS_DISSENT = r"$\cos(\nabla h^{+}, \nabla h^{-})$"
+
+Color = tuple[float, ...] | str
+
+
+# -- models and their colours ---------------------------------------------------------------------
+
+
+def _model_palette(n_models: int) -> list[Color]:
+    """tab10 (tab20 beyond 9 models) without its greys, which mark references (all tokens,
+    the output layer) in the figures."""
+    if n_models <= 9:
+        return [c for i, c in enumerate(matplotlib.colormaps["tab10"].colors) if i != 7]
+    return [c for i, c in enumerate(matplotlib.colormaps["tab20"].colors) if i not in (14, 15)]
+
+
+def model_colors(models: Iterable) -> dict[str, Color]:
+    """One qualitative colour per model name, the same in every figure.
+
+    A model's preferred colour is a hash (CRC-32) of its name into the palette, so it depends
+    neither on the order of ``models`` nor, unless two names hash alike, on the other models.
+    Clashes are resolved in name order (the first name keeps its colour, the next takes the
+    next free one), so up to 9 models (18 with tab20) always get distinct colours.
+    """
+    names = sorted({str(m) for m in models})
+    palette = _model_palette(len(names))
+    n = len(palette)
+    colors, used = {}, set()
+    for name in names:
+        if len(used) == n:  # more models than colours: start reusing
+            used = set()
+        s = zlib.crc32(name.encode()) % n
+        while s in used:
+            s = (s + 1) % n
+        used.add(s)
+        colors[name] = tuple(palette[s])
+    return colors
+
+
+# -- the summary as the figures read it -----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class View:
+    """The summary dataset as a figure reads it.
+
+    Attributes
+    ----------
+    ds : the dataset, model names as strings (integer ids too, if opened unlabelled).
+    models : the model names, in the dataset's order. colors : their colours (``model_colors``).
+    bins : the log2-frequency bins, without the bin of ids never seen.
+    steps : the training steps.
+    """
+
+    ds: xr.Dataset
+    models: list[str]
+    colors: dict[str, Color]
+    bins: np.ndarray
+    steps: np.ndarray
+
+    @classmethod
+    def of(cls, ds: xr.Dataset) -> View:
+        """The view of the summary ``ds``."""
+        models = [str(m) for m in ds["model"].values]
+        bins = ds["bin"].values
+        return cls(
+            ds=ds.assign_coords(model=models),
+            models=models,
+            colors=model_colors(models),
+            bins=bins[bins != UNSEEN_BIN],
+            steps=ds["step"].values,
+        )
+
+    def values(self, var: str, model: str, **sel) -> np.ndarray | None:
+        """``ds[var]`` of one model (and ``sel``) as floats, steps first; None if missing."""
+        if var not in self.ds:
+            return None
+        da = self.ds[var].sel(model=model, **sel)
+        if "step" in da.dims:
+            da = da.transpose("step", ...)
+        return np.asarray(da.values, dtype=np.float64)
+
+    def scalar(self, var: str, model: str) -> float:
+        """A per-model number (``saturation_step``, ``n_params``, ...); NaN if missing."""
+        v = self.values(var, model)
+        return float(v) if v is not None and v.size == 1 else float("nan")
+
+    def color(self, b: int) -> Color:
+        """The colour of bin ``b`` (grey when only ids never seen are left: nothing is drawn)."""
+        if not self.bins.size:
+            return "0.5"
+        return BIN_CMAP(bin_norm(self.bins)(b))
+
+    def setting(self, key: str) -> float | None:
+        """A number of the run's provenance (``saturation_tolerance``, ``dissent_threshold``)
+        from the summary's attrs; None when the summary does not record it."""
+        value = self.ds.attrs.get(key)
+        return None if value is None else float(value)
+
+
+def has(ds: xr.Dataset, var: str) -> bool:
+    """Whether ``ds`` has ``var`` and it holds a finite value."""
+    return var in ds and bool(np.isfinite(np.asarray(ds[var].values, dtype=np.float64)).any())
+
+
+def per_model(n: int) -> tuple[int, int]:
+    """Grid of one panel per model: at most three columns (two for four models)."""
+    ncols = min(n, 2 if n == 4 else 3)
+    return -(-n // ncols), ncols
+
+
+def row_per_model(ncols: int) -> Callable[[int], tuple[int, int]]:
+    """Grid of one row of ``ncols`` panels per model."""
+    return lambda n: (n, ncols)
+
+
+def panels(
+    ds: xr.Dataset,
+    grid: Callable[[int], tuple[int, int]],
+    panel: tuple[float, float],
+    margin: tuple[float, float] = (0.0, 0.0),
+    **subplots,
+) -> tuple[View, Figure, np.ndarray]:
+    """The ``View`` of ``ds`` and a constrained-layout figure of ``grid(n_models)`` axes.
+
+    Parameters
+    ----------
+    grid : (rows, columns) for the number of models (``per_model``, ``row_per_model``).
+    panel : width and height of one panel (inches); ``margin`` : added to the figure's width
+        and height (colorbar, legend, suptitle).
+    subplots : passed to ``Figure.subplots`` (``sharey`` …).
+
+    Returns
+    -------
+    The view, the figure and its axes as a 2-D array (rows, columns).
+    """
+    view = View.of(ds)
+    nrows, ncols = grid(len(view.models))
+    size = (margin[0] + panel[0] * ncols, margin[1] + panel[1] * nrows)
+    fig = Figure(figsize=size, layout="constrained")
+    axes = fig.subplots(nrows, ncols, squeeze=False, **subplots)
+    return view, fig, axes
+
+
+# -- axes -----------------------------------------------------------------------------------------
+
+
+def line(ax: Axes, x, y, **kwargs) -> Line2D | None:
+    """Plot the finite points of (x, y) only, so that NaN gaps do not hide isolated points;
+    nothing where ``y`` is None (a variable the summary lacks)."""
+    if y is None:
+        return None
+    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    ok = np.isfinite(x) & np.isfinite(y)
+    if not ok.any():
+        return None
+    if ok.sum() == 1 and "marker" not in kwargs:
+        kwargs["marker"] = "o"
+        kwargs.setdefault("ms", 3)
+    return ax.plot(x[ok], y[ok], **kwargs)[0]
+
+
+def step_axis(ax: Axes) -> None:
+    """Training steps on a symmetric-log x axis (step 0 visible), with a grid."""
+    ax.set_xscale("symlog", linthresh=1, linscale=0.4)
+    if ax.get_xlim()[1] <= 1:  # nothing beyond step 0 (or nothing at all): a visible range
+        ax.set_xlim(right=10)
+    ax.set_xlim(left=-0.3)  # a margin, so that markers at step 0 are not cut in half
+    ax.set_xlabel("training step (symlog)")
+    ax.grid(True, which="major", alpha=0.3)
+
+
+def zero_line(ax: Axes) -> None:
+    """A thin line at 0 that does not stretch the y range to include 0."""
+    ref = Line2D([0, 1], [0, 0], color="0.5", lw=0.6, transform=ax.get_yaxis_transform())
+    ax.add_artist(ref)  # an artist, not a line: it takes no part in the data limits
+
+
+def ticks(values: np.ndarray, most: int = 12) -> np.ndarray:
+    """At most ``most`` evenly thinned integer ticks."""
+    values = np.unique(values)
+    return values[:: -(-values.size // most)] if values.size else values
+
+
+def hide_unused(axes: np.ndarray, n: int) -> None:
+    """Hide the axes of a grid beyond the first ``n``."""
+    for ax in axes.flat[n:]:
+        ax.set_visible(False)
+
+
+def note(ax: Axes, text: str) -> None:
+    """A centred note in place of a panel whose data were not extracted."""
+    ax.set_axis_off()
+    ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes, fontsize=11)
+
+
+def note_figure(title: str, text: str) -> Figure:
+    """A figure that only says why it has nothing to show."""
+    fig = Figure(figsize=(6, 2.5), layout="constrained")
+    note(fig.subplots(), text)
+    fig.suptitle(title)
+    return fig
+
+
+def number(x: float) -> str:
+    """``x`` as text, with a typographic minus (−0.9)."""
+    return f"{x:g}".replace("-", "−")
+
+
+# -- colour scales --------------------------------------------------------------------------------
+
+
+def integer_norm(values: np.ndarray, cmap: Colormap) -> BoundaryNorm:
+    """One colour of ``cmap`` per integer from ``values.min()`` to ``values.max()``."""
+    edges = np.arange(values.min() - 0.5, values.max() + 1.5)
+    return BoundaryNorm(edges, cmap.N)
+
+
+def bin_norm(bins: np.ndarray) -> BoundaryNorm:
+    """One colour per integer log2-frequency bin."""
+    return integer_norm(bins, BIN_CMAP)
+
+
+def bin_colorbar(fig: Figure, axes: np.ndarray, bins: np.ndarray) -> None:
+    """The bins' colour scale beside ``axes`` (all of them, or the column that colours by bin)."""
+    if not bins.size:
+        return
+    sm = ScalarMappable(norm=bin_norm(bins), cmap=BIN_CMAP)
+    cbar = fig.colorbar(sm, ax=axes, shrink=0.9, pad=0.02, ticks=ticks(bins))
+    cbar.set_label(BIN_LABEL)
+
+
+def layer_colorbar(fig: Figure, axes: np.ndarray, layers: np.ndarray) -> None:
+    """The transformer blocks' colour scale beside ``axes``."""
+    sm = ScalarMappable(norm=integer_norm(layers, LAYER_CMAP), cmap=LAYER_CMAP)
+    cbar = fig.colorbar(sm, ax=axes, shrink=0.9, pad=0.01, ticks=ticks(layers))
+    cbar.set_label("transformer block (0 = nearest the input)")
+
+
+# -- legends --------------------------------------------------------------------------------------
+
+
+def legend_below(fig: Figure, handles: list[Line2D], ncols: int | None = None) -> None:
+    """A frameless legend centred below the panels (in a row, unless ``ncols`` says otherwise)."""
+    ncols = len(handles) if ncols is None else ncols
+    fig.legend(handles=handles, loc="outside lower center", ncols=ncols, frameon=False)
+
+
+def model_legend(fig: Figure, view: View, extra: Sequence[Line2D] = (), ncols: int = 6) -> None:
+    """One marker per model in its colour, then ``extra`` handles, below the panels, in rows
+    of at most ``ncols``."""
+    handles = [Line2D([], [], color=view.colors[m], marker="o", label=m) for m in view.models]
+    handles += list(extra)
+    legend_below(fig, handles, ncols=min(len(handles), ncols))
+
+
+# -- per-block figures ----------------------------------------------------------------------------
+
+
+def layer_panels(
+    ds: xr.Dataset,
+    var: str,
+    title: str,
+    ylabel: str,
+    extras: list[tuple[str, str, str]],
+    ylim: tuple[float, float],
+) -> Figure:
+    """One panel per model: ``var (model, step, layer)`` coloured by transformer block, plus
+    ``extras`` (variable, label, line style) in black: the parameter figures of both Gradient
+    dissent (Fig. 7) and Zero-sum learning (Fig. 3a). Without parameter gradients, a note."""
+    if var not in ds or "layer" not in ds[var].dims or not has(ds, var):
+        return note_figure(title, NO_PARAMETERS)
+    view, fig, axes = panels(ds, per_model, panel=(3.6, 3.0), margin=(1.3, 0.6), sharey=True)
+    layers = ds["layer"].values
+    norm = integer_norm(layers, LAYER_CMAP)
+    for ax, model in zip(axes.flat, view.models):
+        y = view.values(var, model)  # (step, layer)
+        if not np.isfinite(y).any():
+            note(ax, f"{model}:\n{NO_PARAMETERS}")
+            continue
+        for k, layer in enumerate(layers):
+            line(ax, view.steps, y[:, k], color=LAYER_CMAP(norm(layer)), lw=1.1)
+        for extra, _, ls in extras:
+            line(ax, view.steps, view.values(extra, model), color="k", ls=ls, lw=1.5)
+        ax.set_ylim(*ylim)
+        ax.axhline(0, color="0.5", lw=0.6)
+        ax.set_title(model)
+        ax.set_ylabel(ylabel)
+        step_axis(ax)
+    hide_unused(axes, len(view.models))
+    layer_colorbar(fig, axes, layers)
+    handles = [
+        Line2D([], [], color="k", ls=ls, lw=1.5, label=lab) for v, lab, ls in extras if v in ds
+    ]
+    if handles:
+        legend_below(fig, handles)
+    fig.suptitle(title)
+    return fig
+
+
+# -- output ---------------------------------------------------------------------------------------
+
+
+def save(fig: Figure, png: str, pdf: str, dpi: int = 150) -> None:
+    """Write ``fig`` as PNG (at ``dpi``) and PDF."""
+    fig.savefig(png, dpi=dpi)
+    fig.savefig(pdf)

@@ -27,7 +27,8 @@ import time
 import psutil
 import torch
 
-from pipeline.extract import ExtractConfig, final_hidden, measure, output_layer
+from pipeline.config import ExtractConfig
+from pipeline.extract import final_hidden, measure, output_layer
 
 SHAPES = {  # Pythia's configs (hidden, layers, heads, intermediate); vocabulary 50,304 rows
     "pythia-14m": (128, 6, 4, 512),

@@ -61,7 +61,8 @@ def read(args) -> dict:
 
 
 def reduce(args) -> dict:
-    from pipeline.reduce import ReduceConfig, reduce_model
+    from pipeline.config import ReduceConfig
+    from pipeline.reduce import reduce_model
 
     paths = [str(p) for p in sorted(Path(args.dir).glob("step*.zarr"))]
     t0 = time.perf_counter()
@@ -80,7 +81,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--tokens", type=int, default=2**21)
     ap.add_argument("--steps", type=int, default=24)
-    ap.add_argument("--chunk", type=int, default=2**18, help="tokens per on-disk chunk of the synthetic stores")
+    ap.add_argument(
+        "--chunk", type=int, default=2**18, help="tokens per on-disk chunk of the synthetic stores"
+    )
     ap.add_argument("--quantiles", type=float, nargs="*", default=[0.1, 0.5, 0.9])
     ap.add_argument("--dir", default="/tmp/reduce-bench")
     ap.add_argument("--phase", choices=["read", "reduce"], help=argparse.SUPPRESS)

@@ -24,9 +24,11 @@ import numpy as np
 import torch
 import yaml
 
-from pipeline.checkpoints import ToyModel, TrainConfig, toy_training
-from pipeline.data import ToyLanguage, eval_windows, frequency_bins, toy_streams
-from pipeline.saturation import saturation_step
+from pipeline.maths.frequency import frequency_bins
+from pipeline.maths.saturation import saturation_step
+from pipeline.toy.language import ToyLanguage, eval_windows, toy_streams
+from pipeline.toy.schedule import ToyModel, TrainConfig
+from pipeline.toy.training import toy_training
 
 
 def overrides(pairs: list[str]) -> dict:

@@ -106,9 +106,15 @@ def build_eval(
         tokenizer = sources.load_tokenizer(spec["tokenizer"])
         pool = spec.get("pool_tokens") or 4 * n * (L + 1)
         if source == "text":
-            texts, label = sources.read_texts(spec["paths"], spec.get("text_field", "text")), "text files"
+            texts, label = (
+                sources.read_texts(spec["paths"], spec.get("text_field", "text")),
+                "text files",
+            )
         else:
-            texts, label = sources.dataset_texts(spec["dataset"]), f"dataset {spec['dataset']['path']}"
+            texts, label = (
+                sources.dataset_texts(spec["dataset"]),
+                f"dataset {spec['dataset']['path']}",
+            )
         stream = sources.tokenize_stream(texts, tokenizer, pool)
         log.info("tokenized %d ids from %s", stream.size, label)
         windows = sources.sample_windows(stream, n, L, seed)

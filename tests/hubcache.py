@@ -8,15 +8,20 @@ that must not reach the network (``HF_HUB_OFFLINE=1``)::
 
 Revisions hold tiny GPT-NeoX checkpoints with Pythia's tensor names (``gpt_neox.*``,
 ``embed_out``), a padded vocabulary, and a byte-level BPE tokenizer trained here.
+
+``write_megatron`` writes the other input of a real suite, a Megatron training shard pair (the
+frequency source of Pythia's preset), in its on-disk format.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import struct
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import torch
 
 TEXT = (
@@ -97,3 +102,19 @@ def build_suite(cache: Path, repo_id: str, steps: list[int], same_as: dict[int, 
             files = {f.name: f.read_bytes() for f in model_dir.iterdir()}
             add_revision(cache, repo_id, f"step{step}", {**files, **tok_files})
     return tokenizer
+
+
+def write_megatron(prefix: str | os.PathLike, docs: list[np.ndarray]) -> None:
+    """A Megatron MMapIndexedDataset shard pair in the real on-disk format (uint16 tokens)."""
+    sizes = np.array([d.size for d in docs], dtype=np.int32)
+    pointers = np.concatenate([[0], np.cumsum(sizes[:-1]) * 2]).astype(np.int64)
+    with open(f"{prefix}.idx", "wb") as fh:
+        fh.write(b"MMIDIDX\x00\x00")
+        fh.write(struct.pack("<Q", 1))
+        fh.write(struct.pack("<B", 8))  # uint16
+        fh.write(struct.pack("<Q", len(docs)))
+        fh.write(struct.pack("<Q", len(docs) + 1))
+        fh.write(sizes.tobytes())
+        fh.write(pointers.tobytes())
+        fh.write(np.arange(len(docs) + 1, dtype=np.int64).tobytes())
+    np.concatenate(docs).astype(np.uint16).tofile(f"{prefix}.bin")

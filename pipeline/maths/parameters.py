@@ -82,9 +82,7 @@ class ParamGradients:
             )
             A = self.absolute.get(name)
             S = self.att[name] + self.rep[name]
-            out["param_interference"].append(
-                weight_interference(S, A) if A is not None else np.nan
-            )
+            out["param_interference"].append(weight_interference(S, A) if A is not None else np.nan)
         res = {k: np.asarray(v, dtype=np.float64) for k, v in out.items()}
         res["param_size"] = np.array([self.att[n].numel() for n in self.names], dtype=np.int64)
         res["layer"] = np.array([layer_index(n) for n in self.names], dtype=np.int64)

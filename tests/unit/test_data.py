@@ -1,24 +1,22 @@
 """Frequency bins, the toy language and the evaluation windows."""
 
-import math
-
 import numpy as np
 import pytest
 
-from pipeline.checkpoints import pythia_schedule
-from pipeline.data import UNSEEN_BIN, ToyLanguage, eval_windows, frequency_bins
+from pipeline.maths.frequency import UNSEEN_BIN, frequency_bins
+from pipeline.toy.language import ToyLanguage, eval_windows
+from pipeline.toy.schedule import pythia_schedule
+from tests.reference import UNSEEN, frequency_bins_by_id
 
 
 def test_frequency_bins_match_a_per_id_loop():
-    count = np.array([0, 1, 2, 3, 1000, 7, 0, 64])
+    count = np.array([0, 1, 2, 3, 1000, 7, 0, 64, 2**20, 5])
     frequency, bins = frequency_bins(count)
-    total = count.sum()
-    for j, c in enumerate(count):
-        if c == 0:
-            assert bins[j] == UNSEEN_BIN
-        else:
-            assert frequency[j] == c / total
-            assert bins[j] == math.floor(math.log2(c / total))
+    ref_frequency, ref_bins = frequency_bins_by_id(count)
+    assert UNSEEN_BIN == UNSEEN
+    assert bins.tolist() == ref_bins
+    np.testing.assert_array_equal(frequency, ref_frequency)
+    assert bins.dtype == np.int64
 
 
 def test_frequency_bins_reject_bad_counts():

@@ -8,42 +8,10 @@ back-propagate that through the output layer to h.
 import pytest
 import torch
 
-from pipeline.decomposition import MEASUREMENTS, bottleneck_projector, decompose_at_h, vocab_pass
 from pipeline.extract import final_hidden, output_layer
-
-
-def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
-    return ((a - b).norm() / b.norm()).item()
-
-
-def autograd_reference(h: torch.Tensor, head: torch.nn.Module, targets: torch.Tensor) -> dict:
-    """Per-token measurements by autograd, one masked backward pass per component."""
-    h = h.detach().clone().requires_grad_(True)
-    logits = head(h)  # (N, V)
-    loss = torch.nn.functional.cross_entropy(logits, targets, reduction="none")
-    (g,) = torch.autograd.grad(loss.sum(), logits, retain_graph=True)  # p − e_t per row
-    true = torch.nn.functional.one_hot(targets, logits.shape[1]).bool()
-    (att,) = torch.autograd.grad(logits, h, grad_outputs=g * true, retain_graph=True)
-    (rep,) = torch.autograd.grad(logits, h, grad_outputs=g * ~true, retain_graph=True)
-    (full,) = torch.autograd.grad(loss.sum(), h)
-    cos = torch.nn.functional.cosine_similarity
-    hd = h.detach()
-    Q, _ = torch.linalg.qr(head.weight.detach().double())  # a basis of U's column space
-    g64 = g.double()
-    kept = (g64 @ Q).pow(2).sum(1) / g64.pow(2).sum(1)
-    return {
-        "loss": loss.detach(),
-        "p_target": torch.exp(-loss.detach()),
-        "norm_attractive": att.norm(dim=-1),
-        "norm_repulsive": rep.norm(dim=-1),
-        "norm_grad": full.norm(dim=-1),
-        "cos_h_attractive": cos(hd, att, dim=-1),
-        "cos_h_repulsive": cos(hd, rep, dim=-1),
-        "cos_grad_attractive": cos(full, att, dim=-1),
-        "cos_grad_repulsive": cos(full, rep, dim=-1),
-        "cos_attractive_repulsive": cos(att, rep, dim=-1),
-        "kept_fraction": kept.float(),
-    }
+from pipeline.maths.decomposition import bottleneck_projector, decompose_at_h, vocab_pass
+from pipeline.schema import MEASUREMENTS
+from tests.reference import masked_autograd_at_h, rel_err
 
 
 def test_matches_autograd_on_gpt_neox(tiny_neox):
@@ -55,7 +23,7 @@ def test_matches_autograd_on_gpt_neox(tiny_neox):
     U, b = output_layer(tiny_neox)
     U = U.detach()
     ours = decompose_at_h(h, U, b, bottleneck_projector(U), targets, vocab_chunk=10).measurements
-    ref = autograd_reference(h, tiny_neox.get_output_embeddings(), targets)
+    ref = masked_autograd_at_h(h, tiny_neox.get_output_embeddings(), targets)
     for name in MEASUREMENTS:
         assert rel_err(ours[name], ref[name]) <= 1e-5, name
 
@@ -84,7 +52,7 @@ def test_vocab_chunks_agree_with_one_chunk_and_bias(chunk):
     with torch.no_grad():
         head.weight.copy_(U)
         head.bias.copy_(b)
-    ref = autograd_reference(h, head, targets)
+    ref = masked_autograd_at_h(h, head, targets)
     for name in MEASUREMENTS:
         assert rel_err(chunked[name], ref[name]) <= 1e-5, name
 

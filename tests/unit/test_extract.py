@@ -13,10 +13,20 @@ import pytest
 import torch
 from torch import nn
 
-from pipeline.bottleneck import logit_gradient_gram, rank_curve, rank_sizes
-from pipeline.decomposition import MEASUREMENTS, bottleneck_projector, decompose_at_h
-from pipeline.extract import ExtractConfig, final_hidden, measure, output_layer
-from pipeline.parameters import Conv1D
+from pipeline.config import ExtractConfig
+from pipeline.extract import final_hidden, measure, output_layer
+from pipeline.maths.bottleneck import logit_gradient_gram, rank_curve, rank_sizes
+from pipeline.maths.decomposition import bottleneck_projector, decompose_at_h
+from pipeline.schema import MEASUREMENTS, PARAM_STATISTICS
+from tests.reference import (
+    interference_by_positions,
+    kept_fraction_by_projection,
+    masked_autograd_at_h,
+    masked_autograd_param_grads,
+    matrix_rank_curve,
+    param_statistics,
+    rel_err,
+)
 
 V, D = 61, 16
 
@@ -82,90 +92,6 @@ def data(n_seq=4, seq_len=12, seed=1, vocab=V - 3):
     return windows[:, :-1], windows[:, 1:]
 
 
-def rel_err(a, b) -> float:
-    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
-    return float(np.linalg.norm(a - b) / np.linalg.norm(b))
-
-
-def reference_param_grads(model, input_ids, targets):
-    """Mean ∇θ⁺ and ∇θ⁻ by autograd through the whole model, the logit gradient masked."""
-    ids = torch.from_numpy(input_ids).long()
-    tgt = torch.from_numpy(targets).long().reshape(-1)
-    params = dict(model.named_parameters())
-    logits = model(input_ids=ids).logits.reshape(-1, V)
-    loss = nn.functional.cross_entropy(logits, tgt, reduction="sum")
-    (g,) = torch.autograd.grad(loss, logits, retain_graph=True)
-    true = nn.functional.one_hot(tgt, V).bool()
-    out = {}
-    for part, mask in (("att", true), ("rep", ~true)):
-        grads = torch.autograd.grad(
-            logits,
-            list(params.values()),
-            grad_outputs=g * mask,
-            retain_graph=True,
-            allow_unused=True,
-        )
-        out[part] = {
-            n: (gr if gr is not None else torch.zeros_like(p)) / tgt.numel()
-            for (n, p), gr in zip(params.items(), grads)
-        }
-    return out
-
-
-def reference_interference(model, input_ids, targets):
-    """D_W per linear/embedding weight from an explicit loop over sequences and positions of the
-    plain loss gradient (one sequence at a time; layer outputs' gradients kept by hooks)."""
-    name_of = {id(p): n for n, p in model.named_parameters()}
-    head = model.get_output_embeddings()
-    recs = []
-
-    def hook(mod, inputs, output):
-        rec = {"mod": mod, "x": inputs[0].detach(), "out": output}
-        output.retain_grad()
-        recs.append(rec)
-
-    handles = [
-        m.register_forward_hook(hook)
-        for m in model.modules()
-        if isinstance(m, (nn.Linear, nn.Embedding, Conv1D))
-    ]
-    for seq in range(input_ids.shape[0]):
-        ids = torch.from_numpy(input_ids[seq : seq + 1]).long()
-        tgt = torch.from_numpy(targets[seq]).long()
-        logits = model(input_ids=ids).logits
-        nn.functional.cross_entropy(logits.reshape(-1, V), tgt, reduction="sum").backward()
-    for h in handles:
-        h.remove()
-    S, A = {}, {}
-    for rec in recs:
-        mod, x, delta = rec["mod"], rec["x"], rec["out"].grad
-        name = name_of[id(mod.weight)]
-        x = x.reshape(-1, *x.shape[2:]) if x.ndim > 1 else x
-        delta = delta.reshape(-1, delta.shape[-1])
-        S.setdefault(name, torch.zeros_like(mod.weight, dtype=torch.float64))
-        A.setdefault(name, torch.zeros_like(mod.weight, dtype=torch.float64))
-        for i in range(delta.shape[0]):  # the explicit loop over positions
-            di = delta[i].double()
-            if isinstance(mod, nn.Embedding):
-                xi = nn.functional.one_hot(x.reshape(-1)[i], mod.weight.shape[0]).double()
-                outer, absouter = torch.outer(xi, di), torch.outer(xi, di.abs())
-            else:
-                xi = x.reshape(-1, x.shape[-1])[i].double()
-                if isinstance(mod, nn.Linear):
-                    outer, absouter = torch.outer(di, xi), torch.outer(di.abs(), xi.abs())
-                else:  # Conv1D: (in, out)
-                    outer, absouter = torch.outer(xi, di), torch.outer(xi.abs(), di.abs())
-            S[name] += outer
-            A[name] += absouter
-    model.zero_grad(set_to_none=True)
-    out = {}
-    for name in S:
-        used = A[name] > 0
-        out[name] = float((1 - S[name][used].abs() / A[name][used]).mean())
-    assert name_of[id(head.weight)] in out
-    return out
-
-
 @pytest.mark.parametrize("family", FAMILIES)
 def test_final_hidden_feeds_the_output_layer(family):
     model = build(family)
@@ -184,28 +110,15 @@ def test_parameter_decomposition_matches_masked_autograd(family):
     ids, tgt = data()
     cfg = ExtractConfig(batch_size=3, vocab_chunk=7, device="cpu", rank_tokens=0)
     meas = measure(model, ids, tgt, cfg, torch.device("cpu"))
-    ref = reference_param_grads(model, ids, tgt)
     names = meas.param_names
     assert names == list(dict(model.named_parameters()))
-    ref_att = np.array([ref["att"][n].norm().item() for n in names])
-    ref_rep = np.array([ref["rep"][n].norm().item() for n in names])
-    ref_all = np.array([(ref["att"][n] + ref["rep"][n]).norm().item() for n in names])
-    ref_cos = np.array(
-        [
-            nn.functional.cosine_similarity(
-                ref["att"][n].flatten(), ref["rep"][n].flatten(), dim=0
-            ).item()
-            if ref["att"][n].norm() * ref["rep"][n].norm() > 0
-            else 0.0
-            for n in names
-        ]
-    )
-    assert rel_err(meas.params["norm_att"], ref_att) <= 1e-5
-    assert rel_err(meas.params["norm_rep"], ref_rep) <= 1e-5
-    assert rel_err(meas.params["norm"], ref_all) <= 1e-5
-    assert rel_err(meas.params["cos"], ref_cos) <= 1e-5
+    ref = param_statistics(masked_autograd_param_grads(model, ids, tgt), names)
+    assert set(ref) | {"param_interference"} == set(PARAM_STATISTICS)
+    for key, want in ref.items():
+        assert rel_err(meas.params[key], want) <= 1e-5, key
     # the output layer is present and dissent there is not trivially zero
-    assert np.abs(meas.params["cos"]).max() > 0.01
+    assert np.abs(meas.params["param_cos_attractive_repulsive"]).max() > 0.01
+    assert meas.params["param_size"].tolist() == [p.numel() for p in model.parameters()]
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -214,8 +127,8 @@ def test_interference_matches_a_loop_over_positions(family):
     ids, tgt = data(n_seq=3, seq_len=8)
     cfg = ExtractConfig(batch_size=2, vocab_chunk=16, device="cpu", rank_tokens=0)
     meas = measure(model, ids, tgt, cfg, torch.device("cpu"))
-    ref = reference_interference(model, ids, tgt)
-    ours = dict(zip(meas.param_names, meas.params["dw"]))
+    ref = interference_by_positions(model, ids, tgt)
+    ours = dict(zip(meas.param_names, meas.params["param_interference"]))
     assert set(ref) == {n for n, v in ours.items() if not np.isnan(v)}
     names = sorted(ref)
     assert rel_err([ours[n] for n in names], [ref[n] for n in names]) <= 1e-5
@@ -224,8 +137,6 @@ def test_interference_matches_a_loop_over_positions(family):
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_token_measurements_match_autograd_and_chunking(family):
-    from tests.unit.test_decomposition import autograd_reference
-
     model = build(family)
     ids, tgt = data()
     base = measure(
@@ -244,11 +155,11 @@ def test_token_measurements_match_autograd_and_chunking(family):
     )
     with torch.no_grad():
         h = final_hidden(model, torch.from_numpy(ids).long()).reshape(-1, D)
-    ref = autograd_reference(
+    ref = masked_autograd_at_h(
         h, model.get_output_embeddings(), torch.from_numpy(tgt).reshape(-1).long()
     )
     for name in MEASUREMENTS:
-        assert rel_err(base.tokens[name], ref[name].numpy()) <= 1e-5, name
+        assert rel_err(base.tokens[name], ref[name]) <= 1e-5, name
     for name in MEASUREMENTS:
         assert rel_err(chunked.tokens[name], base.tokens[name]) <= 1e-5, name
 
@@ -259,10 +170,7 @@ def test_kept_fraction_matches_explicit_projection():
     h, U, b = torch.randn(N, d) * 2, torch.randn(Vs, d), torch.randn(Vs)
     t = torch.randint(0, Vs, (N,))
     dec = decompose_at_h(h, U, b, bottleneck_projector(U), t, vocab_chunk=9)
-    G = torch.softmax(h.double() @ U.double().T + b.double(), 1)
-    G[torch.arange(N), t] -= 1
-    Qref, _ = torch.linalg.qr(U.double())  # a different basis of the same column space
-    ref = (G @ Qref).pow(2).sum(1) / G.pow(2).sum(1)
+    ref = kept_fraction_by_projection(h, U, b, t)
     assert rel_err(dec.measurements["kept_fraction"], ref) <= 1e-5
     assert (ref < 1).all() and (ref > 0).all()
 
@@ -277,11 +185,7 @@ def test_rank_matches_matrix_rank(vocab, d):
     sizes = rank_sizes(N)
     assert sizes == [1, 2, 4, 8, 16, 32, 64]
     ranks = rank_curve(logit_gradient_gram(h, U, None, t, lse, vocab_chunk=7), sizes, vocab)
-    G = torch.softmax(h @ U.T, 1)
-    G[torch.arange(N), t] -= 1
-    eps = torch.finfo(torch.float32).eps
-    ref = [int(torch.linalg.matrix_rank(G[:n].double(), rtol=max(n, vocab) * eps)) for n in sizes]
-    assert ranks == ref
+    assert ranks == matrix_rank_curve(h, U, t, sizes)
     assert ranks[-1] <= vocab - 1  # rows of G sum to zero
 
 
@@ -294,9 +198,30 @@ def test_rejects_out_of_vocabulary_targets():
         measure(model, ids, tgt, ExtractConfig(device="cpu"), torch.device("cpu"))
 
 
+#: Bounds on ‖bf16 − f32‖ / ‖f32‖ over tokens, about three times what this test's model gives
+#: (measured: loss 1.1e-3, p_t 4.7e-3, norms ≤ 2.4e-3, cosines ≤ 8e-3, κ 1.3e-3). The README
+#: ("Performance" → bfloat16) claims, on the trained toy-d128: loss ~1.7e-3, p_t ~4e-3, norms
+#: ~2e-3, cosines ~5e-3, κ ~9e-4, "everything at h good to about 1e-3". A regression to bfloat16
+#: softmax or sums (errors of 1e-2 and more) fails here; the old bound of 0.1 let it through.
+BF16_BOUND = {
+    "loss": 4e-3,
+    "p_target": 1.5e-2,
+    "norm_attractive": 8e-3,
+    "norm_repulsive": 8e-3,
+    "norm_grad": 8e-3,
+    "cos_h_attractive": 2e-2,
+    "cos_h_repulsive": 2e-2,
+    "cos_grad_attractive": 2e-2,
+    "cos_grad_repulsive": 2e-2,
+    "cos_attractive_repulsive": 2e-2,
+    "kept_fraction": 4e-3,
+}
+
+
 def test_bfloat16_stays_close_to_float32():
+    assert set(BF16_BOUND) == set(MEASUREMENTS)
     model = build("gpt_neox")
-    ids, tgt = data(n_seq=8)
+    ids, tgt = data(n_seq=16)
     cpu = torch.device("cpu")
     f32 = measure(model, ids, tgt, ExtractConfig(device="cpu", rank_tokens=0), cpu)
     b16 = measure(
@@ -306,6 +231,8 @@ def test_bfloat16_stays_close_to_float32():
         ExtractConfig(device="cpu", dtype="bfloat16", rank_tokens=0),
         cpu,
     )
-    for name in MEASUREMENTS:
-        # bfloat16 has 8 bits of mantissa: a few percent is its precision, not a bug
-        assert rel_err(b16.tokens[name], f32.tokens[name]) < 0.1, name
+    errors = {name: rel_err(b16.tokens[name], f32.tokens[name]) for name in MEASUREMENTS}
+    over = {n: f"{e:.1e} > {BF16_BOUND[n]:.0e}" for n, e in errors.items() if e > BF16_BOUND[n]}
+    assert not over, over
+    # the model does run in bfloat16: the measurements are not float32's to the last bit
+    assert min(errors.values()) > 1e-6

@@ -1,30 +1,21 @@
 """The BNSL loss-deceleration fit (ZSL Eq. 1, App. C.1) against curves of known parameters."""
 
+import json
 import math
 import warnings
 
 import numpy as np
 import pytest
 
-from pipeline.fit import (
-    BNSLFit,
-    FitConfig,
-    FitWarning,
-    bnsl,
-    fit_bnsl,
-    smooth_log,
-    subsample_log,
-)
+from pipeline.config import FitConfig
+from pipeline.maths.bnsl import BNSLFit, FitWarning, bnsl, fit_bnsl, smooth_log, subsample_log
+from pipeline.schema import FIT_FIELDS, STDERR_FIELDS
+from tests.reference import bnsl_formula as formula
 
 # Pythia's checkpoints: 0, 1, 2, 4, ..., 512, then every 1000 steps to 143000 (154 steps).
 PYTHIA = np.array([0] + [2**i for i in range(10)] + list(range(1000, 143_001, 1000)), float)
 # A dense, evenly spaced curve (1431 steps) for the preprocessing options.
 DENSE = np.arange(0, 143_001, 100, dtype=float)
-
-
-def formula(t, a, b, c0, c1, d1, f1):
-    """ZSL Eq. 1 written out directly (independent of ``bnsl``'s overflow-free evaluation)."""
-    return a + b * t ** (-c0) * (1 + (t / d1) ** (1 / f1)) ** (-c1 * f1)
 
 
 def noisy(steps, params, sigma, seed):
@@ -217,7 +208,9 @@ def test_too_few_points(n_kept):
     for k in ("t_d", "L_d", "r_d", "L_hat_T", "rsle", "b", "c0", "c1", "d1", "f1"):
         assert np.isnan(getattr(fit, k)), k
     assert all(np.isnan(v) for v in fit.stderr.values())
-    assert np.isnan(fit.as_row()["L_hat_T_over_L_T"])
+    row = fit.as_row()  # NaN is written as None: valid JSON
+    assert row["L_hat_T_over_L_T"] is None and row["t_d"] is None and row["stderr_b"] is None
+    assert row["n_points"] == n_kept and row["flag"] == "too_few_points"
 
 
 def test_all_nan_and_bad_fixed_a_do_not_raise():
@@ -295,7 +288,10 @@ def test_extrapolation_identity_and_row(name):
     rsle = math.sqrt(np.mean((np.log(curve) - np.log(loss[m])) ** 2))
     assert fit.rsle == pytest.approx(rsle, rel=1e-9)
     row = fit.as_row()
+    assert list(row) == [*FIT_FIELDS, "flag", *(f"stderr_{k}" for k in STDERR_FIELDS)]
     assert row["L_hat_T_over_L_T"] == pytest.approx(expected / loss[-1], rel=1e-12)
-    assert {f"stderr_{k}" for k in ("a", "b", "c0", "c1", "d1", "f1")} <= set(row)
+    assert row["t_first"] == PYTHIA[m][0] and row["T"] == PYTHIA[-1]
     assert "stderr" not in row and row["flag"] == "" and row["converged"] is True
-    assert all(np.isscalar(v) for v in row.values())
+    assert row["stderr_a"] is None  # a is fixed: no standard error, written as null
+    assert all(np.isscalar(v) for k, v in row.items() if k != "stderr_a")
+    json.loads(json.dumps(row, allow_nan=False))  # valid JSON as it stands

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import struct
 
 import numpy as np
 import pytest
@@ -17,19 +16,17 @@ from pipeline.checkpoints import (
     load_checkpoint,
     weights_sha256,
 )
-from pipeline.data import (
-    build_eval,
+from pipeline.data import build_eval, write_eval, write_frequency
+from pipeline.reduce import check_duplicates, find_duplicates
+from pipeline.sources import (
     count_megatron,
     load_counts,
     read_texts,
     sample_windows,
     tokenize_stream,
-    write_eval,
-    write_frequency,
 )
-from pipeline.reduce import check_duplicates, find_duplicates
 from pipeline.store import write_zarr
-from tests.hubcache import TEXT, build_suite
+from tests.hubcache import TEXT, build_suite, write_megatron
 
 REPO = "EleutherAI/pythia-test"
 
@@ -185,22 +182,6 @@ def test_pretokenized_source(tmp_path):
     spec.update(path=str(tmp_path / "win.npy"))
     build_eval(spec, str(tmp_path / "f.zarr"), str(tmp_path / "e2.zarr"))
     assert xr.open_zarr(tmp_path / "e2.zarr")["input_ids"].shape == (5, 9)
-
-
-def write_megatron(prefix, docs: list[np.ndarray]) -> None:
-    """A Megatron MMapIndexedDataset shard pair in the real on-disk format (uint16 tokens)."""
-    sizes = np.array([d.size for d in docs], dtype=np.int32)
-    pointers = np.concatenate([[0], np.cumsum(sizes[:-1]) * 2]).astype(np.int64)
-    with open(f"{prefix}.idx", "wb") as fh:
-        fh.write(b"MMIDIDX\x00\x00")
-        fh.write(struct.pack("<Q", 1))
-        fh.write(struct.pack("<B", 8))  # uint16
-        fh.write(struct.pack("<Q", len(docs)))
-        fh.write(struct.pack("<Q", len(docs) + 1))
-        fh.write(sizes.tobytes())
-        fh.write(pointers.tobytes())
-        fh.write(np.arange(len(docs) + 1, dtype=np.int64).tobytes())
-    np.concatenate(docs).astype(np.uint16).tofile(f"{prefix}.bin")
 
 
 def test_megatron_shards_are_counted_exactly(tmp_path):

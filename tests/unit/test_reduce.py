@@ -1,24 +1,31 @@
-"""The per-model reduction against eager numpy, over several chunkings of the step stores."""
+"""The per-model reduction and the summary against eager numpy (tests/reference.py), over several
+chunkings of the step stores on disk."""
+
+import json
 
 import numpy as np
 import pytest
 import xarray as xr
 
-from pipeline.interference import loss_change_interference
-from pipeline.reduce import (
-    ReduceConfig,
-    layer_summaries,
-    loss_change_pairs,
-    open_summary,
-    reduce_model,
-    summarize,
-)
-from pipeline.saturation import improving, saturation_step
-from pipeline.schema import MEASUREMENTS
+from pipeline.config import FitConfig, ReduceConfig
+from pipeline.fit import fit_model, read_fit
+from pipeline.maths.interference import loss_change_interference
+from pipeline.reduce import layer_summaries, loss_change_pairs, reduce_model
+from pipeline.schema import FIT_FIELDS, MEASUREMENTS, bnsl, overall, quantile, quantile_overall
 from pipeline.store import write_zarr
+from pipeline.summary import open_summary, summarize
+from tests.reference import (
+    bin_means,
+    bin_quantiles,
+    improving_by_step,
+    interference_of_changes,
+    saturation_step_by_step,
+)
 
 
 def write_steps(tmp_path, steps, n_tokens, chunk, seed=0):
+    """One store per step of random measurements (step 0 worse by 1), chunked by ``chunk``
+    tokens on disk; returns the paths, the tokens' bins and the values by step."""
     rng = np.random.default_rng(seed)
     bins = rng.integers(-12, -4, size=n_tokens)
     values = {}
@@ -41,64 +48,106 @@ def write_steps(tmp_path, steps, n_tokens, chunk, seed=0):
 @pytest.mark.parametrize("chunk", [1000, 37, 11])  # one chunk, odd chunks, many chunks
 def test_reduce_matches_numpy(tmp_path, chunk):
     steps = [4, 0, 1, 16, 2, 3]  # given out of order: the reduction sorts by step
+    q = [0.1, 0.5]
     paths, bins, values = write_steps(tmp_path, steps, 300, chunk)
-    cfg = ReduceConfig(0.01, quantiles=[0.1, 0.5], token_chunk=chunk)
-    reduce_model(paths, str(tmp_path / "m.zarr"), "m", cfg)
+    reduce_model(paths, str(tmp_path / "m.zarr"), "m", ReduceConfig(0.01, quantiles=q))
     red = xr.open_zarr(tmp_path / "m.zarr")
     order = sorted(steps)
     assert red["step"].values.tolist() == order
     assert red["loss"].dims == ("step", "bin")
+    assert red["bin"].values.tolist() == sorted(set(bins.tolist()))
     for i, s in enumerate(order):
         for m in MEASUREMENTS:
             x = values[s][m]
-            np.testing.assert_allclose(red[f"{m}_overall"].values[i], np.nanmean(x), rtol=1e-5)
+            np.testing.assert_allclose(red[overall(m)].values[i], np.nanmean(x), rtol=1e-6)
+            np.testing.assert_allclose(
+                red[quantile_overall(m)].values[i], np.nanquantile(x, q), rtol=1e-6
+            )
+            means, quants = bin_means(x, bins), bin_quantiles(x, bins, q)
             for j, b in enumerate(red["bin"].values):
-                ref = np.nanmean(x[bins == b])
-                np.testing.assert_allclose(red[m].values[i, j], ref, rtol=1e-5)
-                q = np.nanquantile(x[bins == b], [0.1, 0.5])
-                np.testing.assert_allclose(red[f"{m}_quantile"].values[i, j], q, rtol=1e-5)
+                np.testing.assert_allclose(red[m].values[i, j], means[b], rtol=1e-6)
+                np.testing.assert_allclose(red[quantile(m)].values[i, j], quants[b], rtol=1e-6)
     ref_counts = [(bins == b).sum() for b in red["bin"].values]
     assert red["n_tokens"].values.tolist() == ref_counts
-    np.testing.assert_array_equal(red["improving"].values, improving(red["loss"].values, axis=0))
+    # the saturation rule, one step at a time, per bin and overall
     loss = red["loss"].values
-    per_bin = [saturation_step(loss[:, j], np.array(order)) for j in range(loss.shape[1])]
-    np.testing.assert_array_equal(red["saturation_step_bin"].values, per_bin)
-    overall = saturation_step(red["loss_overall"].values, np.array(order))
-    np.testing.assert_equal(red["saturation_step"].item(), overall)
+    for j in range(loss.shape[1]):
+        assert red["improving"].values[:, j].tolist() == improving_by_step(loss[:, j].tolist())
+        want = saturation_step_by_step(loss[:, j].tolist(), order)
+        np.testing.assert_equal(red["saturation_step_bin"].values[j], want)
+    curve = red[overall("loss")].values.tolist()
+    assert red["improving_overall"].values.tolist() == improving_by_step(curve)
+    np.testing.assert_equal(red["saturation_step"].item(), saturation_step_by_step(curve, order))
     # loss-change interference against numpy, pairs (t, 2t) or the next step
     partners = loss_change_pairs(np.array(order))
     assert partners.tolist() == [1, 2, 4, 4, 16, -1]
     for i, (t, t2) in enumerate(zip(order, partners)):
         if t2 < 0:
-            assert np.isnan(red["interference_overall"].values[i])
+            assert np.isnan(red[overall("interference")].values[i])
             continue
         delta = values[t2]["loss"].astype(np.float64) - values[t]["loss"]
-        D, M = loss_change_interference(delta)
-        np.testing.assert_allclose(red["interference_overall"].values[i], D, rtol=1e-5)
-        np.testing.assert_allclose(red["change_magnitude_overall"].values[i], M, rtol=1e-5)
+        D, M = interference_of_changes(delta)
+        np.testing.assert_allclose(red[overall("interference")].values[i], D, rtol=1e-6)
+        np.testing.assert_allclose(red[overall("change_magnitude")].values[i], M, rtol=1e-6)
+        np.testing.assert_allclose(red[overall("loss_change")].values[i], delta.mean(), rtol=1e-6)
         for j, b in enumerate(red["bin"].values):
-            Db, Mb = loss_change_interference(delta[bins == b])
-            np.testing.assert_allclose(red["interference"].values[i, j], Db, rtol=1e-4)
-            np.testing.assert_allclose(red["change_magnitude"].values[i, j], Mb, rtol=1e-5)
+            Db, Mb = interference_of_changes(delta[bins == b])
+            np.testing.assert_allclose(red["interference"].values[i, j], Db, rtol=1e-6)
+            np.testing.assert_allclose(red["change_magnitude"].values[i, j], Mb, rtol=1e-6)
 
 
-def test_summary_stacks_models(tmp_path):
+def test_summary_stacks_models_and_their_fits(tmp_path):
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
-    a, _, _ = write_steps(tmp_path / "a", [0, 1], 50, 50, seed=1)
-    b, _, _ = write_steps(tmp_path / "b", [0, 1, 2], 50, 50, seed=2)
-    reduce_model(a, str(tmp_path / "a.zarr"), "a", ReduceConfig())
-    reduce_model(b, str(tmp_path / "b.zarr"), "b", ReduceConfig())
-    summarize(
-        {"a": str(tmp_path / "a.zarr"), "b": str(tmp_path / "b.zarr")}, str(tmp_path / "s.zarr")
-    )
-    s = open_summary(str(tmp_path / "s.zarr"))
-    assert list(s["model"].values) == ["a", "b"]
+    steps = {"a": [0, 1], "b": [0, 1, 2]}
+    reduce_paths, fit_paths = [], []
+    for seed, (model, model_steps) in enumerate(steps.items(), start=1):
+        paths, _, _ = write_steps(tmp_path / model, model_steps, 50, 50, seed=seed)
+        reduce_paths.append(str(tmp_path / f"{model}.zarr"))
+        fit_paths.append(str(tmp_path / f"{model}.json"))
+        reduce_model(paths, reduce_paths[-1], model, ReduceConfig())
+        with pytest.warns(UserWarning, match="too_few_points"):  # 1 or 2 points: no fit
+            fit_model(reduce_paths[-1], fit_paths[-1], FitConfig(min_step=0))
+    json.loads(open(fit_paths[0]).read())  # NaN written as null: strict JSON
+    provenance = {"config_sha256": "0" * 64, "fit": {"min_step": 0}}
+    summarize(list(steps), reduce_paths, fit_paths, str(tmp_path / "s.zarr"), provenance)
+    s = open_summary(str(tmp_path / "s.zarr")).load()
+    assert list(s["model"].values) == list(steps)
     assert s["step"].values.tolist() == [0, 1, 2]
     assert np.isnan(s["loss_overall"].sel(model="a", step=2).values)
     assert s["loss_overall"].sel(model="b", step=2).values == pytest.approx(
         xr.open_zarr(tmp_path / "b.zarr")["loss_overall"].sel(step=2).values
     )
+    for field in FIT_FIELDS:
+        assert s[bnsl(field)].dims == ("model",)
+        for model, path in zip(steps, fit_paths):
+            np.testing.assert_equal(
+                s[bnsl(field)].sel(model=model).item(), float(read_fit(path)[field])
+            )
+    # the fitted points: the steps after min_step = 0
+    assert s[bnsl("n_points")].values.tolist() == [sum(t > 0 for t in st) for st in steps.values()]
+    assert s.attrs["bnsl_flag"] == {"a": "too_few_points", "b": "too_few_points"}
+    assert s.attrs["weights_sha256"] == {m: [f"sha{t}" for t in st] for m, st in steps.items()}
+    assert s.attrs["config_sha256"] == "0" * 64 and s.attrs["fit"] == {"min_step": 0}
+    assert s.attrs["saturation_tolerance"] == ReduceConfig().saturation_tolerance
+    assert "pipeline_version" in s.attrs
+
+
+def test_summary_refuses_reductions_with_different_settings(tmp_path):
+    paths, _, _ = write_steps(tmp_path, [0, 1], 20, 20)
+    reduce_model(paths, str(tmp_path / "a.zarr"), "a", ReduceConfig(saturation_tolerance=0.01))
+    reduce_model(paths, str(tmp_path / "b.zarr"), "b", ReduceConfig(saturation_tolerance=0.02))
+    with pytest.warns(UserWarning, match="too_few_points"):
+        for m in "ab":
+            fit_model(str(tmp_path / f"{m}.zarr"), str(tmp_path / f"{m}.json"), FitConfig())
+    with pytest.raises(ValueError, match="disagree on saturation_tolerance"):
+        summarize(
+            ["a", "b"],
+            [str(tmp_path / "a.zarr"), str(tmp_path / "b.zarr")],
+            [str(tmp_path / "a.json"), str(tmp_path / "b.json")],
+            str(tmp_path / "s.zarr"),
+        )
+    assert not (tmp_path / "s.zarr").exists()
 
 
 def test_loss_change_interference_hand_cases():
@@ -111,6 +160,8 @@ def test_loss_change_interference_hand_cases():
     delta = np.random.default_rng(0).normal(size=(3, 50))
     D, M = loss_change_interference(delta, axis=1)
     np.testing.assert_allclose(np.abs(delta.mean(1)), M * (1 - D))  # |ΔL| = M (1 − D)
+    for row, d, m in zip(delta, D, M):  # and each row is the plain sums' D and M
+        np.testing.assert_allclose((d, m), interference_of_changes(row), rtol=1e-12)
 
 
 def test_layer_summaries_match_concatenated_tensors():
@@ -165,11 +216,11 @@ def test_reduction_on_a_distributed_cluster_matches_local_threads(tmp_path):
     from dask.distributed import LocalCluster
 
     paths, _, _ = write_steps(tmp_path, [0, 1, 2], 200, 64)
-    local = reduce_model(paths, str(tmp_path / "local.zarr"), "m", ReduceConfig(token_chunk=64))
+    local = reduce_model(paths, str(tmp_path / "local.zarr"), "m", ReduceConfig())
     with LocalCluster(
         n_workers=1, threads_per_worker=2, processes=False, dashboard_address=None
     ) as cluster:
-        cfg = ReduceConfig(token_chunk=64, scheduler=cluster.scheduler_address)
+        cfg = ReduceConfig(scheduler=cluster.scheduler_address)
         remote = reduce_model(paths, str(tmp_path / "remote.zarr"), "m", cfg)
     xr.testing.assert_identical(local, remote)
     xr.testing.assert_identical(

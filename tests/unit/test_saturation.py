@@ -1,8 +1,10 @@
 """The saturation rule on hand-made loss sequences (Gradient Dissent §2)."""
 
 import numpy as np
+import pytest
 
-from pipeline.saturation import improving, saturated, saturation_step
+from pipeline.maths.saturation import improving, saturated, saturation_step
+from tests.reference import improving_by_step, saturation_step_by_step
 
 
 def test_first_step_improves_and_decreasing_curve_never_saturates():
@@ -64,3 +66,22 @@ def test_saturation_step_per_bin_follows_each_curve():
         got = saturation_step(curve, steps)
         assert isinstance(got, float)
         np.testing.assert_equal(got, want)
+
+
+@pytest.mark.parametrize("tolerance", [0.0, 0.01, 0.1])
+def test_random_curves_match_a_loop_over_steps(tolerance):
+    rng = np.random.default_rng(7)
+    steps = np.array([0, 1, 2, 4, 8, 16, 32, 64])
+    # noisy curves drifting down, flat or up, with gaps: every branch of the rule is exercised
+    drift = np.linspace(-0.1, 0.05, 200)[:, None]
+    curves = 3.0 * np.exp((drift + rng.normal(0, 0.05, size=(200, steps.size))).cumsum(axis=1))
+    curves[rng.random(curves.shape) < 0.1] = np.nan
+    got_imp = improving(curves, axis=1, tolerance=tolerance)
+    got_step = saturation_step(curves, steps, tolerance, axis=1)
+    outcomes = set()
+    for curve, imp, step in zip(curves, got_imp, got_step):
+        assert imp.tolist() == improving_by_step(curve.tolist(), tolerance)
+        want = saturation_step_by_step(curve.tolist(), steps.tolist(), tolerance)
+        np.testing.assert_equal(step, want)
+        outcomes.add("never" if np.isnan(want) else "first" if want == steps[1] else "later")
+    assert outcomes == {"never", "first", "later"}

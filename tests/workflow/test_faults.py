@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -16,11 +17,11 @@ import xarray as xr
 import yaml
 
 from pipeline.store import write_zarr
-from tests.snake import REPO, snakemake_cmd
+from tests.snake import TINY_CONFIG, snakemake_cmd
 
 pytestmark = pytest.mark.workflow
 
-CONFIG = yaml.safe_load((REPO / "tests" / "config.yaml").read_text())
+CONFIG = yaml.safe_load(TINY_CONFIG.read_text())
 
 
 def write_config(path: Path, **changes) -> Path:
@@ -31,42 +32,44 @@ def write_config(path: Path, **changes) -> Path:
     return path
 
 
-def test_extraction_killed_halfway_leaves_no_store_and_resumes(tmp_path):
-    cfg = write_config(
-        tmp_path / "config.yaml", models={"toy-d8": CONFIG["models"]["toy-d8"]}, steps=[128]
-    )
-    target = "results/extract/toy-d8/step128.zarr"
-    ok = subprocess.run(
-        snakemake_cmd(tmp_path, cfg, "results/checkpoints/toy-d8/step128/config.json"),
-        capture_output=True,
-        text=True,
-    )
-    assert ok.returncode == 0, ok.stderr[-3000:]
-    # start the extraction and SIGKILL Snakemake and its job once the job is under way
+def test_extraction_killed_halfway_leaves_no_store_and_resumes(run_dir, run_copy):
+    """On a copy of the shared run whose last extraction of one model is gone: Snakemake and
+    the re-made job are killed once the job is under way, then the next run finishes it."""
+    model, step = next(iter(CONFIG["models"])), max(CONFIG["steps"])
+    target = f"results/extract/{model}/step{step}.zarr"
+    log = run_copy / f"results/logs/extract/{model}/step{step}.log"
+    shutil.rmtree(run_copy / target)
+    log.unlink()  # the job's log appears again once the job runs
     proc = subprocess.Popen(
-        snakemake_cmd(tmp_path, cfg, target),
+        snakemake_cmd(run_copy, TINY_CONFIG, target),
         start_new_session=True,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    log = tmp_path / "results/logs/extract/toy-d8/step128.log"
     deadline = time.monotonic() + 120
     while not (log.exists() and log.stat().st_size > 0) and time.monotonic() < deadline:
         time.sleep(0.05)
+    assert log.exists(), "the extraction never started"
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
-    assert not (tmp_path / target).exists()  # nothing a downstream rule could consume
+    assert not (run_copy / target).exists()  # nothing a downstream rule could consume
     # Snakemake itself was killed, so its lock stays: --unlock, then the next run (with
     # rerun-incomplete, on in the profiles; passed here explicitly) finishes the job
-    unlock = subprocess.run(snakemake_cmd(tmp_path, cfg, target, "--unlock"), capture_output=True)
+    unlock = subprocess.run(
+        snakemake_cmd(run_copy, TINY_CONFIG, target, "--unlock"), capture_output=True
+    )
     assert unlock.returncode == 0
     again = subprocess.run(
-        snakemake_cmd(tmp_path, cfg, target, "--rerun-incomplete"), capture_output=True, text=True
+        snakemake_cmd(run_copy, TINY_CONFIG, target, "--rerun-incomplete"),
+        capture_output=True,
+        text=True,
     )
     assert again.returncode == 0, again.stderr[-3000:]
-    ds = xr.open_zarr(tmp_path / target)
+    ds = xr.open_zarr(run_copy / target)
     assert ds.sizes["token"] == CONFIG["eval"]["sequences"] * CONFIG["eval"]["context_length"]
-    assert not list((tmp_path / "results/extract/toy-d8").glob(".*tmp*"))
+    assert not list((run_copy / target).parent.glob(".*tmp*"))
+    # and the resumed job wrote what the uninterrupted run wrote
+    xr.testing.assert_identical(ds.load(), xr.open_zarr(run_dir / target).load())
 
 
 def test_write_failing_halfway_leaves_no_half_store(tmp_path, monkeypatch):

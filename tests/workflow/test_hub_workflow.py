@@ -13,13 +13,15 @@ import pytest
 import xarray as xr
 import yaml
 
-from tests.hubcache import TEXT, build_suite
-from tests.snake import REPO, job_stats, run_snakemake
-from tests.unit.test_hub import write_megatron
+from tests.hubcache import TEXT, build_suite, write_megatron
+from tests.snake import REPO, copy_run, planned_jobs, run_snakemake
 
 pytestmark = pytest.mark.workflow
 
 REPO_ID = "EleutherAI/pythia-test"
+STEPS = [0, 1, 2, 4]  # revisions in the cache
+SAME_AS = {1: 0}  # step1 serves step0's weights, as several Pythia branches do
+MISSING = 8  # a revision that is not in the cache
 
 
 def config(tmp: Path, steps: list[int]) -> dict:
@@ -50,7 +52,7 @@ def config(tmp: Path, steps: list[int]) -> dict:
             "parameters": True,
             "rank_tokens": 16,
         },
-        "reduce": {"saturation_tolerance": 0.01, "quantiles": [0.5], "token_chunk": 64},
+        "reduce": {"saturation_tolerance": 0.01, "quantiles": [0.5]},
         "fit": {"min_step": 0, "a": 0.0, "smooth": 0, "subsample": 0},
         "plots": {"dpi": 60},
     }
@@ -65,78 +67,85 @@ def snakemake(workdir: Path, cfg: dict, cache: Path, *args: str) -> subprocess.C
 
 @pytest.fixture(scope="module")
 def suite(tmp_path_factory):
+    """The hub suite run to the end once (read only; a test that changes it uses a copy):
+    the run's directory, the hub cache and the suite's tokenizer."""
     tmp = tmp_path_factory.mktemp("hub")
-    cache = tmp / "cache"
-    cache.mkdir()
-    # step1 serves step0's weights, as several Pythia branches do
-    tokenizer = build_suite(cache, REPO_ID, [0, 1, 2, 4], same_as={1: 0})
+    cache = tmp_path_factory.mktemp("hub_cache")
+    tokenizer = build_suite(cache, REPO_ID, STEPS, same_as=SAME_AS)
     (tmp / "eval.txt").write_text(TEXT)
     ids = tokenizer(TEXT * 3)["input_ids"]
     write_megatron(tmp / "shard", [np.array(ids[: len(ids) // 2]), np.array(ids[len(ids) // 2 :])])
-    run = snakemake(tmp, config(tmp, [0, 1, 2, 4]), cache)
+    run = snakemake(tmp, config(tmp, STEPS), cache)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-5000:]
-    return tmp, cache
+    return tmp, cache, tokenizer
 
 
 def test_hub_revisions_are_extracted_offline(suite):
-    tmp, cache = suite
-    for step in (0, 1, 2, 4):
+    tmp, cache, _ = suite
+    for step in STEPS:
         ckpt = tmp / f"results/checkpoints/pythia-test/step{step}"
         assert (ckpt / "config.json").is_symlink()
         assert str((ckpt / "model.safetensors").resolve()).startswith(str(cache))
         ds = xr.open_zarr(tmp / f"results/extract/pythia-test/step{step}.zarr")
         assert ds.attrs["revision"] == f"step{step}"
         assert len(ds.attrs["weights_sha256"]) == 64
-    shas = [
-        xr.open_zarr(tmp / f"results/extract/pythia-test/step{s}.zarr").attrs["weights_sha256"]
-        for s in (0, 1, 2)
-    ]
-    assert shas[0] == shas[1] != shas[2]
+    shas = {
+        s: xr.open_zarr(tmp / f"results/extract/pythia-test/step{s}.zarr").attrs["weights_sha256"]
+        for s in STEPS
+    }
+    for step, sha in shas.items():  # equal exactly where the revisions repeat weights
+        for other in STEPS:
+            same = SAME_AS.get(step, step) == SAME_AS.get(other, other)
+            assert (sha == shas[other]) == same, (step, other)
 
 
 def test_duplicate_revisions_are_reported(suite):
-    tmp, _ = suite
+    tmp, _, _ = suite
     with open(tmp / "results/reduce/pythia-test_duplicates.tsv") as fh:
         rows = list(csv.DictReader(fh, delimiter="\t"))
-    assert [(r["step"], r["duplicate_of"]) for r in rows] == [("1", "0")]
+    assert [(int(r["step"]), int(r["duplicate_of"])) for r in rows] == sorted(SAME_AS.items())
     log = (tmp / "results/logs/reduce/pythia-test.log").read_text()
     assert "identical weights" in log
 
 
 def test_bins_count_the_shards_and_cover_padded_ids(suite):
-    tmp, _ = suite
-    freq = xr.open_zarr(tmp / "results/data/shards/frequency.zarr")
-    assert freq.sizes["vocab"] == 320
+    tmp, _, tokenizer = suite
+    spec = config(tmp, STEPS)["frequency"]
+    freq = xr.open_zarr(tmp / f"results/data/{spec['name']}/frequency.zarr")
+    assert freq.sizes["vocab"] == spec["vocab_size"] > len(tokenizer)
     count, bins = freq["count"].values, freq["bin"].values
-    assert (count[257:] == 0).all()  # padded rows beyond the 257-id tokenizer: never seen
+    ids = tokenizer(TEXT * 3)["input_ids"]  # what the shards hold
+    np.testing.assert_array_equal(count, np.bincount(ids, minlength=spec["vocab_size"]))
+    assert (count[len(tokenizer) :] == 0).all()  # padded rows beyond the tokenizer: never seen
     assert (bins[count == 0] == freq.attrs["unseen_bin"]).all()
     assert (bins[count > 0] > freq.attrs["unseen_bin"]).all()
 
 
 def test_missing_revision_fails_clearly_and_leaves_nothing(suite, tmp_path):
-    tmp, cache = suite
-    run = snakemake(tmp, config(tmp, [0, 1, 2, 4, 8]), cache)
+    run_dir, cache, _ = suite
+    tmp = copy_run(run_dir, tmp_path / "run")  # this run fails in it: the suite's stays as it was
+    run = snakemake(tmp, config(run_dir, [*STEPS, MISSING]), cache)
     assert run.returncode != 0
-    log = (tmp / "results/logs/checkpoints/download_pythia-test_step8.log").read_text()
-    assert REPO_ID in log and "'step8'" in log and "hf download" in log
-    assert "step0, step1, step2, step4" in log
-    assert not (tmp / "results/checkpoints/pythia-test/step8/config.json").exists()
-    assert not (tmp / "results/extract/pythia-test/step8.zarr").exists()
+    log = (tmp / f"results/logs/checkpoints/download_pythia-test_step{MISSING}.log").read_text()
+    assert REPO_ID in log and f"'step{MISSING}'" in log and "hf download" in log
+    assert ", ".join(f"step{s}" for s in STEPS) in log  # the revisions that do exist
+    assert not (tmp / f"results/checkpoints/pythia-test/step{MISSING}/config.json").exists()
+    assert not (tmp / f"results/extract/pythia-test/step{MISSING}.zarr").exists()
 
 
 @pytest.mark.parametrize(
-    "preset,placeholder,models,steps",
+    "preset,placeholder",
     [
-        ("pythia.yaml", "data/pythia_unigram_counts.npy", 6, 154),
-        ("crfm-gpt2.yaml", "data/openwebtext_gpt2_counts.npy", 2, 15),
+        ("pythia.yaml", "data/pythia_unigram_counts.npy"),
+        ("crfm-gpt2.yaml", "data/openwebtext_gpt2_counts.npy"),
     ],
 )
-def test_preset_dry_run_builds_the_whole_dag_offline(tmp_path, preset, placeholder, models, steps):
+def test_preset_dry_run_builds_the_whole_dag_offline(tmp_path, preset, placeholder):
     (tmp_path / placeholder).parent.mkdir(parents=True)
     (tmp_path / placeholder).touch()  # the counts the user provides (see the preset)
     env = {"HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(tmp_path / "empty")}
-    run = run_snakemake(tmp_path, REPO / "config" / preset, "-n", env=env)
-    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-3000:]
-    counts = job_stats(run.stdout)
+    spec = yaml.safe_load((REPO / "config" / preset).read_text())
+    models, steps = len(spec["models"]), len(set(spec["steps"]))
+    counts = planned_jobs(tmp_path, REPO / "config" / preset, env=env)
     assert counts["download"] == counts["extract"] == models * steps
     assert counts["reduce"] == counts["fit_bnsl"] == models

@@ -1,0 +1,170 @@
+"""``pipeline.config``: the cross-key checks that the JSON schema cannot express, called directly
+on the embedded default (config.yaml) with one key broken at a time; and the run's digest, which
+execution and presentation settings leave alone and every science setting changes."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+
+import pytest
+import yaml
+
+from pipeline.config import ConfigError, check, digest, science
+from pipeline.toy.schedule import TrainConfig, pythia_schedule
+from tests.snake import REPO
+
+
+@pytest.fixture(scope="module")
+def default() -> dict:
+    """The embedded default config, as Snakemake loads it."""
+    with open(REPO / "config.yaml") as fh:
+        return yaml.safe_load(fh)
+
+
+def changed(config: dict, change: Callable[[dict], object]) -> dict:
+    """A deep copy of ``config`` with ``change`` applied to it."""
+    out = copy.deepcopy(config)
+    change(out)
+    return out
+
+
+def unsaved_step(config: dict) -> int:
+    """A step below toy.train.steps that the toy training schedule does not save."""
+    saved = set(pythia_schedule(**_schedule(config)))
+    return next(s for s in range(config["toy"]["train"]["steps"]) if s not in saved)
+
+
+def _schedule(config: dict) -> dict:
+    train = TrainConfig(**config["toy"]["train"])
+    return {"steps": train.steps, "save_every": train.save_every}
+
+
+def test_the_default_config_passes(default):
+    check(default)
+    assert any(spec["source"] == "toy" for spec in default["models"].values())
+
+
+def test_a_hub_suite_needs_no_toy_section(default):
+    """The toy checks apply only where the toy suite is used."""
+
+    def hub_only(c):
+        del c["toy"]
+        c["models"] = {"pythia-14m": {"source": "hub", "repo_id": "EleutherAI/pythia-14m"}}
+        c["steps"] = [0, 3, 1000]  # steps the toy schedule would not save
+        c["eval"] = {**c["eval"], "source": "tokens", "path": "ids.npy", "context_length": 4096}
+        c["frequency"] = {**c["frequency"], "source": "counts", "path": "counts.npy"}
+
+    check(changed(default, hub_only))
+
+
+def _first_toy(c: dict) -> dict:
+    return next(spec for spec in c["models"].values() if spec["source"] == "toy")
+
+
+def _indivisible_heads(c: dict) -> None:
+    spec = _first_toy(c)
+    spec["heads"] = spec["hidden_size"] + 1
+
+
+@pytest.mark.parametrize(
+    "change, names",
+    [
+        pytest.param(_indivisible_heads, ["hidden_size", "heads"], id="heads"),
+        pytest.param(
+            lambda c: c["steps"].append(unsaved_step(c)),
+            ["steps", "toy.train.steps", "save_every"],
+            id="unsaved-step",
+        ),
+        pytest.param(
+            lambda c: c["eval"].update(context_length=c["toy"]["train"]["sequence_length"] + 1),
+            ["eval.context_length", "toy.train.sequence_length"],
+            id="context-length",
+        ),
+        pytest.param(lambda c: c.pop("toy"), ["'toy'"], id="no-toy-section"),
+        pytest.param(lambda c: c["fit"].update(smooth=4), ["fit.smooth"], id="fit-smooth"),
+        pytest.param(lambda c: c["fit"].update(a=-0.5), ["fit.a"], id="fit-a"),
+        pytest.param(lambda c: c["fit"].update(subsample=1), ["fit.subsample"], id="fit-subsample"),
+        pytest.param(
+            lambda c: c["fit"].update(min_step=float("inf")), ["fit.min_step"], id="fit-min-step"
+        ),
+    ],
+)
+def test_each_broken_key_is_named(default, change, names):
+    broken = changed(default, change)
+    with pytest.raises(ConfigError) as err:
+        check(broken)
+    for name in names:
+        assert name in str(err.value), (name, str(err.value))
+
+
+def test_the_step_error_lists_the_offending_steps_and_the_saved_ones(default):
+    step = unsaved_step(default)
+    with pytest.raises(ConfigError) as err:
+        check(changed(default, lambda c: c["steps"].append(step)))
+    assert f"steps: [{step}] are not saved" in str(err.value)
+    assert str(sorted(pythia_schedule(**_schedule(default)))) in str(err.value)
+
+
+def test_the_indivisible_model_is_named(default):
+    name = next(n for n, spec in default["models"].items() if spec["source"] == "toy")
+    with pytest.raises(ConfigError, match=f"models.{name}: hidden_size"):
+        check(changed(default, _indivisible_heads))
+
+
+# --- the digest of a run's science --------------------------------------------------------------
+
+EXECUTION = [
+    ("extract", "batch_size", 3),
+    ("extract", "device", "cuda"),
+    ("extract", "vocab_chunk", 17),
+    ("reduce", "scheduler", "tcp://localhost:8786"),
+    ("plots", "dpi", 31),
+]
+
+
+@pytest.mark.parametrize(
+    "section, key, value", EXECUTION, ids=[f"{s}.{k}" for s, k, _ in EXECUTION]
+)
+def test_execution_and_presentation_keys_leave_the_digest(default, section, key, value):
+    assert default[section].get(key) != value
+    other = changed(default, lambda c: c[section].update({key: value}))
+    assert digest(other) == digest(default)
+    assert science(other) == science(default)
+
+
+def test_all_execution_keys_at_once_leave_the_digest(default):
+    def every(c):
+        for section, key, value in EXECUTION:
+            c[section][key] = value
+
+    assert digest(changed(default, every)) == digest(default)
+
+
+SCIENCE = {
+    "a step": lambda c: c["steps"].remove(max(c["steps"])),
+    "reduce.saturation_tolerance": lambda c: c["reduce"].update(
+        saturation_tolerance=c["reduce"]["saturation_tolerance"] * 2
+    ),
+    "reduce.quantiles": lambda c: c["reduce"].update(quantiles=[0.5]),
+    "extract.dtype": lambda c: c["extract"].update(dtype="bfloat16"),
+    "fit.min_step": lambda c: c["fit"].update(min_step=c["fit"]["min_step"] + 1),
+    "toy.train.seed": lambda c: c["toy"]["train"].update(seed=c["toy"]["train"]["seed"] + 1),
+    "a model": lambda c: c["models"].pop(next(iter(c["models"]))),
+}
+
+
+@pytest.mark.parametrize("change", SCIENCE.values(), ids=list(SCIENCE))
+def test_science_keys_change_the_digest(default, change):
+    assert digest(changed(default, change)) != digest(default)
+
+
+def test_the_digest_is_a_sha256_that_ignores_key_order(default):
+    value = digest(default)
+    assert len(value) == 64 and int(value, 16) >= 0
+    reordered = {k: default[k] for k in reversed(list(default))}
+    reordered["extract"] = {k: v for k, v in reversed(list(default["extract"].items()))}
+    assert digest(reordered) == value
+    assert digest(copy.deepcopy(default)) == value
+    assert "plots" not in science(default) and "batch_size" not in science(default)["extract"]
+    assert science(default)["extract"]["dtype"] == default["extract"]["dtype"]

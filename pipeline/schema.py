@@ -93,17 +93,20 @@ def _with_step(v: Variable) -> Variable:
     return Variable(v.name, ("step", *v.dims), v.units, v.meaning, v.serves, v.optional)
 
 
+#: The logit-gradient rank curve of one checkpoint, kept as it is by the reduction.
+LOGIT_GRAD_RANK = Variable(
+    "logit_grad_rank",
+    ("step", "rank_tokens"),
+    "rank",
+    "rank of the logit-gradient matrix G of the first N tokens",
+    f"{GA} Fig. 2",
+    True,
+)
+
 EXTRACT = (
     *(_with_step(v) for v in TOKEN_MEASUREMENTS),
     *(_with_step(v) for v in PARAM_MEASUREMENTS),
-    Variable(
-        "logit_grad_rank",
-        ("step", "rank_tokens"),
-        "rank",
-        "rank of the logit-gradient matrix G of the first N tokens",
-        f"{GA} Fig. 2",
-        True,
-    ),
+    LOGIT_GRAD_RANK,
 )
 
 
@@ -227,14 +230,7 @@ REDUCE = (
     Variable(
         "embed_interference", ("step",), "1", "D_W of the input embedding", f"{ZSL} Fig. 3a", True
     ),
-    Variable(
-        "logit_grad_rank",
-        ("step", "rank_tokens"),
-        "rank",
-        "rank of the logit-gradient matrix G of the first N tokens",
-        f"{GA} Fig. 2",
-        True,
-    ),
+    LOGIT_GRAD_RANK,
     Variable("hidden_size", (), "1", "width d of the model (-1: unknown)", GA),
     Variable("rank_ceiling", (), "rank", "2d (-1: unknown)", GA),
     Variable("n_params", (), "parameters", "the model's parameter count (-1: unknown)", GD),

@@ -141,20 +141,20 @@ class BNSLFit:
     n_points : the number of fitted points (after preprocessing).
     """
 
-    t_d: float
-    L_d: float
-    r_d: float
-    L_hat_T: float
-    L_T: float
-    T: float
-    t_first: float
-    rsle: float
-    a: float
-    b: float
-    c0: float
-    c1: float
-    d1: float
-    f1: float
+    t_d: float = _NAN
+    L_d: float = _NAN
+    r_d: float = _NAN
+    L_hat_T: float = _NAN
+    L_T: float = _NAN
+    T: float = _NAN
+    t_first: float = _NAN
+    rsle: float = _NAN
+    a: float = _NAN
+    b: float = _NAN
+    c0: float = _NAN
+    c1: float = _NAN
+    d1: float = _NAN
+    f1: float = _NAN
     stderr: dict[str, float] = field(default_factory=dict)
     converged: bool = False
     flag: str = ""
@@ -237,24 +237,12 @@ def _failed(
     flag: str, n_points: int, t_first: float, T: float, L_T: float, a: float | None
 ) -> BNSLFit:
     warnings.warn(f"BNSL fit failed ({flag}, {n_points} points): NaN results", FitWarning, 3)
-    nan = _NAN
     return BNSLFit(
-        t_d=nan,
-        L_d=nan,
-        r_d=nan,
-        L_hat_T=nan,
         L_T=L_T,
         T=T,
         t_first=t_first,
-        rsle=nan,
-        a=nan if a is None else float(a),
-        b=nan,
-        c0=nan,
-        c1=nan,
-        d1=nan,
-        f1=nan,
-        stderr={k: nan for k in STDERR_FIELDS},
-        converged=False,
+        a=_NAN if a is None else float(a),
+        stderr={k: _NAN for k in STDERR_FIELDS},
         flag=flag,
         n_points=n_points,
     )

@@ -40,11 +40,10 @@ def train_toy(
 
     Returns the saved steps.
     """
-    import xarray as xr
-
+    from pipeline.store import open_store
     from pipeline.toy.training import toy_training
 
-    stream = xr.open_zarr(corpus_path)["train"].values
+    stream = open_store(corpus_path)["train"].values
     out_dir = Path(out_dir)
     saved = []
     for step, net in toy_training(model, train, stream, vocab_size):

@@ -17,8 +17,9 @@ import numpy as np
 import xarray as xr
 
 from pipeline import sources
+from pipeline.logs import console_warning
 from pipeline.maths.frequency import UNSEEN_BIN, frequency_bins
-from pipeline.store import write_zarr
+from pipeline.store import open_store, write_zarr
 from pipeline.toy.language import ToyLanguage, eval_windows, toy_streams
 
 log = logging.getLogger(__name__)
@@ -37,8 +38,12 @@ def write_corpus(language: ToyLanguage, train_tokens: int, heldout_tokens: int, 
     write_zarr(ds, path)
 
 
-def write_frequency(count: np.ndarray, path: str, source: str) -> xr.Dataset:
-    """Write ``count``, ``frequency`` and ``bin`` over the ``vocab`` dimension."""
+def write_frequency(
+    count: np.ndarray, path: str, source: str, counted_ids: int | None = None
+) -> xr.Dataset:
+    """Write ``count``, ``frequency`` and ``bin`` over the ``vocab`` dimension; ``counted_ids``
+    is how many ids the source counted (default: all; a counts vector may be shorter than the
+    padded ``vocab``), recorded so that the evaluation set can check its tokenizer against it."""
     frequency, bins = frequency_bins(count)
     seen = bins[bins != UNSEEN_BIN]
     log.info(
@@ -56,7 +61,11 @@ def write_frequency(count: np.ndarray, path: str, source: str) -> xr.Dataset:
             "bin": ("vocab", bins),
         },
         coords={"vocab": np.arange(count.size)},
-        attrs={"source": source, "unseen_bin": UNSEEN_BIN},
+        attrs={
+            "source": source,
+            "unseen_bin": UNSEEN_BIN,
+            "counted_ids": int(counted_ids or count.size),
+        },
     )
     write_zarr(ds, path)
     return ds
@@ -66,12 +75,20 @@ def write_eval(windows: np.ndarray, bins: np.ndarray, path: str, source: str) ->
     """Write the evaluation set: ``input_ids``/``targets`` (sequence, position) and per token
     (the flattened (sequence, position) pairs) its ``target`` id and frequency ``bin``."""
     inputs, targets = windows[:, :-1], windows[:, 1:]
-    if targets.max() >= bins.size or targets.min() < 0:
+    if windows.max() >= bins.size or windows.min() < 0:
         raise ValueError(
-            f"evaluation ids span {targets.min()}..{targets.max()} but the frequency table has "
-            f"{bins.size} ids; use the same tokenizer for both"
+            f"evaluation ids (inputs and targets) span {windows.min()}..{windows.max()} but the "
+            f"frequency table has {bins.size} ids; use the same tokenizer for both"
         )
     target = targets.reshape(-1)
+    unseen = int((bins[target] == UNSEEN_BIN).sum())
+    if unseen:
+        console_warning(
+            log,
+            f"{unseen} of {target.size} evaluation tokens ({unseen / target.size:.2%}) are ids "
+            "the frequency counts never saw: they form the unseen bin. Many of them mean that the "
+            "counts and the evaluation tokenizer do not match.",
+        )
     ds = xr.Dataset(
         {
             "input_ids": (("sequence", "position"), inputs.astype(np.int32)),
@@ -96,14 +113,23 @@ def build_eval(
     spec: dict, frequency_path: str, out_path: str, corpus_path: str | None = None
 ) -> None:
     """Build the evaluation set of the ``eval`` config section and write ``eval.zarr``."""
-    bins = xr.open_zarr(frequency_path)["bin"].values
+    freq = open_store(frequency_path)
+    bins = freq["bin"].values
     n, L, seed = spec["sequences"], spec["context_length"], spec.get("seed", 0)
     source = spec["source"]
     if source == "toy":
-        windows = eval_windows(xr.open_zarr(corpus_path)["heldout"].values, n, L)
+        windows = eval_windows(open_store(corpus_path)["heldout"].values, n, L)
         label = "toy held-out stream"
     elif source in ("text", "dataset"):
         tokenizer = sources.load_tokenizer(spec["tokenizer"])
+        counted = freq.attrs.get("counted_ids", bins.size)
+        if len(tokenizer) > counted:
+            raise ValueError(
+                f"the evaluation tokenizer ({spec['tokenizer']}) has {len(tokenizer)} ids but the "
+                f"frequency counts ({frequency_path}, from {freq.attrs.get('source')}) cover "
+                f"{counted}: they come from another tokenizer (or a modified copy of it); use the "
+                "tokenizer the counts were made with"
+            )
         pool = spec.get("pool_tokens") or 4 * n * (L + 1)
         if source == "text":
             texts, label = (
@@ -137,12 +163,15 @@ def build_frequency(spec: dict, out_path: str, corpus_path: str | None = None) -
     """Count tokens as the ``frequency`` config section says and write ``frequency.zarr``."""
     source, vocab = spec["source"], spec.get("vocab_size")
     if source == "toy":
-        train = xr.open_zarr(corpus_path)["train"].values
+        train = open_store(corpus_path)["train"].values
         count, label = np.bincount(train, minlength=vocab or int(train.max()) + 1), "toy corpus"
+        counted = count.size
     elif source == "counts":
         count, label = sources.load_counts(spec["path"], vocab), spec["path"]
+        counted = np.load(spec["path"], mmap_mode="r").shape[0]
     elif source == "megatron":
         count, label = sources.count_megatron(spec["paths"], vocab), "Megatron shards"
+        counted = count.size
     else:
         raise ValueError(f"frequency.source {source!r} is not one of toy, counts, megatron")
-    write_frequency(count, out_path, source=label)
+    write_frequency(count, out_path, source=label, counted_ids=counted)

@@ -25,7 +25,7 @@ from pipeline.maths.bottleneck import logit_gradient_gram, rank_curve, rank_size
 from pipeline.maths.decomposition import bottleneck_projector, decompose_at_h
 from pipeline.maths.parameters import BodyRecorder, ParamGradients, output_layer_grads
 from pipeline.schema import MEASUREMENTS, PARAM_STATISTICS, conform
-from pipeline.store import with_labels, write_zarr
+from pipeline.store import open_store, with_labels, write_zarr
 
 log = logging.getLogger(__name__)
 
@@ -197,7 +197,7 @@ def extract_checkpoint(
 
     device = resolve_device(cfg.device)
     dtype = getattr(torch, cfg.dtype)
-    ev = xr.open_zarr(eval_path)
+    ev = open_store(eval_path)
     input_ids, targets = ev["input_ids"].values, ev["targets"].values
     if input_ids.size == 0:
         raise ValueError(f"the evaluation set {eval_path} is empty")
@@ -205,6 +205,12 @@ def extract_checkpoint(
     log.info("%s step %d: %d tokens on %s in %s", model_name, step, targets.size, device, cfg.dtype)
     model = load_checkpoint(checkpoint, dtype=dtype, allow_pickle=allow_pickle).to(device)
     meas = measure(model, input_ids, targets, cfg, device)
+    empty = [k for k, v in meas.tokens.items() if not np.isfinite(v).any()]
+    if empty:
+        raise ValueError(
+            f"{model_name} step {step} ({checkpoint}): {', '.join(empty)} came out NaN for every "
+            "token; the checkpoint or the evaluation set is broken, nothing was written"
+        )
     attrs = {
         "model": model_name,
         "step": int(step),

@@ -13,18 +13,17 @@ import csv
 import json
 import logging
 
-import xarray as xr
-
 from pipeline.config import FitConfig
 from pipeline.maths.bnsl import BNSLFit, fit_bnsl
 from pipeline.schema import overall
+from pipeline.store import open_store
 
 log = logging.getLogger(__name__)
 
 
 def fit_model(reduce_path: str, out_path: str, cfg: FitConfig) -> BNSLFit:
     """Fit the overall loss curve of ``results/reduce/{model}.zarr``; write the fit as JSON."""
-    red = xr.open_zarr(reduce_path)
+    red = open_store(reduce_path)
     model = red.attrs.get("model", "")
     fit = fit_bnsl(red["step"].values, red[overall("loss")].values, cfg)
     log.info(

@@ -55,6 +55,13 @@ class Progress:
         )
 
 
+def console_warning(log: logging.Logger, message: str) -> None:
+    """A warning the user must see: in the job's log and on the console (stderr, which
+    Snakemake shows), not only in the log file."""
+    log.warning(message)
+    print(f"WARNING: {message}", file=sys.stderr, flush=True)
+
+
 def quiet_transformers() -> None:
     """No progress bars from transformers: jobs log their own progress lines."""
     from transformers.utils import logging as hf_logging

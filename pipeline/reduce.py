@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 from contextlib import contextmanager
+from pathlib import Path
 
 import numpy as np
 import xarray as xr
@@ -41,7 +42,7 @@ from pipeline.schema import (
     quantile,
     quantile_overall,
 )
-from pipeline.store import write_zarr
+from pipeline.store import remove_dead_writers_in, verify_store, write_zarr
 
 log = logging.getLogger(__name__)
 
@@ -237,6 +238,11 @@ def reduce_model(
 ) -> xr.Dataset:
     """Reduce one model's step stores and write ``results/reduce/{model}.zarr`` (and the table
     of revisions with identical weights, ``duplicates_path``)."""
+    for p in paths:
+        verify_store(p)
+    for directory in sorted({Path(p).parent for p in paths}):
+        for leftover in remove_dead_writers_in(directory):
+            log.info("removed %s, left by a writer that died", leftover)
     if duplicates_path:
         paths = check_duplicates(paths, cfg.duplicates, duplicates_path, model_name)
     with dask_scheduler(cfg.scheduler):
@@ -258,6 +264,12 @@ def _reduce(paths: list[str], model_name: str, cfg: ReduceConfig) -> xr.Dataset:
     log.info("%s: %d steps x %d tokens", model_name, steps.size, ds.sizes["token"])
     bins = Bins.of(ds["bin"].values)  # (token,) one int per evaluation token: small
     red = _binned(ds, bins, list(cfg.quantiles))
+    empty = [m for m in MEASUREMENTS if not np.isfinite(red[overall(m)].values).any()]
+    if empty:
+        raise ValueError(
+            f"{model_name}: the mean of {', '.join(empty)} is NaN at every step; "
+            "the extraction stores hold no finite values for it"
+        )
     log.info("%s: binned means, quantiles and interference done", model_name)
     red["n_tokens"] = ("bin", bins.counts.astype(np.int64))
     red = red.merge(layer_summaries(ds))

@@ -24,23 +24,35 @@ log = logging.getLogger(__name__)
 
 def read_texts(paths: list[str], text_field: str = "text") -> Iterator[str]:
     """Documents from local files: a ``.txt`` file is one document, a ``.jsonl`` file one
-    document per line (its ``text_field``)."""
+    document per line (its ``text_field``). Files are UTF-8; an error names the file and line."""
     for path in paths:
-        if path.endswith(".jsonl"):
-            with open(path) as fh:
-                for i, line in enumerate(fh):
-                    if line.strip():
-                        record = json.loads(line)
-                        if text_field not in record:
-                            raise ValueError(
-                                f"{path}:{i + 1} has no field {text_field!r}; set eval.text_field"
-                            )
-                        yield record[text_field]
-        elif path.endswith(".txt"):
-            with open(path) as fh:
-                yield fh.read()
-        else:
+        if not path.endswith((".jsonl", ".txt")):
             raise ValueError(f"{path}: evaluation text files must be .txt or .jsonl")
+        with open(path, encoding="utf-8") as fh:
+            try:
+                if path.endswith(".txt"):
+                    yield fh.read()
+                    continue
+                for i, line in enumerate(fh, start=1):
+                    if line.strip():
+                        yield _jsonl_text(line, text_field, f"{path}:{i}")
+            except UnicodeDecodeError as err:
+                raise ValueError(
+                    f"{path} is not UTF-8 text ({err.reason} at byte {err.start} of a block); "
+                    "convert it to UTF-8"
+                ) from err
+
+
+def _jsonl_text(line: str, text_field: str, where: str) -> str:
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{where} is not valid JSON ({err.msg}, column {err.colno})") from err
+    if not isinstance(record, dict) or text_field not in record:
+        raise ValueError(f"{where} has no field {text_field!r}; set eval.text_field")
+    if not isinstance(record[text_field], str):
+        raise ValueError(f"{where}: field {text_field!r} is not a string")
+    return record[text_field]
 
 
 def dataset_texts(spec: dict) -> Iterator[str]:
@@ -191,11 +203,37 @@ def count_megatron(prefixes: list[str], vocab_size: int, chunk_tokens: int = 1 <
 
 
 def load_counts(path: str, vocab_size: int) -> np.ndarray:
-    """A counts vector (``.npy``, one count per id), padded with zeros to ``vocab_size`` (the
-    model's output size, which may exceed the tokenizer's: padded ids are never seen)."""
+    """A counts vector (``.npy``, one integer count per id), padded with zeros to ``vocab_size``
+    (the model's output size, which may exceed the tokenizer's: padded ids are never seen).
+
+    Refused with a message naming the file: a non-vector, NaN or infinite entries, negative
+    counts, non-integer counts (relative frequencies are not counts: a cast would truncate them
+    and move ids between bins), and more counts than ``vocab_size``.
+    """
     count = np.load(path, allow_pickle=False)
-    if count.ndim != 1:
-        raise ValueError(f"{path}: a counts vector must be 1-D, got shape {count.shape}")
+    if count.ndim != 1 or count.size == 0:
+        raise ValueError(
+            f"{path}: a counts vector must be a non-empty 1-D array, got {count.shape}"
+        )
+    if not (np.issubdtype(count.dtype, np.integer) or np.issubdtype(count.dtype, np.floating)):
+        raise ValueError(f"{path}: counts must be numbers, got dtype {count.dtype}")
+    if np.issubdtype(count.dtype, np.floating):
+        bad = np.flatnonzero(~np.isfinite(count))
+        if bad.size:
+            raise ValueError(
+                f"{path} holds NaN or infinite counts at {bad.size} ids (first: {bad[0]})"
+            )
+        frac = np.flatnonzero(count != np.round(count))
+        if frac.size:
+            raise ValueError(
+                f"{path} holds non-integer counts at {frac.size} ids (id {frac[0]}: "
+                f"{count[frac[0]]:g}); it looks like relative frequencies: give integer counts"
+            )
+    negative = np.flatnonzero(count < 0)
+    if negative.size:
+        raise ValueError(
+            f"{path} holds negative counts at {negative.size} ids (first: {negative[0]})"
+        )
     if count.size > vocab_size:
         raise ValueError(f"{path} has {count.size} counts but frequency.vocab_size is {vocab_size}")
     return np.pad(count.astype(np.int64), (0, vocab_size - count.size))

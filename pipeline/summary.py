@@ -19,7 +19,7 @@ import xarray as xr
 import pipeline
 from pipeline.fit import read_fit
 from pipeline.schema import FIT_FIELDS, bnsl, conform
-from pipeline.store import open_labeled, with_labels, write_zarr
+from pipeline.store import open_labeled, open_store, with_labels, write_zarr
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +38,7 @@ def summarize(
 
     ``provenance`` (e.g. the config digest and the fit settings) is added to the attrs.
     """
-    parts = [xr.open_zarr(p) for p in reduce_paths]
+    parts = [open_store(p) for p in reduce_paths]
     attrs = _shared_attrs(models, [p.attrs for p in parts])
     attrs["weights_sha256"] = {m: list(p.attrs["weights_sha256"]) for m, p in zip(models, parts)}
     for p in parts:

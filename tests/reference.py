@@ -53,6 +53,12 @@ def kept_fraction_by_projection(
     return (G @ Q).pow(2).sum(1) / G.pow(2).sum(1)
 
 
+def cos(a: torch.Tensor, b: torch.Tensor, dim: int = -1) -> torch.Tensor:
+    """The cosine along ``dim``, exactly: ``torch.nn.functional.cosine_similarity`` clamps each
+    norm to at least 1e-8, which shrinks the cosine of a small vector (a confident token's ∇h⁻)."""
+    return (a * b).sum(dim) / (a.norm(dim=dim) * b.norm(dim=dim))
+
+
 def masked_autograd_at_h(
     h: torch.Tensor, head: nn.Module, targets: torch.Tensor
 ) -> dict[str, torch.Tensor]:
@@ -70,7 +76,6 @@ def masked_autograd_at_h(
     (att,) = torch.autograd.grad(logits, h, grad_outputs=g * true, retain_graph=True)
     (rep,) = torch.autograd.grad(logits, h, grad_outputs=g * ~true, retain_graph=True)
     (full,) = torch.autograd.grad(loss.sum(), h)
-    cos = nn.functional.cosine_similarity
     hd = h.detach()
     bias = head.bias.detach() if getattr(head, "bias", None) is not None else None
     kept = kept_fraction_by_projection(hd, head.weight.detach(), bias, targets)

@@ -67,8 +67,18 @@ class VocabSums:
     """What one chunked pass over the vocabulary yields for N positions."""
 
     lse: torch.Tensor  # (N,) log Σ_j exp ℓ_j
-    Utp: torch.Tensor  # (N, d) Uᵀ p
+    logit_t: torch.Tensor  # (N,) ℓ_t, read from the same logits block as everything else
+    rest: torch.Tensor  # (N,) Σ_{j≠t} p_j = 1 − p_t, summed without cancellation
+    rep: torch.Tensor  # (N, d) Σ_{j≠t} p_j U_j = ∇h⁻, summed without the target's term
     rep_sq: torch.Tensor  # (N,) Σ_{j≠t} p_j², the squared norm of the repulsive logit gradient
+
+    @property
+    def log_pt(self) -> torch.Tensor:
+        """log p_t: ``log1p(−(1 − p_t))`` for a confident token (no cancellation in the loss
+        of a token the model already predicts), else ``ℓ_t − lse``."""
+        return torch.where(
+            self.rest < 0.5, torch.log1p(-self.rest.clamp_max(0.5)), self.logit_t - self.lse
+        )
 
 
 def vocab_pass(
@@ -80,6 +90,10 @@ def vocab_pass(
 ) -> VocabSums:
     """One pass over the vocabulary in chunks with a running max (numerically stable).
 
+    The target's logit is taken from the same block of logits as the normaliser, and its term is
+    left out of the repulsive sums rather than subtracted afterwards: where p_t is close to 1,
+    ``Uᵀp − p_t U_t`` would cancel almost entirely and amplify any mismatch between the two.
+
     Parameters
     ----------
     h : (N, d) hidden states; U : (V, d) output embedding; b : (V,) bias or None;
@@ -88,23 +102,29 @@ def vocab_pass(
     N, d = h.shape
     kw = {"dtype": h.dtype, "device": h.device}
     m = torch.full((N,), -torch.inf, **kw)  # running max of the logits
-    s = torch.zeros(N, **kw)  # Σ exp(ℓ − m)
+    s = torch.zeros(N, **kw)  # Σ_{j≠t} exp(ℓ − m)
+    s_t = torch.zeros(N, **kw)  # exp(ℓ_t − m)
     s2 = torch.zeros(N, **kw)  # Σ_{j≠t} exp(2(ℓ − m))
-    v = torch.zeros(N, d, **kw)  # Σ exp(ℓ − m) U_j
+    v = torch.zeros(N, d, **kw)  # Σ_{j≠t} exp(ℓ − m) U_j
+    logit_t = torch.zeros(N, **kw)
     rows = torch.arange(N, device=h.device)
     for lo, hi, e in vocab_blocks(h, U, b, vocab_chunk):
-        Uc = U[lo:hi]
+        here = (targets >= lo) & (targets < hi)
+        at = (rows[here], targets[here] - lo)
+        logit_t[here] = e[at]
         m_new = torch.maximum(m, e.amax(dim=1))
         scale = torch.exp(m - m_new)  # rescales what was summed under the old max
         e.sub_(m_new[:, None]).exp_()  # in place: one (N, chunk) block alive at a time
-        here = (targets >= lo) & (targets < hi)
         e_t = torch.zeros(N, **kw)
-        e_t[here] = e[rows[here], targets[here] - lo]
+        e_t[here] = e[at]
+        e[at] = 0.0  # the repulsive sums leave the target out
         s = s * scale + e.sum(dim=1)
-        s2 = s2 * scale**2 + torch.linalg.vector_norm(e, dim=1).square() - e_t**2
-        v = torch.addmm(v * scale[:, None], e, Uc)
+        s_t = s_t * scale + e_t
+        s2 = s2 * scale**2 + torch.linalg.vector_norm(e, dim=1).square()
+        v = torch.addmm(v * scale[:, None], e, U[lo:hi])
         m = m_new
-    return VocabSums(lse=m + torch.log(s), Utp=v / s[:, None], rep_sq=s2 / s**2)
+    total = s + s_t
+    return VocabSums(m + torch.log(total), logit_t, s / total, v / total[:, None], s2 / total**2)
 
 
 def _cos(a: torch.Tensor, b: torch.Tensor, na: torch.Tensor, nb: torch.Tensor) -> torch.Tensor:
@@ -114,14 +134,11 @@ def _cos(a: torch.Tensor, b: torch.Tensor, na: torch.Tensor, nb: torch.Tensor) -
 
 
 def grads_at_h(
-    h: torch.Tensor, U: torch.Tensor, b: torch.Tensor | None, targets: torch.Tensor, sums: VocabSums
+    U: torch.Tensor, targets: torch.Tensor, sums: VocabSums
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``log p_t``, ∇h⁺ and ∇h⁻, each for N positions: (N,), (N, d), (N, d)."""
-    Ut = U[targets]  # (N, d)
-    logit_t = (h * Ut).sum(-1) + (b[targets] if b is not None else 0.0)
-    log_pt = logit_t - sums.lse
-    pt = torch.exp(log_pt)
-    return log_pt, (pt - 1.0)[:, None] * Ut, sums.Utp - pt[:, None] * Ut
+    log_pt = sums.log_pt
+    return log_pt, -sums.rest[:, None] * U[targets], sums.rep
 
 
 @dataclass
@@ -158,13 +175,13 @@ def decompose_at_h(
     Decomposition: the measurements, ∇h⁺ and ∇h⁻, the log-sum-exp and log p_t.
     """
     sums = vocab_pass(h, U, b, targets, vocab_chunk)
-    log_pt, grad_att, grad_rep = grads_at_h(h, U, b, targets, sums)
+    log_pt, grad_att, grad_rep = grads_at_h(U, targets, sums)
     pt = torch.exp(log_pt)
     grad = grad_att + grad_rep  # ∇h = Uᵀp − U_t
     n_h = h.norm(dim=-1)
     n_att, n_rep, n_grad = grad_att.norm(dim=-1), grad_rep.norm(dim=-1), grad.norm(dim=-1)
     # ‖g‖² = (1 − p_t)² + Σ_{j≠t} p_j², summed without cancellation; ‖Qᵀg‖ = ‖R ∇h‖
-    g_sq = (1.0 - pt) ** 2 + sums.rep_sq
+    g_sq = sums.rest**2 + sums.rep_sq
     kept = (grad.double() @ R.T).pow(2).sum(-1).to(h.dtype)
     out = {
         "loss": -log_pt,

@@ -105,3 +105,30 @@ def test_invalid_config_fails_before_any_job_names_the_key(tmp_path, changes, me
     assert run.returncode != 0
     assert message in run.stdout + run.stderr
     assert not (tmp_path / "results").exists()  # no job ran
+
+
+@pytest.mark.parametrize(
+    "damaged, rerun",
+    [
+        # an extraction store read by the reduction, and the evaluation set read by extraction
+        ("results/extract/{model}/step{step}.zarr", "results/reduce/{model}.zarr"),
+        ("results/data/toy/eval.zarr", "results/extract/{model}/step{step}.zarr"),
+    ],
+)
+def test_a_deleted_chunk_fails_the_reader_and_names_the_store(run_copy, damaged, rerun):
+    """Snakemake cannot see inside a directory output: the reading stage verifies the store."""
+    model, step = next(iter(CONFIG["models"])), max(CONFIG["steps"])
+    store = run_copy / damaged.format(model=model, step=step)
+    array = store / ("loss" if "extract" in damaged else "targets")
+    chunk = next(p for p in sorted(array.rglob("*")) if p.is_file() and p.name != "zarr.json")
+    chunk.unlink()
+    target = rerun.format(model=model, step=step)
+    r = subprocess.run(
+        snakemake_cmd(run_copy, TINY_CONFIG, target, "--forcerun", target),
+        capture_output=True,
+        text=True,
+    )
+    out = r.stdout + r.stderr
+    assert r.returncode != 0
+    assert f"store {store.relative_to(run_copy)} is damaged" in out, out[-3000:]
+    assert "chunk files" in out and "delete it and re-run" in out

@@ -1,0 +1,92 @@
+"""Bad input data is refused at the stage that reads it, with a message that names the file,
+the problem and the fix; what is doubtful but legal is warned about on the console."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import xarray as xr
+
+from pipeline.data import build_eval, write_eval, write_frequency
+from pipeline.maths.frequency import UNSEEN_BIN
+from pipeline.sources import load_counts, read_texts
+from tests.hubcache import build_suite
+
+REPO = "test-org/tiny-suite"
+
+
+@pytest.mark.parametrize(
+    "counts, message",
+    [
+        (np.array([0.5, 0.25, 0.25]), r"non-integer counts at 3 ids \(id 0: 0.5\).*relative"),
+        (np.array([3.0, np.nan, 1.0]), "NaN or infinite counts at 1 ids"),
+        (np.array([3, -1, 1]), "negative counts"),
+        (np.ones((2, 3), dtype=int), "1-D"),
+        (np.array(["a", "b"]), "must be numbers"),
+        (np.arange(10), "has 10 counts but frequency.vocab_size is 8"),
+    ],
+)
+def test_bad_counts_are_refused_naming_the_file(tmp_path, counts, message):
+    path = tmp_path / "counts.npy"
+    np.save(path, counts)
+    with pytest.raises(ValueError, match=message) as err:
+        load_counts(str(path), vocab_size=8)
+    assert str(path) in str(err.value)
+
+
+def test_integral_float_counts_are_exact_and_padded(tmp_path):
+    path = tmp_path / "counts.npy"
+    np.save(path, np.array([3.0, 0.0, 2.0**40]))
+    np.testing.assert_array_equal(load_counts(str(path), 5), [3, 0, 2**40, 0, 0])
+
+
+def test_text_errors_name_the_file_and_line(tmp_path):
+    bad_json = tmp_path / "a.jsonl"
+    bad_json.write_text('{"text": "fine"}\n\n{"text": "cut off\n')
+    with pytest.raises(ValueError, match=rf"{bad_json}:3 is not valid JSON"):
+        list(read_texts([str(bad_json)]))
+    not_utf8 = tmp_path / "b.txt"
+    not_utf8.write_bytes("café".encode("latin-1"))
+    with pytest.raises(ValueError, match=rf"{not_utf8} is not UTF-8"):
+        list(read_texts([str(not_utf8)]))
+    not_text = tmp_path / "c.jsonl"
+    not_text.write_text('{"text": 3}\n')
+    with pytest.raises(ValueError, match=rf"{not_text}:1: field 'text' is not a string"):
+        list(read_texts([str(not_text)]))
+
+
+def test_ids_out_of_range_only_as_inputs_are_refused(tmp_path):
+    bins = np.zeros(10, dtype=np.int64)
+    windows = np.array([[12, 1, 2], [3, 4, 5]])  # 12 is an input, never a target
+    with pytest.raises(ValueError, match=r"inputs and targets\) span 1..12.*10 ids"):
+        write_eval(windows, bins, str(tmp_path / "e.zarr"), source="test")
+    assert not (tmp_path / "e.zarr").exists()
+
+
+def test_unseen_evaluation_tokens_are_warned_about_on_the_console(tmp_path, capfd):
+    bins = np.array([-3, -3, UNSEEN_BIN, -2])
+    write_eval(np.array([[0, 1, 2, 2, 3]]), bins, str(tmp_path / "e.zarr"), source="test")
+    err = capfd.readouterr().err
+    assert "WARNING: 2 of 4 evaluation tokens (50.00%)" in err and "unseen bin" in err
+
+
+def test_a_tokenizer_with_more_ids_than_the_counts_is_refused(hub_cache, tmp_path):
+    tokenizer = build_suite(hub_cache, REPO, [0])
+    text = tmp_path / "a.txt"
+    text.write_text("the cat sat on the mat. " * 50)
+    short = len(tokenizer) - 5  # counts made with a tokenizer that had fewer ids
+    np.save(tmp_path / "counts.npy", np.ones(short, dtype=np.int64))
+    counts = load_counts(str(tmp_path / "counts.npy"), 320)
+    write_frequency(counts, str(tmp_path / "f.zarr"), source="counts.npy", counted_ids=short)
+    spec = {
+        "source": "text",
+        "paths": [str(text)],
+        "tokenizer": {"repo_id": REPO, "revision": "step0"},
+        "sequences": 2,
+        "context_length": 8,
+    }
+    with pytest.raises(ValueError, match=rf"has {len(tokenizer)} ids but the frequency counts"):
+        build_eval(spec, str(tmp_path / "f.zarr"), str(tmp_path / "e.zarr"))
+    write_frequency(np.ones(320, dtype=np.int64), str(tmp_path / "g.zarr"), source="full")
+    build_eval(spec, str(tmp_path / "g.zarr"), str(tmp_path / "e.zarr"))  # the right counts
+    assert xr.open_zarr(tmp_path / "e.zarr")["targets"].shape == (2, 8)

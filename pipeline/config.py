@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 from pipeline.toy.schedule import TrainConfig, pythia_schedule
 
@@ -75,6 +76,65 @@ class FitConfig:
             raise ValueError(f"fit.subsample must be 0 (off) or >= 2, got {self.subsample}")
 
 
+SCHEMA = Path(__file__).resolve().parents[1] / "config" / "schema.yaml"
+
+
+def check_files(paths: list[str]) -> None:
+    """Raise ``ConfigError`` for a key written twice in one mapping of a config file (YAML
+    keeps the last silently: a model listed twice would be measured once)."""
+    import yaml
+
+    class Strict(yaml.SafeLoader):
+        pass
+
+    def mapping(loader, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = loader.construct_object(key_node, deep=deep)
+            if key in seen:
+                line = key_node.start_mark.line + 1
+                raise ConfigError(f"{node.start_mark.name}:{line}: key {key!r} is given twice")
+            seen.add(key)
+        return yaml.SafeLoader.construct_mapping(loader, node, deep)
+
+    Strict.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, mapping)
+    for path in paths:
+        with open(path) as fh:
+            yaml.load(fh, Loader=Strict)
+
+
+def check_types(config: dict, schema: dict | None = None) -> None:
+    """What the JSON schema lets through: model names that YAML read as numbers, and floats
+    such as ``64.0`` where the schema asks for an integer (a step would become ``step64.0``)."""
+    if schema is None:
+        import yaml
+
+        schema = yaml.safe_load(SCHEMA.read_text())
+    for name in config.get("models", {}):
+        if not isinstance(name, str):
+            raise ConfigError(f"models: the name {name!r} is read as a number; quote it: '{name}'")
+    _integers(config, schema, "")
+
+
+def _integers(value, schema: dict, where: str) -> None:
+    kinds = schema.get("type", [])
+    kinds = [kinds] if isinstance(kinds, str) else kinds
+    if "integer" in kinds and isinstance(value, float):
+        raise ConfigError(f"{where}: {value!r} is not an integer; write it without a decimal point")
+    branches = [schema, *(schema.get(k, {}) for k in ("then", "else"))]
+    if isinstance(value, dict):
+        for key, item in value.items():
+            for branch in branches:
+                sub = branch.get("properties", {}).get(key)
+                if sub is None and isinstance(branch.get("additionalProperties"), dict):
+                    sub = branch["additionalProperties"]
+                if sub is not None:
+                    _integers(item, sub, f"{where}.{key}" if where else str(key))
+    elif isinstance(value, list) and isinstance(schema.get("items"), dict):
+        for i, item in enumerate(value):
+            _integers(item, schema["items"], f"{where}[{i}]")
+
+
 def check(config: dict) -> None:
     """Raise ``ConfigError`` for settings that are well-typed but inconsistent."""
     toy_models = [m for m, spec in config["models"].items() if spec["source"] == "toy"]
@@ -105,28 +165,86 @@ def check(config: dict) -> None:
                 "eval.context_length exceeds toy.train.sequence_length, the toy models' "
                 "maximum context; lower it"
             )
+        _check_toy_language(config)
+    _check_eval_inputs(config["eval"])
     try:
         FitConfig(**config.get("fit", {}))
     except ValueError as err:
         raise ConfigError(str(err)) from err
 
 
-#: Settings that change how a job runs, not what it computes (left out of ``science``).
+#: Settings that change how a job runs, not what it computes: they reach the jobs through the
+#: config, not through params, so that changing one re-runs nothing.
 EXECUTION_KEYS = {
     "extract": ("batch_size", "device", "vocab_chunk"),
     "reduce": ("scheduler",),
 }
 #: Sections that change no stored number (the figures' resolution).
 PRESENTATION_SECTIONS = ("plots",)
+#: The ``eval`` section's optional keys and what they default to (``pipeline.data.build_eval``).
+EVAL_DEFAULTS = {"seed": 0, "pool_tokens": None, "text_field": "text"}
+
+
+def _defaults(path: tuple[str, ...]) -> dict:
+    """The defaults of the config section at ``path``, from its dataclass."""
+    from dataclasses import asdict
+
+    from pipeline.toy.language import ToyLanguage
+
+    classes = {
+        ("extract",): ExtractConfig,
+        ("reduce",): ReduceConfig,
+        ("fit",): FitConfig,
+        ("toy", "train"): TrainConfig,
+        ("toy", "language"): ToyLanguage,
+    }
+    if path == ("eval",):
+        return dict(EVAL_DEFAULTS)
+    if path == ("checkpoints",):
+        return {"duplicates": ReduceConfig.duplicates}
+    if path not in classes:
+        return {}
+    defaults = asdict(classes[path]())
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in defaults.items()}
+
+
+def section(config: dict, *path: str) -> dict:
+    """The config section at ``path`` with its defaults filled in and its execution settings
+    left out: what a rule passes as params, so that only a change of result re-runs a job (and
+    writing a default value explicitly, or reordering keys, changes nothing)."""
+    values = config
+    for key in path:
+        values = values.get(key, {})
+    filled = {**_defaults(path), **values}
+    drop = EXECUTION_KEYS.get(path[0], ()) if len(path) == 1 else ()
+    if path == ("reduce",):
+        filled = {k: v for k, v in filled.items() if k != "duplicates"}
+    # in key order: Snakemake compares params as written, and a reordered config is the same
+    return {k: filled[k] for k in sorted(filled) if k not in drop}
+
+
+def execution(config: dict, name: str) -> dict:
+    """The execution settings of section ``name`` (defaults filled in), which jobs read from the
+    config rather than from params."""
+    return {
+        k: v
+        for k, v in {**_defaults((name,)), **config.get(name, {})}.items()
+        if k in EXECUTION_KEYS[name]
+    }
 
 
 def science(config: dict) -> dict:
-    """The config without its execution settings and presentation sections: what the results
-    depend on."""
+    """The config as far as results depend on it: sections with defaults filled in, without
+    execution settings and presentation sections."""
     out = {k: v for k, v in config.items() if k not in PRESENTATION_SECTIONS}
-    for section, keys in EXECUTION_KEYS.items():
-        if section in out:
-            out[section] = {k: v for k, v in out[section].items() if k not in keys}
+    for name in ("extract", "reduce", "fit", "eval", "checkpoints"):
+        out[name] = section(config, name)
+    if "toy" in out:
+        out["toy"] = {
+            **out["toy"],
+            "train": section(config, "toy", "train"),
+            "language": section(config, "toy", "language"),
+        }
     return out
 
 
@@ -137,3 +255,44 @@ def digest(config: dict) -> str:
 
     text = json.dumps(science(config), sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _check_toy_language(config: dict) -> None:
+    language = config["toy"].get("language", {})
+    vocab = language.get("vocab_size", 2048)
+    if language.get("successors", 32) > vocab:
+        raise ConfigError(
+            f"toy.language.successors ({language['successors']}) exceeds toy.language.vocab_size "
+            f"({vocab}): an id cannot have more distinct successors than there are ids; lower it"
+        )
+    spec = config["eval"]
+    if spec["source"] == "toy":
+        need = spec["sequences"] * (spec["context_length"] + 1)
+        if need > config["toy"]["heldout_tokens"]:
+            raise ConfigError(
+                f"eval.sequences × (eval.context_length + 1) = {need} ids, but "
+                f"toy.heldout_tokens is {config['toy']['heldout_tokens']}; lower eval.sequences "
+                "or raise toy.heldout_tokens"
+            )
+
+
+def _check_eval_inputs(spec: dict) -> None:
+    """Local files the evaluation set reads must exist (checked before any job deletes the old
+    evaluation set), and a pre-tokenized array must hold enough windows."""
+    path = spec.get("tokenizer", {}).get("path")
+    if path is not None and not Path(path).is_dir():
+        raise ConfigError(f"eval.tokenizer.path: {path} is not a directory; give a tokenizer's")
+    for p in spec.get("paths", []) if spec["source"] == "text" else []:
+        if not Path(p).exists():
+            raise ConfigError(f"eval.paths: {p} does not exist")
+    if spec["source"] == "tokens" and Path(spec["path"]).exists():
+        import numpy as np
+
+        shape = np.load(spec["path"], mmap_mode="r").shape
+        window = spec["context_length"] + 1
+        windows = shape[0] // window if len(shape) == 1 else shape[0]
+        if windows < spec["sequences"]:
+            raise ConfigError(
+                f"eval.sequences is {spec['sequences']} but {spec['path']} holds only {windows} "
+                f"windows of {window} ids; lower eval.sequences or eval.context_length"
+            )

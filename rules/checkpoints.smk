@@ -28,7 +28,7 @@ if TOY_MODELS:
             runtime=60,
         params:
             model=toy_model_spec,
-            train=config["toy"]["train"],
+            train=section(config, "toy", "train"),
             vocab_size=config["toy"]["language"]["vocab_size"],
         script:
             "../scripts/train_toy.py"

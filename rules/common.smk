@@ -4,10 +4,12 @@ import re
 
 from snakemake.utils import validate
 
-from pipeline.config import check as check_config, digest
+from pipeline.config import check as check_config, check_files, check_types, digest, section
 from pipeline.plots import FIGURES
 from pipeline.toy.schedule import ToyModel, TrainConfig, pythia_schedule
 
+check_files(workflow.configfiles)
+check_types(config)
 validate(config, schema="../config/schema.yaml")
 check_config(config)
 
@@ -84,7 +86,7 @@ def frequency_params():
     spec = dict(config["frequency"])
     if spec["source"] == "toy":
         spec.setdefault("vocab_size", config["toy"]["language"]["vocab_size"])
-    return spec
+    return dict(sorted(spec.items()))
 
 
 # --- checkpoints --------------------------------------------------------------------------
@@ -97,9 +99,8 @@ def toy_schedule():
 
 
 def toy_model_spec(wildcards):
-    spec = dict(config["models"][wildcards.model])
-    spec.pop("source")
-    return spec
+    spec = config["models"][wildcards.model]
+    return {k: spec[k] for k in sorted(spec) if k != "source"}
 
 
 def hub_revision(wildcards):
@@ -157,4 +158,4 @@ def extract_stores(wildcards):
 
 def summary_provenance():
     """What the summary records of the run: the config's digest and the fit settings."""
-    return {"config_sha256": digest(config), "fit": dict(config["fit"])}
+    return {"config_sha256": digest(config), "fit": section(config, "fit")}

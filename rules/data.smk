@@ -13,7 +13,7 @@ if USES_TOY:
         conda:
             "../envs/analysis.yaml"
         params:
-            language=config["toy"]["language"],
+            language=section(config, "toy", "language"),
             train_tokens=config["toy"]["train_tokens"],
             heldout_tokens=config["toy"]["heldout_tokens"],
         script:
@@ -50,6 +50,6 @@ rule eval_set:
     resources:
         hf_download=1,
     params:
-        eval=config["eval"],
+        eval=section(config, "eval"),
     script:
         "../scripts/eval_set.py"

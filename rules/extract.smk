@@ -21,7 +21,7 @@ rule extract:
         runtime=extract_runtime,
         gpu=extract_gpus,
     params:
-        extract=config["extract"],
+        extract=section(config, "extract"),
         allow_pickle=model_spec("allow_pickle", False),
         revision=hub_revision,
     script:

@@ -13,7 +13,7 @@ rule fit_bnsl:
     conda:
         "../envs/analysis.yaml"
     params:
-        fit=config["fit"],
+        fit=section(config, "fit"),
     script:
         "../scripts/fit_bnsl.py"
 

@@ -16,6 +16,6 @@ rule reduce:
     conda:
         "../envs/analysis.yaml"
     params:
-        reduce={**config["reduce"], **config.get("checkpoints", {})},
+        reduce={**section(config, "reduce"), **section(config, "checkpoints")},
     script:
         "../scripts/reduce.py"

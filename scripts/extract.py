@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from pipeline.config import ExtractConfig
+from pipeline.config import ExtractConfig, execution
 from pipeline.extract import extract_checkpoint
 from pipeline.logs import setup
 
@@ -14,7 +14,7 @@ extract_checkpoint(
     out_path=snakemake.output[0],  # noqa: F821
     model_name=w.model,
     step=int(w.step),
-    cfg=ExtractConfig(**snakemake.params.extract),  # noqa: F821
+    cfg=ExtractConfig(**snakemake.params.extract, **execution(snakemake.config, "extract")),  # noqa: F821
     allow_pickle=snakemake.params.allow_pickle,  # noqa: F821
     revision=snakemake.params.revision,  # noqa: F821
 )

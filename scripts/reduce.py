@@ -1,6 +1,6 @@
 """Entry point of rule reduce: one model's step stores → binned means and saturation."""
 
-from pipeline.config import ReduceConfig
+from pipeline.config import ReduceConfig, execution
 from pipeline.logs import setup
 from pipeline.reduce import reduce_model
 
@@ -9,6 +9,6 @@ reduce_model(
     list(snakemake.input),  # noqa: F821
     snakemake.output.store,  # noqa: F821
     snakemake.wildcards.model,  # noqa: F821
-    ReduceConfig(**snakemake.params.reduce),  # noqa: F821
+    ReduceConfig(**snakemake.params.reduce, **execution(snakemake.config, "reduce")),  # noqa: F821
     duplicates_path=snakemake.output.duplicates,  # noqa: F821
 )

@@ -126,3 +126,40 @@ def test_adding_a_step_reruns_only_its_extractions_and_changes_no_other_store(
     assert s["step"].values.tolist() == sorted([*config["steps"], new_step])
     # and what is left to do is drawing the figures
     assert planned_jobs(run_copy, changed) == plot_jobs()
+
+
+def _edited(config: dict, changes: dict) -> dict:
+    # keys sorted, which must change nothing; the models keep their order (the summary's)
+    edited = {**yaml.safe_load(yaml.safe_dump(config)), "models": config["models"]}
+    for key, value in changes.items():
+        *parents, leaf = key.split(".")
+        node = edited
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = value
+    return edited
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"extract.batch_size": 3, "extract.vocab_chunk": 37, "extract.device": "cpu"},
+        {
+            "reduce.scheduler": None,
+            "eval.seed": 0,
+            "fit.smooth": 0,
+            "checkpoints.duplicates": "warn",
+        },
+    ],
+    ids=["execution settings", "defaults written out"],
+)
+def test_edits_that_change_no_result_rerun_nothing(run_dir, config, tmp_path, changes):
+    path = write_config(tmp_path / "config.yaml", _edited(config, changes))
+    assert planned_jobs(run_dir, path) == {}
+
+
+def test_a_science_setting_reruns_what_depends_on_it(run_dir, config, tmp_path):
+    path = write_config(
+        tmp_path / "config.yaml", _edited(config, {"reduce.dissent_threshold": -0.5})
+    )
+    assert planned_jobs(run_dir, path) == downstream_jobs(len(config["models"]))

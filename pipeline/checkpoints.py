@@ -18,6 +18,7 @@ import logging
 import os
 import re
 import shutil
+import time
 from pathlib import Path
 
 import torch
@@ -115,33 +116,66 @@ def _shorten(names: list[str], n: int = 12) -> str:
     return ", ".join(names[:n]) + (f", … ({len(names)} in all)" if len(names) > n else "")
 
 
+#: Attempts of a download that fails for a transient reason (a dropped connection, a 5xx);
+#: a definitive failure (offline, no such revision) is reported at once.
+DOWNLOAD_ATTEMPTS = 3
+
+
+def hub_snapshot(repo_id: str, revision: str, patterns: list[str], what: str) -> Path:
+    """``huggingface_hub.snapshot_download`` of ``patterns`` of one revision into the shared hub
+    cache, with one clear error naming ``what`` (e.g. "the evaluation tokenizer"), the
+    repository and the revision when it cannot be had, and in-process retries of transient
+    failures only. Returns the snapshot directory."""
+    from huggingface_hub import constants, snapshot_download
+    from huggingface_hub.errors import (
+        GatedRepoError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+
+    for attempt in range(1, DOWNLOAD_ATTEMPTS + 1):
+        try:
+            return Path(snapshot_download(repo_id, revision=revision, allow_patterns=patterns))
+        except RevisionNotFoundError:
+            known = _shorten(known_revisions(repo_id))
+            raise ValueError(
+                f"{what}: {repo_id} has no revision {revision!r}; revisions: {known}"
+            ) from None
+        except (RepositoryNotFoundError, GatedRepoError) as err:
+            raise ValueError(
+                f"{what}: the repository {repo_id} does not exist or needs access "
+                f"({type(err).__name__}); check the name, or log in with `hf auth login`"
+            ) from None
+        except LocalEntryNotFoundError:
+            cached = cached_revisions(repo_id)
+            raise FileNotFoundError(
+                f"{what}: {repo_id} revision {revision!r} is not in the hub cache "
+                f"{constants.HF_HUB_CACHE} and the hub cannot be reached "
+                f"(HF_HUB_OFFLINE={int(constants.HF_HUB_OFFLINE)}). Fetch it on a machine with "
+                f"network access into the same HF_HOME: `hf download {repo_id} --revision "
+                f"{revision}`; cached revisions: {_shorten(cached)}"
+            ) from None
+        except OSError as err:  # connection errors, timeouts, HTTP 5xx (HfHubHTTPError)
+            if attempt == DOWNLOAD_ATTEMPTS:
+                raise OSError(
+                    f"{what}: downloading {repo_id} revision {revision!r} failed "
+                    f"{DOWNLOAD_ATTEMPTS} times: {err}"
+                ) from err
+            log.warning("%s: attempt %d failed (%s); retrying", what, attempt, err)
+            time.sleep(5 * attempt)
+    raise AssertionError("unreachable")
+
+
 def fetch_revision(repo_id: str, revision: str, allow_pickle: bool = False) -> Path:
     """Download (or find in the hub cache) one revision's config, tokenizer and weights.
 
-    Uses ``huggingface_hub.snapshot_download`` into the shared hub cache (``HF_HOME`` /
-    ``HF_HUB_CACHE``), so revisions share blobs and nothing is copied per revision. With
-    ``HF_HUB_OFFLINE=1`` a cached revision is found and a missing one is an error that says how
-    to fetch it. Returns the snapshot directory.
+    Uses ``hub_snapshot`` into the shared hub cache (``HF_HOME`` / ``HF_HUB_CACHE``), so
+    revisions share blobs and nothing is copied per revision. With ``HF_HUB_OFFLINE=1`` a cached
+    revision is found and a missing one is an error that says how to fetch it. Returns the
+    snapshot directory.
     """
-    from huggingface_hub import constants, snapshot_download
-    from huggingface_hub.errors import LocalEntryNotFoundError, RevisionNotFoundError
-
-    try:
-        path = Path(
-            snapshot_download(repo_id, revision=revision, allow_patterns=hub_patterns(allow_pickle))
-        )
-    except RevisionNotFoundError as err:
-        raise ValueError(
-            f"{repo_id} has no revision {revision!r}; revisions: {_shorten(known_revisions(repo_id))}"
-        ) from err
-    except LocalEntryNotFoundError as err:
-        cached = cached_revisions(repo_id)
-        raise FileNotFoundError(
-            f"{repo_id} revision {revision!r} is not in the hub cache {constants.HF_HUB_CACHE} and "
-            f"the hub cannot be reached (HF_HUB_OFFLINE={int(constants.HF_HUB_OFFLINE)}). Fetch it "
-            f"on a machine with network access into the same HF_HOME: "
-            f"`hf download {repo_id} --revision {revision}`; cached revisions: {_shorten(cached)}"
-        ) from err
+    path = hub_snapshot(repo_id, revision, hub_patterns(allow_pickle), f"checkpoint {repo_id}")
     if not any(path.glob("*.safetensors")) and not (allow_pickle and any(path.glob("*.bin"))):
         fix = (
             ""

@@ -247,7 +247,7 @@ def to_dataset(meas: Measurements, ev: xr.Dataset, attrs: dict) -> xr.Dataset:
     attrs = {
         **attrs,
         "hidden_size": meas.hidden_size,
-        "rank_ceiling": 2 * meas.hidden_size,
+        "update_rank_bound": 2 * meas.hidden_size,
         "output_param": meas.output_param,
         "input_param": meas.input_param,
     }

@@ -29,7 +29,7 @@ import numpy as np
 import xarray as xr
 
 from pipeline.config import ReduceConfig
-from pipeline.logs import Progress
+from pipeline.logs import Progress, console_warning
 from pipeline.maths import interference
 from pipeline.maths.binning import Bins, bin_change, bin_statistics
 from pipeline.maths.frequency import UNSEEN_BIN
@@ -91,10 +91,11 @@ def check_duplicates(paths: list[str], policy: str, table_path: str, model: str)
     listing = ", ".join(f"step {s} = step {o}" for s, o, _ in dups)
     if policy == "fail":
         raise ValueError(
-            f"{model}: revisions with identical weights ({listing}); see {table_path}. "
-            "Set checkpoints.duplicates to warn or skip to go on."
+            f"{model}: revisions with identical weights: {listing} (weights sha256 "
+            f"{', '.join(sorted({sha[:12] for _, _, sha in dups}))}…). Set checkpoints.duplicates "
+            "to warn or skip to go on."
         )
-    log.warning("%s: revisions with identical weights: %s (policy %s)", model, listing, policy)
+    console_warning(log, f"{model}: revisions with identical weights: {listing} (policy {policy})")
     if policy == "skip":
         drop = {s for s, _, _ in dups}
         return [p for p, s in zip(paths, steps) if s not in drop]
@@ -278,7 +279,7 @@ def _reduce(paths: list[str], model_name: str, cfg: ReduceConfig) -> xr.Dataset:
     red = _saturation_and_dissent(red.transpose("step", "bin", ...), cfg)
     hidden = ds.attrs.get("hidden_size", -1)
     red["hidden_size"] = hidden
-    red["rank_ceiling"] = 2 * hidden if hidden > 0 else -1
+    red["update_rank_bound"] = 2 * hidden if hidden > 0 else -1
     red["n_params"] = int(ds["param_size"].sum()) if "param_size" in ds.coords else -1
     red.attrs = {
         "model": model_name,

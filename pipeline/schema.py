@@ -232,7 +232,13 @@ REDUCE = (
     ),
     LOGIT_GRAD_RANK,
     Variable("hidden_size", (), "1", "width d of the model (-1: unknown)", GA),
-    Variable("rank_ceiling", (), "rank", "2d (-1: unknown)", GA),
+    Variable(
+        "update_rank_bound",
+        (),
+        "rank",
+        "2d, the rank bound of a logit update, not of G (-1: unknown)",
+        GA,
+    ),
     Variable("n_params", (), "parameters", "the model's parameter count (-1: unknown)", GD),
 )
 

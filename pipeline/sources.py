@@ -134,14 +134,13 @@ def load_tokenizer(spec: dict):
     if "path" in spec:
         path = spec["path"]
     else:
-        from huggingface_hub import snapshot_download
+        from pipeline.checkpoints import CONFIG_FILES, TOKENIZER_FILES, hub_snapshot
 
-        from pipeline.checkpoints import CONFIG_FILES, TOKENIZER_FILES
-
-        path = snapshot_download(
+        path = hub_snapshot(
             spec["repo_id"],
-            revision=spec.get("revision", "main"),
-            allow_patterns=CONFIG_FILES + TOKENIZER_FILES,
+            spec.get("revision", "main"),
+            CONFIG_FILES + TOKENIZER_FILES,
+            "the evaluation tokenizer (eval.tokenizer)",
         )
     return AutoTokenizer.from_pretrained(path, trust_remote_code=False)
 

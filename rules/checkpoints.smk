@@ -41,7 +41,6 @@ rule download:
         "results/logs/checkpoints/download_{model}_step{step}.log",
     wildcard_constraints:
         model=one_of(HUB_MODELS),
-    retries: 2
     localrule: True
     conda:
         "../envs/extract.yaml"

@@ -132,7 +132,7 @@ def model_size(wildcards):
 
 def extract_mem_mb(wildcards, attempt):
     # weights, three float32 accumulators (∇θ⁺, ∇θ⁻, A) and activations; more on a retry
-    return int((2000 + 5 * 4 * model_size(wildcards) / 2**20) * attempt)
+    return int((3000 + 5 * 4 * model_size(wildcards) / 2**20) * attempt)
 
 
 def extract_runtime(wildcards, attempt):

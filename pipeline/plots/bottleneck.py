@@ -2,7 +2,7 @@
 
 * ``bottleneck``: the suppressed fraction 1 − κ of the logit gradient's squared norm over
   training, and the rank of the logit gradients of the first N tokens at each model's last step
-  against the 2d ceiling (Fig. 2).
+  beside 2d, the rank bound of any logit update the model can make (not a bound of G) (Fig. 2).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from pipeline.schema import overall
 def plot_bottleneck(ds: xr.Dataset) -> Figure:
     """The LM head as a gradient bottleneck: the suppressed fraction 1 − κ of the logit
     gradient's squared norm over steps, and the rank of the logit gradients of the first N
-    tokens at each model's last step against the 2d ceiling."""
+    tokens at each model's last step beside 2d (the rank bound of a logit update)."""
     view, fig, axes = panels(ds, lambda n: (1, 2), panel=(5.0, 4.4))
     ax_k, ax_r = axes[0]
     for model in view.models:
@@ -34,7 +34,7 @@ def plot_bottleneck(ds: xr.Dataset) -> Figure:
     if has(view.ds, "logit_grad_rank") and "rank_tokens" in ds.dims:
         _rank_panel(ax_r, view)
         extra = [
-            Line2D([], [], color="0.3", ls="--", label="2d ceiling"),
+            Line2D([], [], color="0.3", ls="--", label="2d: rank bound of a logit update"),
             Line2D([], [], color="0.5", ls=":", label="rank = N"),
         ]
     else:
@@ -46,7 +46,7 @@ def plot_bottleneck(ds: xr.Dataset) -> Figure:
 
 def _rank_panel(ax: Axes, view: View) -> None:
     """The rank of the logit gradients of the first N tokens at each model's last measured
-    step, its 2d ceiling (dashed), and rank = N (dotted)."""
+    step, 2d (dashed: the rank bound of a logit update, not of G), and rank = N (dotted)."""
     sizes = view.ds["rank_tokens"].values.astype(np.float64)
     n = len(view.models)
     for i, model in enumerate(view.models):
@@ -58,9 +58,9 @@ def _rank_panel(ax: Axes, view: View) -> None:
         ms = 4.0 + 9.0 * (n - 1 - i) / max(n - 1, 1)
         c = view.colors[model]
         line(ax, sizes, rank[done[-1]], color=c, marker="o", mfc="none", ms=ms, mew=1.4)
-        ceiling = view.scalar("rank_ceiling", model)  # -1 where the hidden size is unknown
-        if ceiling > 0:
-            ax.axhline(ceiling, color=c, ls="--", lw=1.2)
+        bound = view.scalar("update_rank_bound", model)  # -1 where the hidden size is unknown
+        if bound > 0:
+            ax.axhline(bound, color=c, ls="--", lw=1.2)
     ax.plot(sizes, sizes, color="0.5", ls=":", lw=1.0, zorder=1)
     ax.set_xscale("log", base=2)
     ax.set_yscale("log", base=2)

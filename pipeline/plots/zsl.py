@@ -174,7 +174,7 @@ def plot_interference(ds: xr.Dataset) -> Figure:
     """Loss-change interference between checkpoint pairs (t, t′) per model (Fig. 2): the mean
     magnitude M of the per-token loss changes with the net change |ΔL| = M (1 − D), and the
     interference D per bin and overall, at the first step t of each pair."""
-    title = "Loss-change interference between checkpoint pairs (t, t′ = 2t)"
+    title = f"Loss-change interference between checkpoint pairs (t, {_pairing(ds)})"
     if "interference" not in ds:
         return note_figure(title, "loss-change interference needs two or more steps")
     view, fig, axes = panels(ds, row_per_model(2), panel=(4.5, 2.6), margin=(0.0, 1.0))
@@ -182,18 +182,19 @@ def plot_interference(ds: xr.Dataset) -> Figure:
     for (ax_m, ax_d), model in zip(axes, view.models):
         c = view.colors[model]
         m = view.values(overall("change_magnitude"), model)
-        line(ax_m, steps, np.where(m > 0, m, np.nan), color=c, lw=1.6)  # log scale
+        # markers: with a sparse schedule a pair's point must be visible on its own
+        line(ax_m, steps, np.where(m > 0, m, np.nan), color=c, lw=1.6, marker="o", ms=3)
         net = view.values(overall("loss_change"), model)
         if net is not None:
             net = np.abs(net)
-            line(ax_m, steps, np.where(net > 0, net, np.nan), color=c, ls="--")
+            line(ax_m, steps, np.where(net > 0, net, np.nan), color=c, ls="--", marker="o", ms=2)
         ax_m.set_yscale("log")
         ax_m.set_ylabel(f"{model}\n|loss change| (nats / token)")
         step_axis(ax_m)
         for b in view.bins:
             line(ax_d, steps, view.values("interference", model, bin=b), color=view.color(b))
         d_all = view.values(overall("interference"), model)
-        line(ax_d, steps, d_all, color="k", ls="--", lw=1.6)
+        line(ax_d, steps, d_all, color="k", ls="--", lw=1.6, marker="o", ms=3)
         ax_d.set_ylim(-0.03, 1.03)
         ax_d.set_ylabel("interference D (fraction)")
         step_axis(ax_d)
@@ -208,6 +209,18 @@ def plot_interference(ds: xr.Dataset) -> Figure:
     legend_below(fig, handles)
     fig.suptitle(title)
     return fig
+
+
+def _pairing(ds: xr.Dataset) -> str:
+    """How the pairs were formed: t′ = 2t, or the next checkpoint where 2t is not in the suite."""
+    if "pair_step" not in ds:
+        return "t′"
+    step = ds["step"].values.astype(np.float64)[None, :]
+    pair = np.asarray(ds["pair_step"].values, dtype=np.float64).reshape(-1, step.shape[1])
+    paired = np.isfinite(pair) & (pair >= 0) & (step > 0)
+    if paired.any() and (pair[paired] == 2 * np.broadcast_to(step, pair.shape)[paired]).all():
+        return "t′ = 2t"
+    return "t′ = 2t where the suite has it, else the next checkpoint"
 
 
 def plot_layer_interference(ds: xr.Dataset) -> Figure:

@@ -220,3 +220,18 @@ def test_bad_evaluation_sets_are_rejected(tmp_path):
         sample_windows(np.arange(100), 0, 8, seed=0)
     with pytest.raises(ValueError, match="eval.sequences asks for 50"):
         sample_windows(np.arange(100), 50, 8, seed=0)
+
+
+def test_duplicate_warning_reaches_the_console_and_failure_needs_no_table(tmp_path, capfd):
+    paths = []
+    for step in (0, 1):
+        ds = xr.Dataset(
+            {"loss": ("token", np.ones(3))}, attrs={"step": step, "weights_sha256": "s"}
+        )
+        write_zarr(ds, tmp_path / f"step{step}.zarr")
+        paths.append(str(tmp_path / f"step{step}.zarr"))
+    check_duplicates(paths, "warn", str(tmp_path / "d.tsv"), "m")
+    assert "WARNING: m: revisions with identical weights: step 1 = step 0" in capfd.readouterr().err
+    with pytest.raises(ValueError) as err:
+        check_duplicates(paths, "fail", str(tmp_path / "d.tsv"), "m")
+    assert "d.tsv" not in str(err.value)  # Snakemake deletes a failed job's outputs

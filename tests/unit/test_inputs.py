@@ -90,3 +90,14 @@ def test_a_tokenizer_with_more_ids_than_the_counts_is_refused(hub_cache, tmp_pat
     write_frequency(np.ones(320, dtype=np.int64), str(tmp_path / "g.zarr"), source="full")
     build_eval(spec, str(tmp_path / "g.zarr"), str(tmp_path / "e.zarr"))  # the right counts
     assert xr.open_zarr(tmp_path / "e.zarr")["targets"].shape == (2, 8)
+
+
+def test_an_offline_tokenizer_error_names_repository_revision_and_role(hub_cache):
+    from pipeline.sources import load_tokenizer
+
+    with pytest.raises(FileNotFoundError) as err:
+        load_tokenizer({"repo_id": "nobody/missing", "revision": "v1"})
+    message = str(err.value)
+    assert "the evaluation tokenizer (eval.tokenizer)" in message
+    assert "nobody/missing revision 'v1'" in message and "hf download nobody/missing" in message
+    assert err.value.__cause__ is None and err.value.__suppress_context__  # one message

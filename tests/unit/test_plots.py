@@ -142,7 +142,7 @@ def synthetic_summary(
         rank[1, missing_steps] = np.nan
     data["logit_grad_rank"] = (("model", "step", "rank_tokens"), rank)
     data["hidden_size"] = ("model", hidden.astype(np.int64))
-    data["rank_ceiling"] = ("model", 2 * hidden.astype(np.int64))
+    data["update_rank_bound"] = ("model", 2 * hidden.astype(np.int64))
     coords = {"model": names, "step": steps, "bin": bins, "rank_tokens": RANK_TOKENS}
     if layers:
         L = np.arange(n_layers)

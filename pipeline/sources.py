@@ -236,3 +236,40 @@ def load_counts(path: str, vocab_size: int) -> np.ndarray:
     if count.size > vocab_size:
         raise ValueError(f"{path} has {count.size} counts but frequency.vocab_size is {vocab_size}")
     return np.pad(count.astype(np.int64), (0, vocab_size - count.size))
+
+
+def download_verified(url: str, sha256: str, out_path: str, timeout: float = 60.0) -> None:
+    """Download ``url`` to ``out_path`` (atomically) if its sha256 is ``sha256``.
+
+    A download that cannot be made (offline, a refused connection, an HTTP error) names the URL
+    and where to put the file by hand; a file with another checksum is refused.
+    """
+    import hashlib
+    import os
+    import urllib.error
+    import urllib.request
+    from pathlib import Path
+
+    out = Path(out_path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
+    digest = hashlib.sha256()
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response, open(tmp, "wb") as fh:
+            for block in iter(lambda: response.read(1 << 20), b""):
+                digest.update(block)
+                fh.write(block)
+        if digest.hexdigest() != sha256:
+            raise ValueError(
+                f"{url} has sha256 {digest.hexdigest()}, not the configured {sha256}; the file "
+                "changed upstream: check it, then set frequency.sha256"
+            )
+        os.replace(tmp, out)
+        log.info("downloaded %s to %s (sha256 %s)", url, out, sha256)
+    except (urllib.error.URLError, OSError) as err:
+        raise OSError(
+            f"cannot download {url} ({getattr(err, 'reason', err)}). On a machine with network "
+            f"access, download it and put it at {out} (its sha256 must be {sha256})"
+        ) from None
+    finally:
+        tmp.unlink(missing_ok=True)

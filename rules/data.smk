@@ -20,6 +20,23 @@ if USES_TOY:
             "../scripts/toy_corpus.py"
 
 
+if config["frequency"].get("url"):
+
+    rule fetch_counts:
+        output:
+            config["frequency"]["path"],
+        log:
+            "results/logs/data/fetch_counts.log",
+        localrule: True
+        conda:
+            "../envs/analysis.yaml"
+        params:
+            url=config["frequency"]["url"],
+            sha256=config["frequency"]["sha256"],
+        script:
+            "../scripts/fetch_counts.py"
+
+
 rule frequency:
     input:
         unpack(frequency_inputs),

@@ -101,3 +101,27 @@ def test_an_offline_tokenizer_error_names_repository_revision_and_role(hub_cache
     assert "the evaluation tokenizer (eval.tokenizer)" in message
     assert "nobody/missing revision 'v1'" in message and "hf download nobody/missing" in message
     assert err.value.__cause__ is None and err.value.__suppress_context__  # one message
+
+
+def test_counts_are_downloaded_only_with_their_checksum(tmp_path):
+    import hashlib
+
+    from pipeline.sources import download_verified
+
+    src = tmp_path / "src.npy"
+    np.save(src, np.arange(5))
+    sha = hashlib.sha256(src.read_bytes()).hexdigest()
+    out = tmp_path / "data" / "counts.npy"
+    with pytest.raises(ValueError, match="not the configured"):
+        download_verified(src.as_uri(), "0" * 64, str(out))
+    assert not out.exists() and not list(out.parent.iterdir())
+    download_verified(src.as_uri(), sha, str(out))
+    np.testing.assert_array_equal(np.load(out), np.arange(5))
+
+
+def test_an_unreachable_download_names_the_url_and_the_fix(tmp_path):
+    from pipeline.sources import download_verified
+
+    url = "http://127.0.0.1:9/pythia-unigrams.npy"  # the discard port: refused at once
+    with pytest.raises(OSError, match=rf"cannot download {url}.*put it at .*counts.npy"):
+        download_verified(url, "0" * 64, str(tmp_path / "counts.npy"), timeout=5)

@@ -240,3 +240,35 @@ def test_code_style(repo):
     ):
         r = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, cwd=repo)
         assert r.returncode == 0, f"{cmd[0].name}: {r.stdout}{r.stderr}"
+
+
+@pytest.mark.parametrize("which", ["first", "last"])
+def test_trained_checkpoints_match_masked_autograd_on_every_token(run_dir, config, which):
+    """Every evaluation token of a trained (and an untrained) checkpoint of every model, against
+    the papers' method (autograd through the loss, the logit gradient masked to the true or the
+    false entries) in float64: the stored float32 measurements keep float32 precision."""
+    import torch
+
+    from pipeline.checkpoints import load_checkpoint
+    from pipeline.extract import final_hidden
+    from tests.reference import masked_autograd_at_h
+
+    step = (min if which == "first" else max)(config["steps"])
+    ev = xr.open_zarr(run_dir / "results/data/toy/eval.zarr")
+    ids = torch.from_numpy(ev["input_ids"].values.astype(np.int64))
+    targets = torch.from_numpy(ev["target"].values.astype(np.int64))
+    for model in config["models"]:
+        net = load_checkpoint(run_dir / f"results/checkpoints/{model}/step{step}")
+        with torch.no_grad():
+            h = final_hidden(net, ids).reshape(-1, net.config.hidden_size).double()
+        head = net.get_output_embeddings().double()
+        ref = masked_autograd_at_h(h, head, targets)
+        got = xr.open_zarr(run_dir / f"results/extract/{model}/step{step}.zarr").isel(step=0)
+        for name in MEASUREMENTS:
+            r, g = ref[name].detach().numpy(), got[name].values.astype(np.float64)
+            if name.startswith("cos"):
+                err = np.abs(g - r).max()
+                assert err <= 2e-6, (model, step, name, err)
+            else:
+                err = (np.abs(g - r) / np.abs(r)).max()
+                assert err <= 5e-5, (model, step, name, err)

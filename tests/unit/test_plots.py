@@ -621,3 +621,17 @@ def test_captions_are_valid_restructuredtext(repo):
             writer="html",
             settings_overrides={"halt_level": 2, "report_level": 5},
         )
+
+
+def test_interference_title_names_how_the_pairs_were_formed(summary):
+    """A sparse schedule pairs t with the next checkpoint, not 2t: the title must say so."""
+    doubling = summary.copy()
+    steps = doubling["step"].values
+    doubling["pair_step"] = doubling["pair_step"].copy(
+        data=np.broadcast_to(2 * steps, doubling["pair_step"].shape).astype(float)
+    )
+    assert make("interference", doubling)._suptitle.get_text().endswith("(t, t′ = 2t)")
+    sparse = summary.copy()
+    sparse["pair_step"] = sparse["pair_step"] + 1  # (t, t + 1): not doubling
+    title = make("interference", sparse)._suptitle.get_text()
+    assert "else the next checkpoint" in title

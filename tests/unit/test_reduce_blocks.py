@@ -53,3 +53,14 @@ def test_kernels_see_one_step_of_tokens(tmp_path, monkeypatch, disk_chunk):
     changes = [s for s in seen["change"] if s != [(0,), (0,)] and s != [(1,), (1,)]]
     assert len(changes) == len(STEPS) - 1
     assert all(shapes == [(N_TOKENS,), (N_TOKENS,)] for shapes in changes), changes
+
+
+def test_a_measurement_that_is_nan_everywhere_is_an_error(tmp_path):
+    paths = write_steps(tmp_path, N_TOKENS)
+    for p in paths:  # rewrite each store with a loss that is NaN for every token
+        ds = xr.open_zarr(p).load()
+        ds["loss"] = ds["loss"] * np.nan
+        write_zarr(conform(ds, "extract"), p)
+    with pytest.raises(ValueError, match="the mean of loss is NaN at every step"):
+        reduce.reduce_model(paths, str(tmp_path / "m.zarr"), "m", ReduceConfig())
+    assert not (tmp_path / "m.zarr").exists()

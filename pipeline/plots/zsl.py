@@ -174,7 +174,7 @@ def plot_interference(ds: xr.Dataset) -> Figure:
     """Loss-change interference between checkpoint pairs (t, t′) per model (Fig. 2): the mean
     magnitude M of the per-token loss changes with the net change |ΔL| = M (1 − D), and the
     interference D per bin and overall, at the first step t of each pair."""
-    title = f"Loss-change interference between checkpoint pairs (t, {_pairing(ds)})"
+    title = f"Loss-change interference between checkpoint pairs {_pairing(ds)}"
     if "interference" not in ds:
         return note_figure(title, "loss-change interference needs two or more steps")
     view, fig, axes = panels(ds, row_per_model(2), panel=(4.5, 2.6), margin=(0.0, 1.0))
@@ -214,13 +214,13 @@ def plot_interference(ds: xr.Dataset) -> Figure:
 def _pairing(ds: xr.Dataset) -> str:
     """How the pairs were formed: t′ = 2t, or the next checkpoint where 2t is not in the suite."""
     if "pair_step" not in ds:
-        return "t′"
+        return "(t, t′)"
     step = ds["step"].values.astype(np.float64)[None, :]
     pair = np.asarray(ds["pair_step"].values, dtype=np.float64).reshape(-1, step.shape[1])
     paired = np.isfinite(pair) & (pair >= 0) & (step > 0)
     if paired.any() and (pair[paired] == 2 * np.broadcast_to(step, pair.shape)[paired]).all():
-        return "t′ = 2t"
-    return "t′ = 2t where the suite has it, else the next checkpoint"
+        return "(t, t′ = 2t)"
+    return "(t, t′)\nt′ = 2t where the suite has it, else the next checkpoint"
 
 
 def plot_layer_interference(ds: xr.Dataset) -> Figure:

@@ -4,7 +4,13 @@ import re
 
 from snakemake.utils import validate
 
-from pipeline.config import check as check_config, check_files, check_types, digest, section
+from pipeline.config import (
+    check as check_config,
+    check_files,
+    check_types,
+    digest,
+    section,
+)
 from pipeline.plots import FIGURES
 from pipeline.toy.schedule import ToyModel, TrainConfig, pythia_schedule
 

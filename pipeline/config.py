@@ -148,8 +148,8 @@ def check(config: dict) -> None:
                 f"models.{name}: hidden_size {spec['hidden_size']} is not divisible by "
                 f"heads {spec['heads']}"
             )
+    train = TrainConfig(**config["toy"]["train"]) if uses_toy else None
     if toy_models:
-        train = TrainConfig(**config["toy"]["train"])
         saved = set(pythia_schedule(train.steps, train.save_every))
         missing = sorted(set(config["steps"]) - saved)
         if missing:
@@ -159,7 +159,6 @@ def check(config: dict) -> None:
                 f"{sorted(saved)}); pick steps from that list or change toy.train"
             )
     if uses_toy:
-        train = TrainConfig(**config["toy"]["train"])
         if config["eval"]["context_length"] > train.sequence_length:
             raise ConfigError(
                 "eval.context_length exceeds toy.train.sequence_length, the toy models' "
@@ -258,12 +257,12 @@ def digest(config: dict) -> str:
 
 
 def _check_toy_language(config: dict) -> None:
-    language = config["toy"].get("language", {})
-    vocab = language.get("vocab_size", 2048)
-    if language.get("successors", 32) > vocab:
+    language = section(config, "toy", "language")
+    if language["successors"] > language["vocab_size"]:
         raise ConfigError(
             f"toy.language.successors ({language['successors']}) exceeds toy.language.vocab_size "
-            f"({vocab}): an id cannot have more distinct successors than there are ids; lower it"
+            f"({language['vocab_size']}): an id cannot have more distinct successors than there "
+            "are ids; lower it"
         )
     spec = config["eval"]
     if spec["source"] == "toy":

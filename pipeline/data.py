@@ -17,6 +17,7 @@ import numpy as np
 import xarray as xr
 
 from pipeline import sources
+from pipeline.config import EVAL_DEFAULTS
 from pipeline.logs import console_warning
 from pipeline.maths.frequency import UNSEEN_BIN, frequency_bins
 from pipeline.store import open_store, write_zarr
@@ -115,7 +116,8 @@ def build_eval(
     """Build the evaluation set of the ``eval`` config section and write ``eval.zarr``."""
     freq = open_store(frequency_path)
     bins = freq["bin"].values
-    n, L, seed = spec["sequences"], spec["context_length"], spec.get("seed", 0)
+    spec = {**EVAL_DEFAULTS, **spec}
+    n, L, seed = spec["sequences"], spec["context_length"], spec["seed"]
     source = spec["source"]
     if source == "toy":
         windows = eval_windows(open_store(corpus_path)["heldout"].values, n, L)
@@ -130,10 +132,10 @@ def build_eval(
                 f"{counted}: they come from another tokenizer (or a modified copy of it); use the "
                 "tokenizer the counts were made with"
             )
-        pool = spec.get("pool_tokens") or 4 * n * (L + 1)
+        pool = spec["pool_tokens"] or 4 * n * (L + 1)
         if source == "text":
             texts, label = (
-                sources.read_texts(spec["paths"], spec.get("text_field", "text")),
+                sources.read_texts(spec["paths"], spec["text_field"]),
                 "text files",
             )
         else:

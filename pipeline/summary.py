@@ -48,9 +48,7 @@ def summarize(
     fits = [read_fit(p) for p in fit_paths]
     for field in FIT_FIELDS:
         ds[bnsl(field)] = ("model", np.array([float(f[field]) for f in fits]))
-    attrs["bnsl_flag"] = {
-        m: f["flag"] if isinstance(f["flag"], str) else "" for m, f in zip(models, fits)
-    }
+    attrs["bnsl_flag"] = {m: f["flag"] for m, f in zip(models, fits)}
     ds.attrs = {**attrs, **(provenance or {}), "pipeline_version": pipeline.__version__}
     ds = with_labels(conform(ds.compute(), "summary"), {"model": models})
     write_zarr(ds, out_path)

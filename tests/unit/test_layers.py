@@ -6,7 +6,6 @@ from __future__ import annotations
 import ast
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
@@ -90,4 +89,3 @@ def test_every_stage_has_its_rule_file_and_module():
         module = REPO / "pipeline" / f"{smk.stem}.py"
         package = REPO / "pipeline" / smk.stem / "__init__.py"
         assert module.exists() or package.exists(), f"no pipeline module for {smk.name}"
-    assert Path(REPO / "Snakefile").exists()

@@ -1,5 +1,5 @@
 # Learning-dynamics measurements over suites of training checkpoints.
-# The DAG: data → checkpoints → extract {model, step} → reduce {model} → fit → summary → plots.
+# The DAG: data → checkpoints → extract, update {model, step} → reduce {model} → fit → summary → plots.
 # See README.md for how to run it and ../shared/DESIGN.md for the definitions.
 
 from snakemake.utils import min_version
@@ -18,6 +18,7 @@ include: "rules/common.smk"
 include: "rules/data.smk"
 include: "rules/checkpoints.smk"
 include: "rules/extract.smk"
+include: "rules/update.smk"
 include: "rules/reduce.smk"
 include: "rules/fit.smk"
 include: "rules/summary.smk"

@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 
 from pipeline.logs import quiet_transformers
+from pipeline.optimizer import OptimizerState, adamw_state, write_state
 from pipeline.toy.schedule import ToyModel, TrainConfig
 
 log = logging.getLogger(__name__)
@@ -37,7 +38,8 @@ def train_toy(
     out_dir: str | os.PathLike,
 ) -> list[int]:
     """Train one toy model on the toy corpus's training stream (``pipeline.toy.training``) and
-    save ``out_dir/step{N}/`` as a Hugging Face model directory at every scheduled step.
+    save ``out_dir/step{N}/`` as a Hugging Face model directory at every scheduled step, with
+    its AdamW state beside it (``pipeline.optimizer``).
 
     Returns the saved steps.
     """
@@ -47,16 +49,17 @@ def train_toy(
     stream = open_store(corpus_path)["train"].values
     out_dir = Path(out_dir)
     saved = []
-    for step, net in toy_training(model, train, stream, vocab_size):
-        _save(net, out_dir / f"step{step}")
+    for step, net, opt in toy_training(model, train, stream, vocab_size):
+        _save(net, out_dir / f"step{step}", adamw_state(opt, net))
         saved.append(step)
     return saved
 
 
-def _save(net, path: Path) -> None:
+def _save(net, path: Path, optimizer: OptimizerState) -> None:
     tmp = path.parent / f".{path.name}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     net.save_pretrained(tmp, safe_serialization=True)
+    write_state(optimizer, tmp)
     shutil.rmtree(path, ignore_errors=True)
     os.replace(tmp, path)
 

@@ -34,6 +34,27 @@ class ExtractConfig:
 
 
 @dataclass(frozen=True)
+class UpdateConfig:
+    """How the update stage measures one step from a checkpoint (the ``update`` section).
+
+    ``alpha`` is the landscape grid in multiples of the step length ‖Δθ‖ (0 is θ, 1 the actual
+    step); ``steps`` the checkpoints analysed (None: every listed step).
+    """
+
+    steps: tuple[int, ...] | list[int] | None = None
+    direction: str = "auto"  # "auto", "optimizer" or "displacement"
+    batches: int = 5  # K fixed update batches
+    alpha: tuple[float, ...] | list[float] = tuple(float(a) for a in range(-10, 11))
+    landscape_tokens: int = 1000  # per-token cross-sections for this many tokens of V
+    landscape_sequences: int | None = None  # the mean landscape over this many sequences
+    gradients: bool = True  # exact per-token gradients for a sample of V
+    gradient_tokens: int = 256  # that sample's size
+    seed: int = 0  # seed of the token samples
+    batch_size: int | None = None  # evaluation sequences per forward pass; None: sized
+    device: str = "auto"
+
+
+@dataclass(frozen=True)
 class ReduceConfig:
     """The ``reduce`` section, with ``checkpoints.duplicates``.
 
@@ -166,6 +187,7 @@ def check(config: dict) -> None:
             )
         _check_toy_language(config)
     _check_eval_inputs(config["eval"])
+    _check_update(config)
     try:
         FitConfig(**config.get("fit", {}))
     except ValueError as err:
@@ -176,6 +198,7 @@ def check(config: dict) -> None:
 #: config, not through params, so that changing one re-runs nothing.
 EXECUTION_KEYS = {
     "extract": ("batch_size", "device", "vocab_chunk"),
+    "update": ("batch_size", "device"),
     "reduce": ("scheduler",),
 }
 #: Sections that change no stored number (the figures' resolution).
@@ -192,6 +215,7 @@ def _defaults(path: tuple[str, ...]) -> dict:
 
     classes = {
         ("extract",): ExtractConfig,
+        ("update",): UpdateConfig,
         ("reduce",): ReduceConfig,
         ("fit",): FitConfig,
         ("toy", "train"): TrainConfig,
@@ -236,7 +260,7 @@ def science(config: dict) -> dict:
     """The config as far as results depend on it: sections with defaults filled in, without
     execution settings and presentation sections."""
     out = {k: v for k, v in config.items() if k not in PRESENTATION_SECTIONS}
-    for name in ("extract", "reduce", "fit", "eval", "checkpoints"):
+    for name in ("extract", "update", "reduce", "fit", "eval", "checkpoints"):
         out[name] = section(config, name)
     if "toy" in out:
         out["toy"] = {
@@ -254,6 +278,26 @@ def digest(config: dict) -> str:
 
     text = json.dumps(science(config), sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _check_update(config: dict) -> None:
+    update = section(config, "update")
+    alpha = update["alpha"]
+    if 0 not in alpha or 1 not in alpha:
+        raise ConfigError(
+            f"update.alpha {alpha} must include 0 (the checkpoint) and 1 (the actual step)"
+        )
+    steps = update["steps"]
+    unknown = sorted(set(steps or ()) - set(config["steps"]))
+    if unknown:
+        raise ConfigError(f"update.steps {unknown} are not in steps; pick steps from that list")
+    if update["direction"] == "optimizer":
+        stateless = [m for m, spec in config["models"].items() if spec["source"] != "toy"]
+        if stateless:
+            raise ConfigError(
+                f"update.direction is optimizer, but {stateless} have no saved optimizer states; "
+                "use auto (the displacement to the next checkpoint where there is none)"
+            )
 
 
 def _check_toy_language(config: dict) -> None:

@@ -4,6 +4,8 @@
 * ``build_frequency``: token counts (the toy corpus, a counts vector, or Megatron training
   shards, read by ``pipeline.sources``) → ``frequency.zarr`` with the log2 frequency bins of
   ``pipeline.maths.frequency`` (Gradient Dissent §2).
+* ``write_update_batches``: the K fixed batches the update stage takes its single optimizer
+  steps on (the toy language's, outside its training stream) → ``update.zarr``.
 * ``build_eval``: the evaluation set V, windows of (context, target) ids cut from the toy
   language's held-out stream, or sampled with a seed from local text files, a Hugging Face
   dataset or a pre-tokenized array (tokenized with the models' own tokenizer) → ``eval.zarr``.
@@ -21,7 +23,7 @@ from pipeline.config import EVAL_DEFAULTS
 from pipeline.logs import console_warning
 from pipeline.maths.frequency import UNSEEN_BIN, frequency_bins
 from pipeline.store import open_store, write_zarr
-from pipeline.toy.language import ToyLanguage, eval_windows, toy_streams
+from pipeline.toy.language import ToyLanguage, eval_windows, toy_streams, update_batches
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +103,38 @@ def write_eval(windows: np.ndarray, bins: np.ndarray, path: str, source: str) ->
         attrs={"source": source, "unseen_bin": UNSEEN_BIN},
     )
     write_zarr(ds, path)
+
+
+def write_update_batches(
+    language: ToyLanguage,
+    n_batches: int,
+    batch_size: int,
+    sequence_length: int,
+    frequency_path: str,
+    path: str,
+) -> None:
+    """Write the update batches: ``input_ids (batch, sequence, window)``, windows of
+    ``sequence_length + 1`` ids as in a training batch, and the frequency ``bin`` of each target
+    ``(batch, sequence, position)``."""
+    windows = update_batches(language, n_batches, batch_size, sequence_length + 1)
+    bins = open_store(frequency_path)["bin"].values
+    if windows.max() >= bins.size:
+        raise ValueError(
+            f"update batch ids reach {windows.max()} but {frequency_path} has {bins.size} ids"
+        )
+    ds = xr.Dataset(
+        {
+            "input_ids": (("batch", "sequence", "window"), windows),
+            "bin": (("batch", "sequence", "position"), bins[windows[:, :, 1:]]),
+        },
+        coords={"batch": np.arange(n_batches)},
+        attrs={
+            "source": "toy language, outside the training stream",
+            "language": _asdict(language),
+        },
+    )
+    write_zarr(ds, path)
+    log.info("%d update batches of %d x %d tokens", n_batches, batch_size, sequence_length)
 
 
 def _asdict(obj) -> dict:

@@ -11,10 +11,13 @@ The stores:
 
 * ``extract``: ``results/extract/{model}/step{N}.zarr``, one checkpoint over ``token``,
   ``param`` and ``rank_tokens``.
+* ``update``: ``results/update/{model}/step{N}.zarr``, one step (or checkpoint displacement)
+  from one checkpoint over ``batch``, ``token``, ``train_token``, ``alpha``, ``sample``,
+  ``gradient_token`` and ``param``.
 * ``reduce``: ``results/reduce/{model}.zarr``, one model over ``step`` (and ``bin``, ``layer``,
   ``quantile``, ``rank_tokens``).
-* ``summary``: ``results/summary.zarr``, every ``reduce`` variable stacked along ``model``, plus
-  the BNSL fits (``bnsl_*``, per model) and the run's provenance in its attrs.
+* ``summary``: ``results/summary.zarr``, every ``reduce`` variable stacked along ``model``, the
+  update stores' reductions (``UPDATE_SUMMARY``), the BNSL fits (``bnsl_*``, per model) and the run's provenance in its attrs.
 * ``fits``: the columns of ``results/fits/bnsl.csv`` (one row per model).
 
 Kept free of heavy imports: the workflow's DAG and the analysis half never load torch.
@@ -284,7 +287,219 @@ SUMMARY = (
     *(Variable(bnsl(v.name), ("model",), v.units, v.meaning, v.serves, True) for v in FITS),
 )
 
-STORES = {"extract": EXTRACT, "reduce": REDUCE, "summary": SUMMARY, "fits": FITS}
+# --- the update store: one step (or checkpoint displacement) from one checkpoint ----------------
+
+_DIR = "along Δθ_k (the store's attrs name the direction)"
+UPDATE = (
+    Variable("loss", ("step", "token"), "nats", "ℓ_i(θ) on V, in float32", f"{ZSL} §3.2"),
+    Variable(
+        "loss_change", ("step", "batch", "token"), "nats", f"Δℓ_i on V {_DIR}", f"{ZSL} Fig. 3b"
+    ),
+    Variable(
+        "loss_change_pred",
+        ("step", "batch", "token"),
+        "nats",
+        "first-order prediction Δ̃ℓ_i = ∇θℓ_i·Δθ_k on V (forward-mode)",
+        f"{ZSL} Fig. 4",
+    ),
+    Variable(
+        "train_loss",
+        ("step", "batch", "train_token"),
+        "nats",
+        "ℓ_i(θ) on update batch k",
+        f"{ZSL} Fig. 3b",
+        True,
+    ),
+    Variable(
+        "train_loss_change",
+        ("step", "batch", "train_token"),
+        "nats",
+        "Δℓ_i on update batch k after the step taken on it",
+        f"{ZSL} Fig. 3b",
+        True,
+    ),
+    Variable(
+        "train_loss_change_pred",
+        ("step", "batch", "train_token"),
+        "nats",
+        "Δ̃ℓ_i on update batch k",
+        f"{ZSL} Fig. 4",
+        True,
+    ),
+    Variable("update_norm", ("step", "batch"), "unit θ", "‖Δθ_k‖", f"{ZSL} Fig. 6"),
+    Variable(
+        "update_param_norm",
+        ("step", "batch", "param"),
+        "unit θ",
+        "‖Δθ_k‖ of each parameter tensor",
+        ZSL,
+    ),
+    Variable(
+        "landscape_mean",
+        ("step", "batch", "alpha"),
+        "nats",
+        "mean ℓ_i(θ + α·Δθ_k/‖Δθ_k‖) over the landscape sequences, α = alpha × ‖Δθ_k‖",
+        f"{ZSL} Fig. 9, 10",
+    ),
+    Variable(
+        "landscape",
+        ("step", "batch", "alpha", "sample"),
+        "nats",
+        "per-token cross-section ℓ_i(θ + α·Δθ_k/‖Δθ_k‖) of the sampled tokens",
+        f"{ZSL} Fig. 7, 8",
+    ),
+    Variable(
+        "grad_norm",
+        ("step", "gradient_token"),
+        "nats / unit θ",
+        "‖∇θℓ_i‖ (exact, per token)",
+        f"{ZSL} Fig. 6",
+        True,
+    ),
+    Variable(
+        "update_grad_cos",
+        ("step", "batch", "gradient_token"),
+        "1",
+        "cos(Δθ_k, ∇θℓ_i)",
+        f"{ZSL} Fig. 6",
+        True,
+    ),
+    Variable(
+        "coherence_g",
+        ("step", "batch"),
+        "1",
+        "C_g = Σ_j |Σ_i u_j g_ij| / Σ_ij |u_j g_ij|",
+        f"{ZSL} App. C.4",
+        True,
+    ),
+    Variable(
+        "coherence_ug",
+        ("step", "batch"),
+        "1",
+        "C_ug = Σ_i |Σ_j u_j g_ij| / Σ_ij |u_j g_ij|",
+        f"{ZSL} App. C.4",
+        True,
+    ),
+    Variable(
+        "coherence_uG",
+        ("step", "batch"),
+        "1",
+        "C_uG = |Σ_ij u_j g_ij| / Σ_j |Σ_i u_j g_ij|",
+        f"{ZSL} App. C.4",
+        True,
+    ),
+)
+
+
+def update_summary(s: str, key: str) -> str:
+    """The summary variable of statistic ``key`` of the single-step changes on set ``s``
+    (``eval`` or ``train``)."""
+    return f"{s}_{key}"
+
+
+_SETS = {"eval": "V", "train": "update batch k"}
+_STATS = {
+    "D": ("1", "D = 1 − |ΣΔℓ_i| / Σ|Δℓ_i| of the single-step changes", f"{ZSL} Fig. 3b"),
+    "M": ("nats", "M = Σ|Δℓ_i| / N", f"{ZSL} Fig. 5"),
+    "abs_change": ("nats", "|ΔL| = |mean Δℓ_i| = M (1 − D)", f"{ZSL} Fig. 3b"),
+    "D_pred": ("1", "D of the first-order predictions Δ̃ℓ_i", f"{ZSL} App. C.4"),
+    "pearson": ("1", "Pearson r(Δℓ_i, Δ̃ℓ_i)", f"{ZSL} Fig. 4"),
+    "spearman": ("1", "Spearman r(Δℓ_i, Δ̃ℓ_i)", f"{ZSL} Fig. 4"),
+}
+UPDATE_SUMMARY = (
+    *(
+        Variable(update_summary(s, k), ("model", "step", "batch"), u, f"{m} on {where}", z, True)
+        for s, where in _SETS.items()
+        for k, (u, m, z) in _STATS.items()
+    ),
+    *(
+        Variable(
+            update_summary(s, f"{k}_bin"),
+            ("model", "step", "batch", "bin"),
+            _STATS[k][0],
+            f"{_STATS[k][1]} on {where}, per frequency bin",
+            _STATS[k][2],
+            True,
+        )
+        for s, where in _SETS.items()
+        for k in ("D", "M")
+    ),
+    Variable("update_norm", ("model", "step", "batch"), "unit θ", "‖Δθ_k‖", f"{ZSL} Fig. 6", True),
+    Variable(
+        "landscape_change",
+        ("model", "step", "batch", "alpha"),
+        "nats",
+        "ΔL(α): mean landscape loss minus its value at α = 0",
+        f"{ZSL} Fig. 9, 10",
+        True,
+    ),
+    Variable(
+        "landscape_token",
+        ("model", "step", "alpha", "sample"),
+        "nats",
+        "per-token cross-sections along Δθ_0 of the sampled tokens",
+        f"{ZSL} Fig. 7, 8",
+        True,
+    ),
+    Variable(
+        "sample_improved",
+        ("model", "step", "sample"),
+        "bool",
+        "the sampled token's loss fell at the actual step (α = ‖Δθ_0‖)",
+        f"{ZSL} Fig. 7, 8",
+        True,
+    ),
+    Variable(
+        "sample_loss_change",
+        ("model", "step", "sample"),
+        "nats",
+        "Δℓ_i along Δθ_0 of the sampled tokens",
+        f"{ZSL} Fig. 4",
+        True,
+    ),
+    Variable(
+        "sample_loss_change_pred",
+        ("model", "step", "sample"),
+        "nats",
+        "Δ̃ℓ_i along Δθ_0 of the sampled tokens",
+        f"{ZSL} Fig. 4",
+        True,
+    ),
+    Variable(
+        "update_grad_cos",
+        ("model", "step", "gradient_token"),
+        "1",
+        "cos(Δθ_0, ∇θℓ_i)",
+        f"{ZSL} Fig. 6",
+        True,
+    ),
+    Variable(
+        "grad_norm",
+        ("model", "step", "gradient_token"),
+        "nats / unit θ",
+        "‖∇θℓ_i‖",
+        f"{ZSL} Fig. 6",
+        True,
+    ),
+    Variable("coherence_g", ("model", "step", "batch"), "1", "C_g", f"{ZSL} App. C.4", True),
+    Variable(
+        "coherence_u",
+        ("model", "step", "batch"),
+        "1",
+        "C_u = C_uG / C_ug; C_g·C_u = 1 − D(Δ̃ℓ)",
+        f"{ZSL} App. C.4",
+        True,
+    ),
+)
+SUMMARY = (*SUMMARY, *UPDATE_SUMMARY)
+
+STORES = {
+    "extract": EXTRACT,
+    "update": UPDATE,
+    "reduce": REDUCE,
+    "summary": SUMMARY,
+    "fits": FITS,
+}
 
 
 def declared(store: str) -> dict[str, Variable]:
@@ -362,7 +577,7 @@ def readme_tables() -> str:
     """Every generated table with the markers that delimit it in the README."""
     return "\n\n".join(
         f"<!-- schema:{name} -->\n{markdown_table(name)}\n<!-- /schema:{name} -->"
-        for name in ("extract", "reduce", "fits")
+        for name in ("extract", "update", "reduce", "fits")
     )
 
 

@@ -12,7 +12,12 @@ if TOY_MODELS:
             expand(
                 "results/checkpoints/{{model}}/step{step}/{file}",
                 step=toy_schedule(),
-                file=["config.json", "model.safetensors"],
+                file=[
+                    "config.json",
+                    "model.safetensors",
+                    "optimizer.json",
+                    "optimizer.safetensors",
+                ],
             ),
         log:
             "results/logs/checkpoints/train_{model}.log",

@@ -162,6 +162,74 @@ def extract_stores(wildcards):
     )
 
 
+# --- update -------------------------------------------------------------------------------
+
+UPDATE = section(config, "update")
+#: The update batches' store, where a model takes optimizer steps (toy models have states).
+UPDATE_BATCHES = (
+    "results/data/toy/update.zarr"
+    if TOY_MODELS and UPDATE["direction"] != "displacement"
+    else None
+)
+
+
+def update_direction(model):
+    """``optimizer`` where the model's checkpoints carry optimizer states (and the config does
+    not ask for displacements), else ``displacement``."""
+    has_state = config["models"][model]["source"] == "toy"
+    return (
+        "optimizer"
+        if has_state and UPDATE["direction"] != "displacement"
+        else "displacement"
+    )
+
+
+def next_step(model, step):
+    """The next listed step after ``step`` (the partner of a displacement), or None."""
+    if update_direction(model) == "optimizer":
+        return None
+    return next((s for s in STEPS if s > step), None)
+
+
+def update_steps(model):
+    """The steps of ``model`` that get an update job."""
+    steps = sorted(UPDATE["steps"]) if UPDATE["steps"] is not None else STEPS
+    return [s for s in steps if update_direction(model) == "optimizer" or next_step(model, s)]
+
+
+def update_stores(model):
+    return [f"results/update/{model}/step{s}.zarr" for s in update_steps(model)]
+
+
+def update_inputs(wildcards):
+    inputs = {"config": checkpoint_config(wildcards), "eval": eval_store()}
+    step = int(wildcards.step)
+    if update_direction(wildcards.model) == "optimizer":
+        inputs["batches"] = UPDATE_BATCHES
+    else:
+        later = next_step(wildcards.model, step)
+        if later is None:
+            raise ValueError(
+                f"{wildcards.model} step {step} is the last listed step: there is no next "
+                "checkpoint to take the displacement to"
+            )
+        inputs["next_config"] = (
+            f"results/checkpoints/{wildcards.model}/step{later}/config.json"
+        )
+    return inputs
+
+
+def update_params(wildcards):
+    """The update section without the list of steps (a per-checkpoint job must not depend on
+    it: adding a step re-runs only the jobs it touches)."""
+    return {k: v for k, v in UPDATE.items() if k != "steps"}
+
+
+def update_mem_mb(wildcards, attempt):
+    # weights, optimizer moments, K updates and the gradients of per-token backward passes
+    return int((3000 + (4 + UPDATE["batches"]) * 4 * model_size(wildcards) / 2**20) * attempt)
+
+
 def summary_provenance():
     """What the summary records of the run: the config's digest and the fit settings."""
     return {"config_sha256": digest(config), "fit": section(config, "fit")}

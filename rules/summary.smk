@@ -1,4 +1,4 @@
-# The summary stage: every model's reduction and BNSL fit, and the run's provenance, in one
+# The summary stage: every model's reduction, update stores and BNSL fit, and the run's provenance, in one
 # dataset (pipeline/summary.py), results/summary.zarr, which every figure reads.
 
 
@@ -6,6 +6,7 @@ rule summary:
     input:
         reduce=expand("results/reduce/{model}.zarr", model=MODELS),
         fits=expand("results/fits/{model}.json", model=MODELS),
+        updates=[p for m in MODELS for p in update_stores(m)],
     output:
         directory("results/summary.zarr"),
     log:
@@ -15,6 +16,7 @@ rule summary:
         "../envs/analysis.yaml"
     params:
         models=MODELS,
+        updates={m: update_stores(m) for m in MODELS},
         provenance=summary_provenance(),
     script:
         "../scripts/summary.py"

@@ -10,4 +10,5 @@ summarize(
     list(snakemake.input.fits),  # noqa: F821
     snakemake.output[0],  # noqa: F821
     provenance=snakemake.params.provenance,  # noqa: F821
+    update_paths=snakemake.params.updates,  # noqa: F821
 )

@@ -3,7 +3,8 @@ Markov chain whose conditional distributions have far more rank than the small m
 size, so that small models hit the softmax bottleneck while large ones keep learning.
 
 ``toy_streams`` samples the corpus (a training and a held-out stream); ``eval_windows`` cuts the
-evaluation set V from the held-out stream. Pure numpy.
+evaluation set V from the held-out stream; ``update_batches`` draws the fixed batches the update
+stage takes its single optimizer steps on. Pure numpy.
 """
 
 from __future__ import annotations
@@ -91,6 +92,22 @@ def toy_streams(language: ToyLanguage, train_tokens: int, heldout_tokens: int) -
         ids = language.sample(n_chains, chain_length, seed=language.seed + seed_offset)
         streams[name] = ids.reshape(-1)[:n].astype(np.int32)
     return streams
+
+
+def update_batches(
+    language: ToyLanguage, n_batches: int, batch_size: int, window: int
+) -> np.ndarray:
+    """``n_batches`` fixed batches of ``batch_size`` windows of ``window`` ids, shape
+    (n_batches, batch_size, window): drawn like training windows (a random offset into a chain
+    of 1,024 ids) but from chains of their own seed, so outside the training stream."""
+    chain_length = 1024
+    if window > chain_length:
+        raise ValueError(f"update batches of {window}-id windows exceed the chains' {chain_length}")
+    n = n_batches * batch_size
+    chains = language.sample(n, chain_length, seed=language.seed + 3)
+    offsets = np.random.default_rng(language.seed + 3).integers(0, chain_length - window + 1, n)
+    windows = np.stack([c[o : o + window] for c, o in zip(chains, offsets)])
+    return windows.reshape(n_batches, batch_size, window).astype(np.int32)
 
 
 def eval_windows(stream: np.ndarray, n_sequences: int, context_length: int) -> np.ndarray:

@@ -1,0 +1,210 @@
+"""Saved optimizer states: AdamW's state beside a checkpoint, and one step taken from it.
+
+A checkpoint directory that has an optimizer state holds, beside the Hugging Face files:
+
+* ``optimizer.safetensors``: AdamW's moments per named parameter, ``{name}.exp_avg`` and
+  ``{name}.exp_avg_sq`` (float32), named as in ``model.named_parameters()``;
+* ``optimizer.json``: ``{"format": 1, "optimizer": "adamw", "step": t, "lr": …, "betas": […],
+  "eps": …, "weight_decay": …, "no_weight_decay": [names], "max_grad_norm": null | float}``,
+  where ``step`` is the number of steps taken (AdamW's bias correction of the next step uses
+  t + 1) and ``lr`` is the learning rate the schedule gives the *next* step.
+
+No pickle. ``save_adamw`` writes a live ``torch.optim.AdamW``; ``read_state`` reads and checks
+the files; ``one_step`` restores model and optimizer from them and returns the update Δθ of one
+step on a given loss, with the suite's own semantics (bias correction from the saved step
+count, the saved learning rate, decoupled weight decay, gradient clipping where training
+clipped).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+log = logging.getLogger(__name__)
+
+STATE_FILE = "optimizer.json"
+MOMENTS_FILE = "optimizer.safetensors"
+FORMAT = 1
+
+
+@dataclass
+class OptimizerState:
+    """AdamW's state after ``step`` steps, and the learning rate of the next one."""
+
+    step: int
+    lr: float
+    betas: tuple[float, float]
+    eps: float
+    weight_decay: float
+    moments: dict[str, tuple[torch.Tensor, torch.Tensor]]  # name -> (exp_avg, exp_avg_sq)
+    no_weight_decay: list[str] = field(default_factory=list)
+    max_grad_norm: float | None = None
+
+    def settings(self) -> dict:
+        """Everything but the moments, as written to ``optimizer.json``."""
+        return {
+            "format": FORMAT,
+            "optimizer": "adamw",
+            "step": int(self.step),
+            "lr": float(self.lr),
+            "betas": [float(b) for b in self.betas],
+            "eps": float(self.eps),
+            "weight_decay": float(self.weight_decay),
+            "no_weight_decay": sorted(self.no_weight_decay),
+            "max_grad_norm": self.max_grad_norm,
+        }
+
+
+def has_state(checkpoint: str | os.PathLike) -> bool:
+    """Whether the checkpoint directory holds an optimizer state."""
+    return (Path(checkpoint) / STATE_FILE).exists()
+
+
+def adamw_state(
+    opt: torch.optim.AdamW, model: torch.nn.Module, max_grad_norm: float | None = None
+) -> OptimizerState:
+    """The state of a live single-group ``AdamW`` over ``model``'s parameters."""
+    if len(opt.param_groups) != 1:
+        raise ValueError("adamw_state handles one parameter group")
+    group = opt.param_groups[0]
+    moments, steps = {}, set()
+    for name, p in model.named_parameters():
+        st = opt.state.get(p, {})
+        if st:
+            moments[name] = (st["exp_avg"].detach().float(), st["exp_avg_sq"].detach().float())
+            steps.add(int(st["step"]))
+        else:  # before the first step
+            zero = torch.zeros_like(p, dtype=torch.float32)
+            moments[name] = (zero, zero.clone())
+            steps.add(0)
+    if len(steps) != 1:
+        raise ValueError(f"the parameters were stepped unequally often: {sorted(steps)}")
+    return OptimizerState(
+        step=steps.pop(),
+        lr=float(group["lr"]),
+        betas=tuple(group["betas"]),
+        eps=group["eps"],
+        weight_decay=group["weight_decay"],
+        moments=moments,
+        max_grad_norm=max_grad_norm,
+    )
+
+
+def write_state(state: OptimizerState, directory: str | os.PathLike) -> None:
+    """Write ``optimizer.safetensors`` and ``optimizer.json`` into ``directory``."""
+    from safetensors.torch import save_file
+
+    directory = Path(directory)
+    tensors = {}
+    for name, (m, v) in state.moments.items():
+        tensors[f"{name}.exp_avg"] = m.contiguous()
+        tensors[f"{name}.exp_avg_sq"] = v.contiguous()
+    save_file(tensors, directory / MOMENTS_FILE, metadata={"format": str(FORMAT)})
+    (directory / STATE_FILE).write_text(json.dumps(state.settings(), indent=1) + "\n")
+
+
+def read_state(checkpoint: str | os.PathLike) -> OptimizerState:
+    """Read a checkpoint's optimizer state; a ``ValueError`` names the file and what is wrong."""
+    from safetensors.torch import load_file
+
+    checkpoint = Path(checkpoint)
+    path = checkpoint / STATE_FILE
+    try:
+        s = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise FileNotFoundError(
+            f"{path}: no optimizer state; this checkpoint can only be analysed along the "
+            "displacement to the next checkpoint (update.direction: displacement)"
+        ) from None
+    except json.JSONDecodeError as err:
+        raise ValueError(
+            f"{path} is not valid JSON ({err}); delete the checkpoint and re-run"
+        ) from err
+    if s.get("format") != FORMAT or s.get("optimizer") != "adamw":
+        raise ValueError(
+            f"{path}: format {s.get('format')!r}, optimizer {s.get('optimizer')!r}; "
+            f"this version reads format {FORMAT} AdamW states"
+        )
+    try:
+        tensors = load_file(checkpoint / MOMENTS_FILE)
+    except Exception as err:
+        raise ValueError(
+            f"cannot read {checkpoint / MOMENTS_FILE}: {err}; delete the checkpoint and re-run"
+        ) from err
+    names = sorted({k.rsplit(".", 1)[0] for k in tensors})
+    moments = {}
+    for name in names:
+        try:
+            moments[name] = (tensors[f"{name}.exp_avg"], tensors[f"{name}.exp_avg_sq"])
+        except KeyError as err:
+            raise ValueError(f"{checkpoint / MOMENTS_FILE}: {err.args[0]} is missing") from None
+    return OptimizerState(
+        step=int(s["step"]),
+        lr=float(s["lr"]),
+        betas=tuple(s["betas"]),
+        eps=float(s["eps"]),
+        weight_decay=float(s["weight_decay"]),
+        moments=moments,
+        no_weight_decay=list(s.get("no_weight_decay", [])),
+        max_grad_norm=s.get("max_grad_norm"),
+    )
+
+
+def restore(model: torch.nn.Module, state: OptimizerState) -> torch.optim.AdamW:
+    """A ``torch.optim.AdamW`` over ``model``'s parameters in exactly the saved state."""
+    params = dict(model.named_parameters())
+    missing = sorted(set(params) - set(state.moments))
+    extra = sorted(set(state.moments) - set(params))
+    if missing or extra:
+        raise ValueError(
+            f"the optimizer state does not match the model: no moments for {missing[:5]}, "
+            f"moments of unknown parameters {extra[:5]}; it was saved for another model"
+        )
+    decay = [p for n, p in params.items() if n not in state.no_weight_decay]
+    no_decay = [p for n, p in params.items() if n in state.no_weight_decay]
+    groups = [{"params": decay, "weight_decay": state.weight_decay}]
+    if no_decay:
+        groups.append({"params": no_decay, "weight_decay": 0.0})
+    opt = torch.optim.AdamW(groups, lr=state.lr, betas=state.betas, eps=state.eps)
+    for name, p in params.items():
+        m, v = state.moments[name]
+        if m.shape != p.shape:
+            raise ValueError(
+                f"optimizer state of {name!r} has shape {tuple(m.shape)}, not {tuple(p.shape)}"
+            )
+        if state.step > 0:
+            opt.state[p] = {
+                "step": torch.tensor(float(state.step)),
+                "exp_avg": m.to(p.device, torch.float32).clone(),
+                "exp_avg_sq": v.to(p.device, torch.float32).clone(),
+            }
+    return opt
+
+
+def one_step(
+    model: torch.nn.Module, state: OptimizerState, loss_fn: Callable[[], torch.Tensor]
+) -> dict[str, torch.Tensor]:
+    """The update Δθ (per parameter name) of one optimizer step from ``state`` on the loss that
+    ``loss_fn()`` computes with ``model``; the model's weights are left as they were."""
+    params = dict(model.named_parameters())
+    before = {n: p.detach().clone() for n, p in params.items()}
+    opt = restore(model, state)
+    model.zero_grad(set_to_none=True)
+    loss_fn().backward()
+    if state.max_grad_norm is not None:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), state.max_grad_norm)
+    opt.step()
+    delta = {}
+    with torch.no_grad():
+        for n, p in params.items():
+            delta[n] = p.detach() - before[n]
+            p.copy_(before[n])
+    model.zero_grad(set_to_none=True)
+    return delta

@@ -1,0 +1,22 @@
+"""Entry point of rule update: one optimizer step (or the displacement to the next checkpoint)
+from one checkpoint, measured on the update batches and the evaluation set."""
+
+from pathlib import Path
+
+from pipeline.config import UpdateConfig, execution
+from pipeline.logs import setup
+from pipeline.update import analyse_update
+
+setup(snakemake.log[0])  # noqa: F821
+w, inp, p = snakemake.wildcards, snakemake.input, snakemake.params  # noqa: F821
+analyse_update(
+    checkpoint=str(Path(inp.config).parent),
+    eval_path=inp.eval,
+    out_path=snakemake.output[0],  # noqa: F821
+    model_name=w.model,
+    step=int(w.step),
+    cfg=UpdateConfig(**p.section, **execution(snakemake.config, "update")),  # noqa: F821
+    update_path=inp.batches if "batches" in inp.keys() else None,
+    next_checkpoint=str(Path(inp.next_config).parent) if "next_config" in inp.keys() else None,
+    next_step=p.next_step,
+)

@@ -194,7 +194,11 @@ def next_step(model, step):
 def update_steps(model):
     """The steps of ``model`` that get an update job."""
     steps = sorted(UPDATE["steps"]) if UPDATE["steps"] is not None else STEPS
-    return [s for s in steps if update_direction(model) == "optimizer" or next_step(model, s)]
+    return [
+        s
+        for s in steps
+        if update_direction(model) == "optimizer" or next_step(model, s)
+    ]
 
 
 def update_stores(model):
@@ -227,7 +231,9 @@ def update_params(wildcards):
 
 def update_mem_mb(wildcards, attempt):
     # weights, optimizer moments, K updates and the gradients of per-token backward passes
-    return int((3000 + (4 + UPDATE["batches"]) * 4 * model_size(wildcards) / 2**20) * attempt)
+    return int(
+        (3000 + (4 + UPDATE["batches"]) * 4 * model_size(wildcards) / 2**20) * attempt
+    )
 
 
 def summary_provenance():

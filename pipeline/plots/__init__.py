@@ -1,7 +1,8 @@
 """The plots stage: the papers' figures, and the one registry of them.
 
 Each figure is one function ``plot_<name>(dataset) -> Figure`` in a submodule, one per paper:
-``dissent`` (Gradient Dissent), ``zsl`` (Zero-sum learning), ``bottleneck`` (Godey & Artzi) and
+``dissent`` (Gradient Dissent), ``zsl`` (Zero-sum learning), ``single_step`` (its single-step
+half, from the update stage), ``bottleneck`` (Godey & Artzi) and
 ``overview`` (across models); ``common`` holds what they share (palette, step axis, colorbars,
 notes, legends, ``save``). ``FIGURES`` names every figure once: its submodule, its category in
 the report and its caption file. The workflow (``rules/plots.smk``), the final targets
@@ -61,6 +62,11 @@ FIGURES: dict[str, FigureSpec] = {
         _spec("bnsl", "zsl", "Zero-sum learning"),
         _spec("interference", "zsl", "Zero-sum learning"),
         _spec("layer_interference", "zsl", "Zero-sum learning"),
+        _spec("single_step_interference", "single_step", "Zero-sum learning: one step"),
+        _spec("first_order", "single_step", "Zero-sum learning: one step"),
+        _spec("alignment", "single_step", "Zero-sum learning: one step"),
+        _spec("landscape_tokens", "single_step", "Zero-sum learning: one step"),
+        _spec("landscape", "single_step", "Zero-sum learning: one step"),
         _spec("bottleneck", "bottleneck", "Gradient bottleneck"),
         _spec("overview", "overview", "Saturation"),
     )

@@ -536,7 +536,17 @@ def conform(ds: xr.Dataset, store: str) -> xr.Dataset:
     return out
 
 
-def markdown_table(store: str) -> str:
+#: The README's generated tables: the stores, and the summary's update variables.
+README_TABLES = {
+    "extract": "extract",
+    "update": "update",
+    "reduce": "reduce",
+    "summary-update": UPDATE_SUMMARY,
+    "fits": "fits",
+}
+
+
+def markdown_table(store: str | tuple[Variable, ...]) -> str:
     """The README's table of one store's variables (generated; a test checks the README).
 
     In the ``reduce`` table the four variables derived from each per-token measurement m are
@@ -556,7 +566,7 @@ def markdown_table(store: str) -> str:
         else {}
     )
     shown = set()
-    for v in STORES[store]:
+    for v in STORES[store] if isinstance(store, str) else store:
         m = families.get(v.name)
         if m is None:
             row(v.name, v, v.meaning, v.units, v.serves)
@@ -576,8 +586,8 @@ def _meaning(name: str) -> str:
 def readme_tables() -> str:
     """Every generated table with the markers that delimit it in the README."""
     return "\n\n".join(
-        f"<!-- schema:{name} -->\n{markdown_table(name)}\n<!-- /schema:{name} -->"
-        for name in ("extract", "update", "reduce", "fits")
+        f"<!-- schema:{name} -->\n{markdown_table(which)}\n<!-- /schema:{name} -->"
+        for name, which in README_TABLES.items()
     )
 
 

@@ -31,8 +31,8 @@ import pipeline
 from pipeline.checkpoints import load_checkpoint, weights_sha256
 from pipeline.config import UpdateConfig
 from pipeline.extract import resolve_device
-from pipeline.logs import Progress
-from pipeline.maths.update import change_summary, check_coherence, coherence
+from pipeline.logs import Progress, console_warning
+from pipeline.maths.update import Coherence, change_summary, check_coherence, coherence
 from pipeline.optimizer import has_state, one_step, read_state
 from pipeline.schema import conform
 from pipeline.store import open_store, with_labels, write_zarr
@@ -262,8 +262,16 @@ def analyse_update(
     K = len(deltas)
     norms = np.array([[float(d[n].float().norm()) for n in names] for d in deltas])
     update_norm = np.sqrt((norms**2).sum(1))
-    if not np.all(update_norm > 0):
-        raise ValueError(f"{model_name} step {step}: the update is zero; nothing to measure")
+    moving = update_norm > 0
+    if not moving.all():
+        console_warning(
+            log,
+            f"{model_name} step {step}: the update is exactly zero for batch(es) "
+            f"{np.flatnonzero(~moving).tolist()} ({attrs['direction_meaning']}). For a "
+            "displacement this means two revisions with identical weights (a known fault of some "
+            "Pythia branches; see the reduction's duplicates table): every loss change is 0 and "
+            "the direction's cosines and C.4 sums are NaN.",
+        )
 
     # eval: actual and first-order changes of every token of V
     loss0 = token_losses(model, x, y, batch)
@@ -332,26 +340,27 @@ def analyse_update(
     if cfg.gradients:
         tokens = _sample(n_seq * T, cfg.gradient_tokens, cfg.seed + 2)
         grads = token_gradients(model, x, y, tokens, deltas)
+        nan = Coherence(np.nan, np.nan, np.nan)
         coh = [
-            coherence(grads["abs_dot"][k], pred[k][tokens], tuple(grads["uG"][k])) for k in range(K)
+            coherence(grads["abs_dot"][k], pred[k][tokens], tuple(grads["uG"][k]))
+            if moving[k]
+            else nan
+            for k in range(K)
         ]
-        for k, c in enumerate(coh):
+        for k in np.flatnonzero(moving):
             # the per-token gradients against the forward-mode pass, token by token …
-            agree = np.allclose(
-                grads["dot"][k], pred[k][tokens], rtol=1e-3, atol=1e-6 * update_norm[k]
-            )
-            if not agree:
+            scale = np.abs(pred[k][tokens]).max()
+            if not np.allclose(grads["dot"][k], pred[k][tokens], rtol=1e-3, atol=1e-4 * scale):
                 raise AssertionError(
                     f"{model_name} step {step}: ∇θℓ_i·Δθ from per-token gradients disagrees with "
                     "the forward-mode pass"
                 )
-            check_coherence(c, pred[k][tokens])  # … and App. C.4's identity over the sample
+            check_coherence(coh[k], pred[k][tokens])  # … and App. C.4's identity over the sample
+        with np.errstate(invalid="ignore", divide="ignore"):
+            cos = grads["dot"] / np.outer(update_norm, grads["grad_norm"])
         data.update(
             grad_norm=("gradient_token", grads["grad_norm"]),
-            update_grad_cos=(
-                ("batch", "gradient_token"),
-                grads["dot"] / np.outer(update_norm, grads["grad_norm"]),
-            ),
+            update_grad_cos=(("batch", "gradient_token"), np.where(moving[:, None], cos, np.nan)),
             coherence_g=("batch", np.array([c.C_g for c in coh])),
             coherence_ug=("batch", np.array([c.C_ug for c in coh])),
             coherence_uG=("batch", np.array([c.C_uG for c in coh])),

@@ -14,6 +14,10 @@ Each is written the slow, obvious way, and none calls the code it checks:
 * ``bin_means``, ``bin_quantiles``, ``interference_of_changes``: the reductions in eager numpy.
 * ``improving_by_step`` and ``saturation_step_by_step``: the saturation rule, one step at a time.
 * ``bnsl_formula``: ZSL Eq. 1 written out directly.
+* ``per_token_gradients``: ∇θℓ_i of every token, one plain backward pass each, flattened.
+* ``coherence_from_products``: App. C.4's C_g, C_ug, C_uG from the explicit matrix p_ij.
+* ``adamw_training``: the toy suite's training written as a plain loop (AdamW with Pythia's
+  learning-rate shape), saving ``save_pretrained`` checkpoints.
 """
 
 from __future__ import annotations
@@ -282,3 +286,56 @@ def saturation_step_by_step(loss: list[float], steps: list[int], tolerance: floa
 def bnsl_formula(t, a, b, c0, c1, d1, f1):
     """ZSL Eq. 1 written out directly (independent of ``bnsl``'s overflow-free evaluation)."""
     return a + b * t ** (-c0) * (1 + (t / d1) ** (1 / f1)) ** (-c1 * f1)
+
+
+# --- one optimizer step ---------------------------------------------------------------------
+
+
+def per_token_gradients(model, input_ids: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """(token, n_params) float64: the gradient of each token's loss (sequences × positions,
+    flattened), one backward pass per token through its own forward pass."""
+    params = [p for p in model.parameters()]
+    rows = []
+    for s in range(input_ids.shape[0]):
+        for t in range(input_ids.shape[1]):
+            logits = model(input_ids=input_ids[s : s + 1]).logits[0, t]
+            loss = -torch.log_softmax(logits.double(), -1)[targets[s, t]]
+            grads = torch.autograd.grad(loss, params)
+            rows.append(torch.cat([g.reshape(-1).double() for g in grads]))
+    return torch.stack(rows)
+
+
+def coherence_from_products(p: np.ndarray) -> tuple[float, float, float]:
+    """C_g, C_ug, C_uG from p (token, coordinate) = u_j g_ij, as App. C.4 writes them."""
+    total = np.abs(p).sum()
+    C_g = np.abs(p.sum(0)).sum() / total
+    C_ug = np.abs(p.sum(1)).sum() / total
+    C_uG = abs(p.sum()) / np.abs(p.sum(0)).sum()
+    return float(C_g), float(C_ug), float(C_uG)
+
+
+def adamw_training(model, batches, steps: int, lr: float, warmup: int, weight_decay: float):
+    """Train ``model`` for ``steps`` steps on ``batches`` (an iterator of id windows) with AdamW
+    and a linear warm-up then cosine decay to 10% (written out here, not the pipeline's), and
+    yield (step, model) after every step, step 0 first."""
+
+    def factor(step):
+        if step < warmup:
+            return (step + 1) / warmup
+        frac = (step - warmup) / max(1, steps - warmup)
+        return 0.1 + 0.45 * (1 + math.cos(math.pi * frac))
+
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    for group in opt.param_groups:
+        group["lr"] = lr * factor(0)
+    model.train()
+    yield 0, model
+    for step in range(1, steps + 1):
+        batch = next(batches)
+        loss = model(input_ids=batch, labels=batch).loss
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        for group in opt.param_groups:
+            group["lr"] = lr * factor(step)
+        yield step, model

@@ -14,6 +14,7 @@ import xarray as xr
 import yaml
 
 from tests.hubcache import TEXT, build_suite, write_megatron
+from pipeline.summary import open_summary
 from tests.snake import REPO, copy_run, planned_jobs, run_snakemake
 
 pytestmark = pytest.mark.workflow
@@ -51,6 +52,13 @@ def config(tmp: Path, steps: list[int]) -> dict:
             "device": "cpu",
             "parameters": True,
             "rank_tokens": 16,
+        },
+        "update": {
+            "alpha": [-1, 0, 1, 2],
+            "landscape_tokens": 20,
+            "gradient_tokens": 6,
+            "batch_size": 4,
+            "device": "cpu",
         },
         "reduce": {"saturation_tolerance": 0.01, "quantiles": [0.5]},
         "fit": {"min_step": 0, "a": 0.0, "smooth": 0, "subsample": 0},
@@ -119,6 +127,53 @@ def test_bins_count_the_shards_and_cover_padded_ids(suite):
     assert (count[len(tokenizer) :] == 0).all()  # padded rows beyond the tokenizer: never seen
     assert (bins[count == 0] == freq.attrs["unseen_bin"]).all()
     assert (bins[count > 0] > freq.attrs["unseen_bin"]).all()
+
+
+def test_displacements_to_the_next_checkpoint(suite):
+    """Without optimizer states each step but the last is analysed along θ(t′) − θ(t): the
+    landscape reaches the next checkpoint's extracted losses at the actual step."""
+    tmp, _, _ = suite
+    extract = {
+        s: xr.open_zarr(tmp / f"results/extract/pythia-test/step{s}.zarr").load() for s in STEPS
+    }
+    for step, later in zip(STEPS, STEPS[1:]):
+        u = xr.open_zarr(tmp / f"results/update/pythia-test/step{step}.zarr").load()
+        assert u.attrs["direction"] == "displacement" and u.attrs["multi_step"] == 1
+        assert u.attrs["next_step"] == later
+        assert f"θ({later}) − θ({step})" in u.attrs["direction_meaning"]
+        assert "train_loss_change" not in u and u.sizes["batch"] == 1
+        idx = u["sample_token"].values
+        land = u["landscape"].values[0, 0]  # (alpha, sample)
+        alpha = u["alpha"].values.tolist()
+        np.testing.assert_allclose(
+            land[alpha.index(0)], extract[step]["loss"].values[0][idx], rtol=1e-5
+        )
+        np.testing.assert_allclose(
+            land[alpha.index(1)], extract[later]["loss"].values[0][idx], rtol=1e-5
+        )
+        if SAME_AS.get(later) == step:  # identical weights: nothing moves, and it is said
+            assert u["update_norm"].values.item() == 0
+            assert (u["loss_change"].values == 0).all()
+            log = (tmp / f"results/logs/update/pythia-test/step{step}.log").read_text()
+            assert "identical weights" in log
+        else:
+            assert u["update_norm"].values.item() > 0
+    assert not (tmp / f"results/update/pythia-test/step{STEPS[-1]}.zarr").exists()
+    s = open_summary(str(tmp / "results/summary.zarr"))
+    assert s.attrs["update_direction"] == {"pythia-test": "displacement"}
+
+
+def test_adding_a_step_reruns_only_the_displacement_that_touches_it(suite):
+    tmp, cache, _ = suite
+    cfg_path = tmp / "added.yaml"
+    cfg_path.write_text(yaml.safe_dump(config(tmp, [*STEPS, MISSING]), sort_keys=False))
+    env = {"HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(cache)}
+    jobs = planned_jobs(tmp, cfg_path, env=env)
+    # the new revision's download and extraction; the last step now has a partner
+    assert jobs["download"] == jobs["extract"] == jobs["update"] == 1
+    dry = run_snakemake(tmp, cfg_path, "-n", env=env)
+    assert f"results/update/pythia-test/step{STEPS[-1]}.zarr" in dry.stdout
+    assert "results/update/pythia-test/step0.zarr" not in dry.stdout
 
 
 def test_missing_revision_fails_clearly_and_leaves_nothing(suite, tmp_path):

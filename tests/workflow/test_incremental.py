@@ -28,6 +28,12 @@ def plot_jobs(figures=FIGURES) -> dict[str, int]:
     return {**{f"plot_{name}": 1 for name in figures}, "all": 1}
 
 
+def update_jobs(config: dict, models: int, steps: list[int] | None = None) -> dict[str, int]:
+    """One update job per (model, analysed step): every listed step unless update.steps says."""
+    steps = config["update"]["steps"] if steps is None else steps
+    return {"update": models * len(steps if steps is not None else config["steps"])}
+
+
 def downstream_jobs(models: int) -> dict[str, int]:
     """What every model's new or changed extractions re-run: its reduction and fit, the fits'
     table, the summary and every figure."""
@@ -84,6 +90,7 @@ def test_adding_a_model_reruns_only_its_jobs(run_dir, config, tmp_path):
     assert jobs == {
         "train_toy": len(new),
         "extract": len(new) * len(config["steps"]),
+        **update_jobs(config, len(new)),
         **downstream_jobs(len(new)),
     }
 
@@ -98,12 +105,14 @@ def test_adding_a_step_reruns_only_its_extractions_and_changes_no_other_store(
     )
     n_models = len(config["models"])
     jobs = planned_jobs(run_copy, changed)
-    # one new extraction per model, nothing upstream; every model's reduction and fit
-    assert jobs == {"extract": n_models, **downstream_jobs(n_models)}
+    # one new extraction and update per model, nothing upstream; every model's reduction and fit
+    assert jobs == {"extract": n_models, "update": n_models, **downstream_jobs(n_models)}
 
     def fingerprint():
         out = {}
-        for store in (run_copy / "results/extract").rglob("step*.zarr"):
+        stores = [*(run_copy / "results/extract").rglob("step*.zarr")]
+        stores += [*(run_copy / "results/update").rglob("step*.zarr")]
+        for store in stores:
             files = sorted(p for p in store.rglob("*") if p.is_file())
             out[store] = [
                 (p.relative_to(store), p.stat().st_mtime_ns, p.read_bytes()) for p in files
@@ -118,7 +127,9 @@ def test_adding_a_step_reruns_only_its_extractions_and_changes_no_other_store(
     assert r.returncode == 0, r.stderr[-3000:]
     after = fingerprint()
     assert set(after) - set(before) == {
-        run_copy / f"results/extract/{m}/step{new_step}.zarr" for m in config["models"]
+        run_copy / f"results/{stage}/{m}/step{new_step}.zarr"
+        for m in config["models"]
+        for stage in ("extract", "update")
     }
     for store, files in before.items():
         assert after[store] == files, store  # untouched: same bytes, same mtimes
@@ -143,12 +154,19 @@ def _edited(config: dict, changes: dict) -> dict:
 @pytest.mark.parametrize(
     "changes",
     [
-        {"extract.batch_size": 3, "extract.vocab_chunk": 37, "extract.device": "cpu"},
+        {
+            "extract.batch_size": 3,
+            "extract.vocab_chunk": 37,
+            "extract.device": "cpu",
+            "update.batch_size": 5,
+            "update.device": "cpu",
+        },
         {
             "reduce.scheduler": None,
             "eval.seed": 0,
             "fit.smooth": 0,
             "checkpoints.duplicates": "warn",
+            "update.direction": "auto",
         },
     ],
     ids=["execution settings", "defaults written out"],

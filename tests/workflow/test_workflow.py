@@ -35,7 +35,9 @@ def expected_stores(config: dict) -> set[Path]:
     models, steps = config["models"], config["steps"]
     return {
         *(Path(f"results/extract/{m}/step{s}.zarr") for m in models for s in steps),
+        *(Path(f"results/update/{m}/step{s}.zarr") for m in models for s in steps),
         *(Path(f"results/reduce/{m}.zarr") for m in models),
+        Path("results/data/toy/update.zarr"),
         Path(f"results/data/{config['eval']['name']}/eval.zarr"),
         Path(f"results/data/{config['frequency']['name']}/frequency.zarr"),
         Path("results/data/toy/corpus.zarr"),

@@ -52,6 +52,7 @@ def test_a_hub_suite_needs_no_toy_section(default):
         del c["toy"]
         c["models"] = {"pythia-14m": {"source": "hub", "repo_id": "EleutherAI/pythia-14m"}}
         c["steps"] = [0, 3, 1000]  # steps the toy schedule would not save
+        c["update"]["steps"] = None
         c["eval"] = {**c["eval"], "source": "tokens", "path": "ids.npy", "context_length": 4096}
         c["frequency"] = {**c["frequency"], "source": "counts", "path": "counts.npy"}
 
@@ -88,6 +89,20 @@ def _indivisible_heads(c: dict) -> None:
         pytest.param(
             lambda c: c["fit"].update(min_step=float("inf")), ["fit.min_step"], id="fit-min-step"
         ),
+        pytest.param(
+            lambda c: c["update"].update(alpha=[-1, 0, 2]), ["update.alpha"], id="update-alpha"
+        ),
+        pytest.param(
+            lambda c: c["update"].update(steps=[3]), ["update.steps", "[3]"], id="update-steps"
+        ),
+        pytest.param(
+            lambda c: (
+                c["update"].update(direction="optimizer"),
+                c["models"].update(p={"source": "hub", "repo_id": "EleutherAI/pythia-14m"}),
+            ),
+            ["update.direction", "'p'"],
+            id="update-optimizer-without-states",
+        ),
     ],
 )
 def test_each_broken_key_is_named(default, change, names):
@@ -119,6 +134,8 @@ EXECUTION = [
     ("extract", "device", "cuda"),
     ("extract", "vocab_chunk", 17),
     ("reduce", "scheduler", "tcp://localhost:8786"),
+    ("update", "batch_size", 3),
+    ("update", "device", "cuda"),
     ("plots", "dpi", 31),
 ]
 
@@ -151,6 +168,7 @@ SCIENCE = {
     "fit.min_step": lambda c: c["fit"].update(min_step=c["fit"]["min_step"] + 1),
     "toy.train.seed": lambda c: c["toy"]["train"].update(seed=c["toy"]["train"]["seed"] + 1),
     "a model": lambda c: c["models"].pop(next(iter(c["models"]))),
+    "update.batches": lambda c: c["update"].update(batches=c["update"]["batches"] + 1),
 }
 
 

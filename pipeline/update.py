@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -83,21 +84,49 @@ def first_order(
     model, input_ids: torch.Tensor, targets: torch.Tensor, delta: Params, batch: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-token losses and their first-order changes ``Δ̃ℓ_i = ∇θℓ_i · Δθ`` along ``delta``,
-    for every token in one forward-mode pass (a Jacobian-vector product)."""
-    names = list(delta)
-    primals = tuple(dict(model.named_parameters())[n].detach() for n in names)
+    for every token in one forward-mode pass (a Jacobian-vector product).
+
+    The body's pass is forward-mode AD, giving the final hidden states h and their tangents ḣ;
+    the output layer is in closed form: with logits z = Uh + b, p = softmax(z) and tangents
+    ż_j = U̇_j·h + U_j·ḣ + ḃ_j, ``Δ̃ℓ = Σ_j p_j ż_j − ż_t = h·(pᵀU̇) + ḣ·(pᵀU) + p·ḃ − ż_t``: three
+    products with the vocabulary, like the forward pass's one, and no tangent of the logits.
+    """
+    params = dict(model.named_parameters())
+    name_of = {id(p): n for n, p in params.items()}
+    head = model.get_output_embeddings()
+    U, dU = head.weight.detach().float(), delta[name_of[id(head.weight)]].float()
+    bias = getattr(head, "bias", None)
+    b, db = (
+        (None, None) if bias is None else (bias.detach().float(), delta[name_of[id(bias)]].float())
+    )
+    UdU = torch.cat([dU, U], dim=1)  # (V, 2d)
+    body = model.base_model
+    prefix = f"{model.base_model_prefix}."
+    names = [n for n in delta if n.startswith(prefix)]  # the body's (a tied U is among them)
+    primals = tuple(params[n].detach() for n in names)
     tangents = tuple(delta[n] for n in names)
+    short = [n[len(prefix) :] for n in names]
     losses, changes = [], []
     with forward_mode_attention():
         for s in _batches(input_ids.shape[0], batch):
 
             def f(*ps, s=s):
-                logits = torch.func.functional_call(model, dict(zip(names, ps)), (input_ids[s],))
-                return _ce(logits.logits, targets[s])
+                out = torch.func.functional_call(body, dict(zip(short, ps)), (input_ids[s],))
+                return out.last_hidden_state
 
-            loss, change = torch.func.jvp(f, primals, tangents)
-            losses.append(loss.detach())
-            changes.append(change.detach())
+            h, dh = torch.func.jvp(f, primals, tangents)
+            h, dh = h.detach().float().flatten(0, 1), dh.detach().float().flatten(0, 1)
+            t = targets[s].reshape(-1)
+            z = h @ U.T + (0 if b is None else b)
+            lse = torch.logsumexp(z, dim=1)
+            p = torch.exp(z - lse[:, None])
+            dz_t = (h * dU[t]).sum(1) + (dh * U[t]).sum(1)
+            pdU, pU = (p @ UdU).split(U.shape[1], dim=1)  # pᵀU̇ and pᵀU in one product
+            change = (h * pdU).sum(1) + (dh * pU).sum(1) - dz_t
+            if b is not None:
+                change += p @ db - db[t]
+            losses.append(lse - z.gather(1, t[:, None])[:, 0])
+            changes.append(change)
     return torch.cat(losses), torch.cat(changes)
 
 
@@ -182,6 +211,148 @@ def _sample(n: int, size: int, seed: int) -> np.ndarray:
     return np.sort(np.random.default_rng(seed).choice(n, size, replace=False))
 
 
+@dataclass
+class Directions:
+    """The update directions Δθ_k of one checkpoint, what they are, and the batches they were
+    taken on (None for a displacement)."""
+
+    deltas: list[Params]
+    attrs: dict
+    batches: torch.Tensor | None = None  # (K, sequences, window) ids
+    bins: np.ndarray | None = None  # (K, sequences, positions) frequency bins of the targets
+
+
+def optimizer_steps(
+    model, checkpoint: str, step: int, update_path: str, k: int, device
+) -> Directions:
+    """One optimizer step from the checkpoint's saved state on each of the first ``k`` update
+    batches (in training mode, as training took its steps)."""
+    state = read_state(checkpoint)
+    ub = open_store(update_path)
+    if ub.sizes["batch"] < k:
+        raise ValueError(
+            f"{update_path} holds {ub.sizes['batch']} update batches, update.batches asks for "
+            f"{k}; delete it and re-run to draw them again"
+        )
+    batches = torch.from_numpy(ub["input_ids"].values[:k].astype(np.int64)).to(device)
+    _check_ids(model, batches, update_path)
+    model.train()
+    deltas = [
+        one_step(model, state, lambda b=b: model(input_ids=b, labels=b).loss) for b in batches
+    ]
+    model.eval()
+    log.info("%d optimizer steps from step %d at lr %.4g", k, step, state.lr)
+    attrs = {
+        "direction": "optimizer",
+        "direction_meaning": (
+            f"one AdamW step from the state saved at step {step} (optimizer step "
+            f"{state.step + 1}, learning rate {state.lr:.4g}) on each update batch"
+        ),
+        "learning_rate": state.lr,
+        "optimizer_step": state.step,
+        "multi_step": 0,
+    }
+    return Directions(deltas, attrs, batches, ub["bin"].values[:k])
+
+
+def displacement_to(model, next_checkpoint: str, step: int, next_step: int, device) -> Directions:
+    """The displacement θ(t′) − θ(t) to the next listed checkpoint: one, multi-step, direction."""
+    later = load_checkpoint(next_checkpoint).to(device)
+    log.info("displacement to step %d", next_step)
+    attrs = {
+        "direction": "displacement",
+        "direction_meaning": (
+            f"the displacement θ({next_step}) − θ({step}) to the next listed checkpoint: "
+            f"{next_step - step} optimizer steps, not one"
+        ),
+        "next_step": int(next_step),
+        "multi_step": 1,
+    }
+    return Directions([displacement(model, later)], attrs)
+
+
+def _check_ids(model, ids: torch.Tensor, where: str) -> None:
+    V = model.get_input_embeddings().weight.shape[0]
+    if ids.numel() and (int(ids.max()) >= V or int(ids.min()) < 0):
+        raise ValueError(
+            f"{where}: token ids span {int(ids.min())}..{int(ids.max())} but the model has {V}; "
+            "it was built for another vocabulary"
+        )
+
+
+def changes(model, x, y, deltas: list[Params], batch: int) -> tuple[np.ndarray, ...]:
+    """Per-token losses ``(token,)``, actual changes and first-order predictions ``(K, token)``
+    along each direction."""
+    loss = token_losses(model, x, y, batch)
+    actual, pred = np.empty((len(deltas), loss.numel())), np.empty((len(deltas), loss.numel()))
+    progress = Progress(log, len(deltas), "directions")
+    for k, d in enumerate(deltas):
+        moved = {n: p.detach() + d[n] for n, p in model.named_parameters()}
+        actual[k] = (token_losses(model, x, y, batch, moved) - loss).cpu().numpy()
+        pred[k] = first_order(model, x, y, d, batch)[1].cpu().numpy()
+        progress.update(k + 1)
+    return loss.cpu().numpy(), actual, pred
+
+
+def landscapes(model, x, y, deltas: list[Params], cfg: UpdateConfig, batch: int) -> dict:
+    """The mean landscape ``(K, alpha)`` over a seeded sample of sequences and the per-token
+    cross-sections ``(K, alpha, sample)`` of a seeded sample of their tokens, whose flat indices
+    into V are ``sample_token``."""
+    n_seq, T = x.shape
+    seqs = _sample(n_seq, cfg.landscape_sequences or n_seq, cfg.seed)
+    toks = _sample(seqs.size * T, cfg.landscape_tokens, cfg.seed + 1)
+    multiples = [float(a) for a in cfg.alpha]
+    mean = np.empty((len(deltas), len(multiples)))
+    per_token = np.empty((len(deltas), len(multiples), toks.size))
+    for k, d in enumerate(deltas):
+        rows = landscape(model, x[seqs], y[seqs], d, multiples, batch).cpu().numpy()
+        mean[k], per_token[k] = rows.mean(axis=1), rows[:, toks]
+    sample_token = (seqs[toks // T] * T + toks % T).astype(np.int64)
+    return {"mean": mean, "per_token": per_token, "sample_token": sample_token}
+
+
+def gradient_measures(
+    model,
+    x,
+    y,
+    deltas: list[Params],
+    pred: np.ndarray,
+    norm: np.ndarray,
+    cfg: UpdateConfig,
+    where: str,
+) -> tuple[dict, np.ndarray]:
+    """Exact per-token gradients of a seeded sample of V against each direction: ‖∇θℓ_i‖,
+    cos(Δθ_k, ∇θℓ_i) and App. C.4's sums, after checking them against the forward-mode
+    predictions ``pred`` (K, token) (a mismatch raises). Returns the variables and the sample."""
+    n_seq, T = x.shape
+    tokens = _sample(n_seq * T, cfg.gradient_tokens, cfg.seed + 2)
+    grads = token_gradients(model, x, y, tokens, deltas)
+    moving = norm > 0
+    coh = []
+    for k in range(len(deltas)):
+        if not moving[k]:
+            coh.append(Coherence(np.nan, np.nan, np.nan))
+            continue
+        # the per-token gradients against the forward-mode pass, token by token …
+        p = pred[k][tokens]
+        if not np.allclose(grads["dot"][k], p, rtol=1e-3, atol=1e-4 * np.abs(p).max()):
+            raise AssertionError(
+                f"{where}: ∇θℓ_i·Δθ from per-token gradients disagrees with the forward-mode pass"
+            )
+        coh.append(coherence(grads["abs_dot"][k], p, tuple(grads["uG"][k])))
+        check_coherence(coh[k], p)  # … and App. C.4's identity over the sample
+    with np.errstate(invalid="ignore", divide="ignore"):
+        cos = grads["dot"] / np.outer(norm, grads["grad_norm"])
+    data = {
+        "grad_norm": ("gradient_token", grads["grad_norm"]),
+        "update_grad_cos": (("batch", "gradient_token"), np.where(moving[:, None], cos, np.nan)),
+        "coherence_g": ("batch", np.array([c.C_g for c in coh])),
+        "coherence_ug": ("batch", np.array([c.C_ug for c in coh])),
+        "coherence_uG": ("batch", np.array([c.C_uG for c in coh])),
+    }
+    return data, tokens
+
+
 def analyse_update(
     checkpoint: str,
     eval_path: str,
@@ -193,192 +364,107 @@ def analyse_update(
     next_checkpoint: str | None = None,
     next_step: int | None = None,
 ) -> None:
-    """Measure one step (or the displacement to ``next_checkpoint``) from ``checkpoint`` and write
-    ``out_path`` (``results/update/{model}/step{N}.zarr``)."""
+    """Measure one step from ``checkpoint`` (its optimizer state and the update batches at
+    ``update_path``), or the displacement to ``next_checkpoint``, and write ``out_path``
+    (``results/update/{model}/step{N}.zarr``)."""
+    where = f"{model_name} step {step}"
     device = resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)
     model = load_checkpoint(checkpoint).to(device)
     ev = open_store(eval_path)
     x = torch.from_numpy(ev["input_ids"].values.astype(np.int64)).to(device)
     y = torch.from_numpy(ev["targets"].values.astype(np.int64)).to(device)
-    n_seq, T = x.shape
-    batch = cfg.batch_size or max(1, 16384 // T)
-    attrs = {
-        "model": model_name,
-        "step": int(step),
-        "weights_sha256": weights_sha256(checkpoint),
-        "device": str(device),
-        "pipeline_version": pipeline.__version__,
-        "torch_version": torch.__version__,
-    }
-    use_optimizer = cfg.direction == "optimizer" or (
-        cfg.direction == "auto" and has_state(checkpoint)
-    )
-    train_batches = None
-    if use_optimizer:
-        state = read_state(checkpoint)
+    _check_ids(model, torch.cat([x, y], 1), eval_path)
+    V = model.get_output_embeddings().weight.shape[0]
+    # 16k tokens a pass, fewer where the (tokens × V) logits would pass 2^27 entries (512 MB)
+    batch = cfg.batch_size or max(1, min(16384 // x.shape[1], 2**27 // (x.shape[1] * V)))
+    if cfg.direction == "optimizer" or (cfg.direction == "auto" and has_state(checkpoint)):
         if update_path is None:
-            raise ValueError("an optimizer step needs the update batches (update.zarr)")
-        ub = open_store(update_path)
-        train_batches = torch.from_numpy(ub["input_ids"].values.astype(np.int64)).to(device)
-        train_batches = train_batches[: cfg.batches]
-        deltas = []
-        model.train()
-        for b in train_batches:
-            deltas.append(one_step(model, state, lambda b=b: model(input_ids=b, labels=b).loss))
-        model.eval()
-        attrs.update(
-            direction="optimizer",
-            direction_meaning=(
-                f"one AdamW step from the state saved at step {step} (optimizer step "
-                f"{state.step + 1}, learning rate {state.lr:.4g}) on each update batch"
-            ),
-            learning_rate=state.lr,
-            optimizer_step=state.step,
-            multi_step=0,
+            raise ValueError(f"{where}: an optimizer step needs the update batches (update.zarr)")
+        dirs = optimizer_steps(model, checkpoint, step, update_path, cfg.batches, device)
+    elif next_checkpoint is None or next_step is None:
+        raise ValueError(
+            f"{where} has no optimizer state and no next checkpoint: the last listed step cannot "
+            "be analysed along a displacement"
         )
-        log.info("%d optimizer steps from step %d at lr %.4g", len(deltas), step, state.lr)
     else:
-        if next_checkpoint is None:
-            raise ValueError(
-                f"{model_name} step {step} has no optimizer state and no next checkpoint: the "
-                "last listed step cannot be analysed along a displacement"
-            )
-        later = load_checkpoint(next_checkpoint).to(device)
-        deltas = [displacement(model, later)]
-        del later
-        attrs.update(
-            direction="displacement",
-            direction_meaning=(
-                f"the displacement θ({next_step}) − θ({step}) to the next listed checkpoint: "
-                f"{next_step - step} optimizer steps, not one"
-            ),
-            next_step=int(next_step),
-            multi_step=1,
-        )
-        log.info("displacement to step %d", next_step)
-
+        dirs = displacement_to(model, next_checkpoint, step, next_step, device)
+    deltas, K = dirs.deltas, len(dirs.deltas)
     names = list(deltas[0])
-    K = len(deltas)
     norms = np.array([[float(d[n].float().norm()) for n in names] for d in deltas])
-    update_norm = np.sqrt((norms**2).sum(1))
-    moving = update_norm > 0
-    if not moving.all():
+    norm = np.sqrt((norms**2).sum(1))
+    if not (norm > 0).all():
         console_warning(
             log,
-            f"{model_name} step {step}: the update is exactly zero for batch(es) "
-            f"{np.flatnonzero(~moving).tolist()} ({attrs['direction_meaning']}). For a "
-            "displacement this means two revisions with identical weights (a known fault of some "
-            "Pythia branches; see the reduction's duplicates table): every loss change is 0 and "
-            "the direction's cosines and C.4 sums are NaN.",
+            f"{where}: the update is exactly zero for batch(es) {np.flatnonzero(norm == 0).tolist()} "
+            f"({dirs.attrs['direction_meaning']}). For a displacement this means two revisions "
+            "with identical weights (a known fault of some Pythia branches; see the reduction's "
+            "duplicates table): every loss change is 0, and the direction's cosines and C.4 sums "
+            "are NaN.",
         )
 
-    # eval: actual and first-order changes of every token of V
-    loss0 = token_losses(model, x, y, batch)
-    change, pred = np.empty((K, loss0.numel())), np.empty((K, loss0.numel()))
-    progress = Progress(log, K, "update directions")
-    for k, d in enumerate(deltas):
-        moved = {n: p.detach() + d[n] for n, p in model.named_parameters()}
-        change[k] = (token_losses(model, x, y, batch, moved) - loss0).cpu().numpy()
-        _, pk = first_order(model, x, y, d, batch)
-        pred[k] = pk.cpu().numpy()
-        progress.update(k + 1)
-
-    # the landscape: a seeded sample of sequences for the mean, of tokens for the cross-sections
-    land_seq = _sample(n_seq, cfg.landscape_sequences or n_seq, cfg.seed)
-    land_tok = _sample(land_seq.size * T, cfg.landscape_tokens, cfg.seed + 1)
-    multiples = [float(a) for a in cfg.alpha]
-    land_mean = np.empty((K, len(multiples)))
-    land_token = np.empty((K, len(multiples), land_tok.size))
-    for k, d in enumerate(deltas):
-        rows = landscape(model, x[land_seq], y[land_seq], d, multiples, batch).cpu().numpy()
-        land_mean[k] = rows.mean(axis=1)
-        land_token[k] = rows[:, land_tok]
-    sample_token = (land_seq[land_tok // T] * T + land_tok % T).astype(np.int64)
-
+    loss, actual, pred = changes(model, x, y, deltas, batch)
+    if not np.isfinite(actual).any():
+        raise ValueError(f"{where}: every loss change came out NaN; nothing was written")
+    land = landscapes(model, x, y, deltas, cfg, batch)
+    alpha = np.asarray([float(a) for a in cfg.alpha])
     data = {
-        "loss": ("token", loss0.cpu().numpy().astype(np.float32)),
-        "loss_change": (("batch", "token"), change.astype(np.float32)),
+        "loss": ("token", loss.astype(np.float32)),
+        "loss_change": (("batch", "token"), actual.astype(np.float32)),
         "loss_change_pred": (("batch", "token"), pred.astype(np.float32)),
-        "update_norm": ("batch", update_norm),
+        "update_norm": ("batch", norm),
         "update_param_norm": (("batch", "param"), norms),
-        "landscape_mean": (("batch", "alpha"), land_mean),
-        "landscape": (("batch", "alpha", "sample"), land_token.astype(np.float32)),
+        "landscape_mean": (("batch", "alpha"), land["mean"]),
+        "landscape": (("batch", "alpha", "sample"), land["per_token"].astype(np.float32)),
     }
     coords = {
         "batch": np.arange(K),
         "token": ev["token"].values,
         "target": ev["target"],
         "bin": ev["bin"],
-        "alpha": np.asarray(multiples),
-        "alpha_distance": (("batch", "alpha"), np.outer(update_norm, multiples)),
-        "sample_token": ("sample", sample_token),
+        "alpha": alpha,
+        "alpha_distance": (("batch", "alpha"), np.outer(norm, alpha)),
+        "sample_token": ("sample", land["sample_token"]),
         "param": np.arange(len(names)),
     }
-
-    if train_batches is not None:  # the update batches themselves
-        tx, ty = train_batches[:, :, :-1], train_batches[:, :, 1:]
-        bins = open_store(update_path)["bin"].values[: cfg.batches]
-        tl, tc, tp = (np.empty((K, tx.shape[1] * tx.shape[2])) for _ in range(3))
-        for k, d in enumerate(deltas):
-            moved = {n: p.detach() + d[n] for n, p in model.named_parameters()}
-            before = token_losses(model, tx[k], ty[k], batch)
-            tl[k] = before.cpu().numpy()
-            tc[k] = (token_losses(model, tx[k], ty[k], batch, moved) - before).cpu().numpy()
-            tp[k] = first_order(model, tx[k], ty[k], d, batch)[1].cpu().numpy()
+    if dirs.batches is not None:  # the update batches themselves
+        tl, tc, tp = [], [], []
+        for b, d in zip(dirs.batches, deltas):
+            loss_b, actual_b, pred_b = changes(model, b[:, :-1], b[:, 1:], [d], batch)
+            tl.append(loss_b)
+            tc.append(actual_b[0])
+            tp.append(pred_b[0])
+        dims = ("batch", "train_token")
         data.update(
-            train_loss=(("batch", "train_token"), tl.astype(np.float32)),
-            train_loss_change=(("batch", "train_token"), tc.astype(np.float32)),
-            train_loss_change_pred=(("batch", "train_token"), tp.astype(np.float32)),
+            train_loss=(dims, np.stack(tl).astype(np.float32)),
+            train_loss_change=(dims, np.stack(tc).astype(np.float32)),
+            train_loss_change_pred=(dims, np.stack(tp).astype(np.float32)),
         )
         coords.update(
-            train_token=np.arange(tl.shape[1]),
-            train_target=(("batch", "train_token"), ty.reshape(K, -1).cpu().numpy()),
-            train_bin=(("batch", "train_token"), bins.reshape(K, -1)[:K]),
+            train_token=np.arange(len(tl[0])),
+            train_target=(dims, dirs.batches[:, :, 1:].reshape(K, -1).cpu().numpy()),
+            train_bin=(dims, dirs.bins.reshape(K, -1)),
         )
-
     if cfg.gradients:
-        tokens = _sample(n_seq * T, cfg.gradient_tokens, cfg.seed + 2)
-        grads = token_gradients(model, x, y, tokens, deltas)
-        nan = Coherence(np.nan, np.nan, np.nan)
-        coh = [
-            coherence(grads["abs_dot"][k], pred[k][tokens], tuple(grads["uG"][k]))
-            if moving[k]
-            else nan
-            for k in range(K)
-        ]
-        for k in np.flatnonzero(moving):
-            # the per-token gradients against the forward-mode pass, token by token …
-            scale = np.abs(pred[k][tokens]).max()
-            if not np.allclose(grads["dot"][k], pred[k][tokens], rtol=1e-3, atol=1e-4 * scale):
-                raise AssertionError(
-                    f"{model_name} step {step}: ∇θℓ_i·Δθ from per-token gradients disagrees with "
-                    "the forward-mode pass"
-                )
-            check_coherence(coh[k], pred[k][tokens])  # … and App. C.4's identity over the sample
-        with np.errstate(invalid="ignore", divide="ignore"):
-            cos = grads["dot"] / np.outer(update_norm, grads["grad_norm"])
-        data.update(
-            grad_norm=("gradient_token", grads["grad_norm"]),
-            update_grad_cos=(("batch", "gradient_token"), np.where(moving[:, None], cos, np.nan)),
-            coherence_g=("batch", np.array([c.C_g for c in coh])),
-            coherence_ug=("batch", np.array([c.C_ug for c in coh])),
-            coherence_uG=("batch", np.array([c.C_uG for c in coh])),
-        )
+        grad_data, tokens = gradient_measures(model, x, y, deltas, pred, norm, cfg, where)
+        data.update(grad_data)
         coords["gradient_token"] = tokens.astype(np.int64)
 
+    attrs = {
+        "model": model_name,
+        "step": int(step),
+        "weights_sha256": weights_sha256(checkpoint),
+        **dirs.attrs,
+        "device": str(device),
+        "pipeline_version": pipeline.__version__,
+        "torch_version": torch.__version__,
+    }
     ds = xr.Dataset(data, coords=coords, attrs=attrs).expand_dims(
         step=np.array([step], dtype=np.int64)
     )
-    if not np.isfinite(change).any():
-        raise ValueError(f"{model_name} step {step}: every loss change came out NaN")
     write_zarr(with_labels(conform(ds, "update"), {"param": names}), out_path)
-    s = change_summary(change[0], pred[0])
+    s = change_summary(actual[0], pred[0])
     log.info(
         "eval: D %.3f, M %.4g, Pearson r(Δℓ, Δ̃ℓ) %.3f; ‖Δθ‖ %.4g; wrote %s",
-        s["D"],
-        s["M"],
-        s["pearson"],
-        update_norm[0],
-        out_path,
+        *(s["D"], s["M"], s["pearson"], norm[0], out_path),
     )

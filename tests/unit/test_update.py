@@ -138,6 +138,24 @@ def test_forward_mode_prediction_matches_per_token_autograd(step_and_tokens):
     assert rel_err(loss, token_losses(model, x, y, batch=3)) <= 1e-6
 
 
+def test_forward_mode_prediction_with_tied_embeddings(tiny_neox):
+    """A tied output layer is one parameter used twice: the closed-form head and the body's
+    forward-mode pass must both see its tangent."""
+    from transformers import GPTNeoXForCausalLM
+
+    cfg = tiny_neox.config
+    cfg.tie_word_embeddings = True
+    torch.manual_seed(3)
+    model = GPTNeoXForCausalLM(cfg).eval()
+    assert model.get_output_embeddings().weight is model.get_input_embeddings().weight
+    delta = {n: 1e-2 * torch.randn_like(p) for n, p in model.named_parameters()}
+    ids = torch.randint(0, cfg.vocab_size, (3, 9))
+    _, pred = first_order(model, ids[:, :-1], ids[:, 1:], delta, batch=2)
+    grads = per_token_gradients(model, ids[:, :-1], ids[:, 1:])
+    u = torch.cat([delta[n].reshape(-1).double() for n, _ in model.named_parameters()])
+    assert rel_err(pred, grads @ u) <= 1e-5
+
+
 def test_landscape_passes_through_the_checkpoint_and_the_step(step_and_tokens):
     model, delta, x, y = step_and_tokens
     rows = landscape(model, x, y, delta, [0.0, 1.0, -2.0], batch=2)

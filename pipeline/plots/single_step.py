@@ -335,9 +335,9 @@ def plot_alignment(ds: xr.Dataset) -> Figure:
         ax_g.set_ylabel("C_g, C_u")
         for ax in (ax_c, ax_n, ax_g):
             step_axis(ax)
-    axes[0, 0].set_title("alignment (median, 10–90%)")
-    axes[0, 1].set_title("norm product (median, 10–90%)")
-    axes[0, 2].set_title("App. C.4: C_g · C_u = 1 − D(∇θℓ·Δθ)")
+    axes[0, 0].set_title("alignment\n(median, 10–90%)")
+    axes[0, 1].set_title("norm product\n(median, 10–90%)")
+    axes[0, 2].set_title("App. C.4: C_g · C_u\n= 1 − D(∇θℓ·Δθ)")
     legend_below(
         fig,
         [

@@ -87,7 +87,7 @@ def main() -> None:
         model = ToyModel(spec["hidden_size"], spec["layers"], spec["heads"])
         start = time.perf_counter()
         steps, overall, per_bin = [], [], []
-        for step, net in toy_training(model, train, stream, language.vocab_size):
+        for step, net, _ in toy_training(model, train, stream, language.vocab_size):
             loss = held_out_losses(net, windows)
             steps.append(step)
             overall.append(loss.mean())

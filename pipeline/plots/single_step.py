@@ -51,6 +51,15 @@ def _direction(ds: xr.Dataset) -> str:
     return "one optimizer step where the model has optimizer states, else the displacement to the next checkpoint"
 
 
+def _nanmean(v: np.ndarray, axis: int) -> np.ndarray:
+    """The mean of the finite values along ``axis``; NaN (without a warning) where there are
+    none (the steps without update measurements)."""
+    ok = np.isfinite(v)
+    n = ok.sum(axis)
+    total = np.where(ok, v, 0.0).sum(axis)
+    return np.where(n > 0, total / np.maximum(n, 1), np.nan)
+
+
 def _missing(ds: xr.Dataset, var: str, title: str) -> Figure | None:
     if var not in ds:
         return note_figure(title, "the update stage was not run (no update stores)")
@@ -73,7 +82,7 @@ def _band(ax: Axes, view: View, var: str, model: str, **style) -> Line2D | None:
     if not ok.any():
         return None
     steps, v = view.steps[ok], v[ok]
-    mean = np.nanmean(v, axis=1)
+    mean = _nanmean(v, axis=1)
     if v.shape[1] > 1:
         ax.fill_between(
             steps, np.nanmin(v, 1), np.nanmax(v, 1), color=style.get("color"), alpha=0.18, lw=0
@@ -94,24 +103,9 @@ def plot_single_step_interference(ds: xr.Dataset) -> Figure:
         for s, ls in (("eval", "-"), ("train", "--")):
             _band(ax_d, view, update_summary(s, "D"), model, color=c, ls=ls)
             _band(ax_m, view, update_summary(s, "M"), model, color=c, ls=ls)
-        line(
-            ax_d,
-            view.steps,
-            view.values(overall("interference"), model),
-            color="k",
-            ls=":",
-            marker="s",
-            ms=2.5,
-        )
-        line(
-            ax_m,
-            view.steps,
-            view.values(overall("change_magnitude"), model),
-            color="k",
-            ls=":",
-            marker="s",
-            ms=2.5,
-        )
+        pairs = {"color": "k", "ls": ":", "marker": "s", "ms": 2.5}  # between checkpoints
+        line(ax_d, view.steps, view.values(overall("interference"), model), **pairs)
+        line(ax_m, view.steps, view.values(overall("change_magnitude"), model), **pairs)
         ax_d.set_ylim(-0.03, 1.03)
         ax_d.set_ylabel(f"{model}\ninterference D")
         ax_m.set_yscale("log")
@@ -214,7 +208,7 @@ def plot_landscape_tokens(ds: xr.Dataset) -> Figure:
     steps = _spread_steps(_update_steps(view, "landscape_token"))
     n_models = len(view.models)
     fig = Figure(figsize=(1.0 + 3.2 * n_models, 1.3 + 2.4 * steps.size), layout="constrained")
-    axes = fig.subplots(steps.size, n_models, squeeze=False, sharex=True)
+    axes = fig.subplots(steps.size, n_models, squeeze=False)
     alpha = ds["alpha"].values
     shown = np.arange(min(60, ds.sizes["sample"]))
     for j, model in enumerate(view.models):
@@ -238,10 +232,10 @@ def plot_landscape_tokens(ds: xr.Dataset) -> Figure:
             ax.grid(True, alpha=0.25)
             if i == 0:
                 ax.set_title(model, color=view.colors[model])
-            if j == 0:
-                ax.set_ylabel(f"step {int(step)}\nℓ_i(α) − ℓ_i(0) (nats)")
-            if i == steps.size - 1:
-                ax.set_xlabel("α in steps (α / ‖Δθ‖)")
+            ax.set_ylabel(
+                f"step {int(step)}\nℓ_i(α) − ℓ_i(0) (nats)" if j == 0 else "ℓ_i(α) − ℓ_i(0)"
+            )
+            ax.set_xlabel("α in steps (α / ‖Δθ‖)")
     legend_below(
         fig,
         [
@@ -264,7 +258,7 @@ def plot_landscape(ds: xr.Dataset) -> Figure:
     view, fig, axes = panels(ds, lambda n: (1, n), panel=(3.6, 3.4), margin=(1.0, 0.9), sharey=True)
     steps = _update_steps(view, "landscape_change")
     alpha = ds["alpha"].values
-    change = {m: np.nanmean(view.values("landscape_change", m), axis=1) for m in view.models}
+    change = {m: _nanmean(view.values("landscape_change", m), axis=1) for m in view.models}
     finite = np.concatenate([v[np.isfinite(v)] for v in change.values()])
     vmax = float(np.abs(finite).max()) if finite.size else 1.0
     pos = np.abs(finite[finite != 0])
@@ -289,8 +283,8 @@ def plot_landscape(ds: xr.Dataset) -> Figure:
         ax.set_yticks(np.arange(steps.size))
         ax.set_yticklabels([str(int(s)) for s in steps])
         ax.set_xlabel("α in steps (α / ‖Δθ‖)")
+        ax.set_ylabel("training step")
         ax.set_title(model, color=view.colors[model])
-    axes[0, 0].set_ylabel("training step")
     fig.colorbar(image, ax=axes[0].tolist(), label="ΔL(α) (nats, symlog)", pad=0.01)
     fig.suptitle(f"{title} (dashed: the actual step)\nalong {_direction(ds)}", fontsize=10)
     return fig
@@ -326,7 +320,7 @@ def plot_alignment(ds: xr.Dataset) -> Figure:
         norm = view.values("grad_norm", model)
         upd = view.values("update_norm", model)
         if norm is not None and upd is not None:
-            _quantile_band(ax_n, view.steps, norm * np.nanmean(upd, axis=1)[:, None], color=c)
+            _quantile_band(ax_n, view.steps, norm * _nanmean(upd, axis=1)[:, None], color=c)
         ax_n.set_yscale("log")
         ax_n.set_ylabel("‖Δθ‖ ‖∇θℓ_i‖")
         _band(ax_g, view, "coherence_g", model, color=c)

@@ -170,7 +170,79 @@ def synthetic_summary(
         data["n_params"] = ("model", (70_000 * 4.0 ** np.arange(nm)).astype(np.int64))
     else:
         data["n_params"] = ("model", np.full(nm, -1, dtype=np.int64))
-    return with_fits(xr.Dataset(data, coords=coords, attrs=PROVENANCE), fit)
+    data_u, coords_u = update_variables(names, steps, bins, missing_steps, rng)
+    attrs = {**PROVENANCE, "update_direction": {m: "optimizer" for m in names}}
+    ds = xr.Dataset({**data, **data_u}, coords={**coords, **coords_u}, attrs=attrs)
+    return with_fits(ds, fit)
+
+
+def update_variables(names, steps, bins, missing_steps, rng) -> tuple[dict, dict]:
+    """The update stage's summary variables (``pipeline.schema.UPDATE_SUMMARY``): measured at
+    every other step, K = 3 batches; D rises over training on V and stays low on the batch."""
+    nm, ns, nb = len(names), steps.size, bins.size
+    K, alpha = 3, np.array([-4.0, -1.0, 0.0, 0.5, 1.0, 2.0, 4.0])
+    n_sample, n_grad = 40, 16
+    measured = np.zeros(ns, bool)
+    measured[::2] = True
+    measured[missing_steps if nm > 1 else slice(0, 0)] = False  # (model 1's are NaN below)
+    p = (np.log1p(steps) / np.log1p(max(steps.max(), 1)))[None, :, None]  # (1, step, 1)
+    noise = lambda *shape: 0.02 * rng.standard_normal(shape)  # noqa: E731
+    stats = {
+        "eval_D": 0.2 + 0.75 * p + noise(nm, ns, K),
+        "train_D": 0.05 + 0.1 * p + noise(nm, ns, K),
+        "eval_M": 0.01 * (1.2 - p) + 0 * noise(nm, ns, K),
+        "train_M": 0.02 * (1.2 - p) + 0 * noise(nm, ns, K),
+        "eval_pearson": 0.99 - 0.01 * p + 0.1 * noise(nm, ns, K),
+        "train_pearson": 0.99 - 0.02 * p + 0.1 * noise(nm, ns, K),
+        "update_norm": 0.1 + 0.4 * p + 0 * noise(nm, ns, K),
+        "coherence_g": 0.25 + noise(nm, ns, K),
+        "coherence_u": 3.0 - 2.7 * p + noise(nm, ns, K),
+    }
+    data = {}
+    for name, v in stats.items():
+        data[name] = (("model", "step", "batch"), v)
+    for s in ("eval", "train"):
+        data[f"{s}_D_bin"] = (
+            ("model", "step", "batch", "bin"),
+            np.repeat(stats[f"{s}_D"][..., None], nb, -1),
+        )
+        data[f"{s}_M_bin"] = (
+            ("model", "step", "batch", "bin"),
+            np.repeat(stats[f"{s}_M"][..., None], nb, -1),
+        )
+    slope = rng.normal(0, 0.05, (nm, ns, 1, n_sample))
+    curve = slope * alpha[None, None, :, None] + 0.01 * alpha[None, None, :, None] ** 2
+    data["landscape_token"] = (("model", "step", "alpha", "sample"), 3 + curve)
+    data["sample_improved"] = (("model", "step", "sample"), slope[:, :, 0] < 0)
+    change = slope[:, :, 0] + 0.005
+    data["sample_loss_change"] = (("model", "step", "sample"), change)
+    data["sample_loss_change_pred"] = (("model", "step", "sample"), slope[:, :, 0])
+    mean = curve.mean(-1)  # (model, step, alpha)
+    data["landscape_change"] = (
+        ("model", "step", "batch", "alpha"),
+        np.repeat(mean[:, :, None], K, 2) - 0.02 * alpha * (1 - p[..., None]),
+    )
+    data["update_grad_cos"] = (
+        ("model", "step", "gradient_token"),
+        rng.normal(0, 0.01, (nm, ns, n_grad)),
+    )
+    data["grad_norm"] = (
+        ("model", "step", "gradient_token"),
+        rng.lognormal(1, 0.5, (nm, ns, n_grad)),
+    )
+    for name, (dims, v) in data.items():
+        v = np.asarray(v, dtype=np.float64).copy()
+        v[:, ~measured] = np.nan
+        if nm > 1:
+            v[1, missing_steps] = np.nan
+        data[name] = (dims, v)
+    coords = {
+        "batch": np.arange(K),
+        "alpha": alpha,
+        "sample": np.arange(n_sample),
+        "gradient_token": np.arange(n_grad),
+    }
+    return data, coords
 
 
 def with_fits(ds: xr.Dataset, cfg: FitConfig) -> xr.Dataset:
@@ -370,6 +442,10 @@ def test_without_parameter_gradients(name):
         assert check_figure(fig, overlaps=False) == len(data_axes(with_layers))
 
 
+#: Figures with one row of panels per (update) step.
+STEP_ROWS = {"landscape_tokens"}
+
+
 @pytest.mark.parametrize("name", list(plots.FIGURES))
 def test_single_step(name):
     ds = synthetic_summary(2, steps=[0])
@@ -378,6 +454,8 @@ def test_single_step(name):
     n = check_figure(fig, overlaps=False)
     if n == 0:
         assert "two or more steps" in figure_texts(fig)
+    elif name in STEP_ROWS:  # one row of panels per step (at most four): one row here
+        assert n == ds.sizes["model"]
     else:
         assert n == n_axes(name, synthetic_summary(2))
 

@@ -76,7 +76,7 @@ def test_restored_optimizer_reproduces_the_next_checkpoint(suite):
         assert state.lr == pytest.approx(TRAIN.learning_rate * TRAIN.lr_factor(t))
         b = batches[t]  # the batch training took its step t + 1 on
         model.train()
-        delta = one_step(model, state, lambda b=b: model(input_ids=b, labels=b).loss)
+        delta = one_step(model, state, lambda m=model, b=b: m(input_ids=b, labels=b).loss)
         now = dict(model.named_parameters())
         later = dict(load_checkpoint(tmp / f"ckpt/step{t + 1}").named_parameters())
         for name, d in delta.items():

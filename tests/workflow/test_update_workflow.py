@@ -35,7 +35,8 @@ def test_update_stores_agree_with_the_extraction(run_dir, config):
         at0, at1 = int(np.flatnonzero(alpha == 0)[0]), int(np.flatnonzero(alpha == 1)[0])
         idx = u["sample_token"].values
         land = u["landscape"].values[0]  # (batch, alpha, sample)
-        np.testing.assert_allclose(land[:, at0], ex["loss"].values[0][idx][None], rtol=1e-5)
+        before = np.broadcast_to(ex["loss"].values[0][idx], land[:, at0].shape)
+        np.testing.assert_allclose(land[:, at0], before, rtol=1e-5)
         after = u["loss"].values[0][idx] + u["loss_change"].values[0][:, idx]
         np.testing.assert_allclose(land[:, at1], after, rtol=1e-5, atol=1e-6)
         # the distance coordinate is the multiple times the step length

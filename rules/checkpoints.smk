@@ -25,12 +25,12 @@ if TOY_MODELS:
             "results/benchmarks/checkpoints/train_{model}.tsv"
         wildcard_constraints:
             model=one_of(TOY_MODELS),
-        conda:
-            "../envs/extract.yaml"
-        threads: 1
         # first: every later job of the suite waits for its model's training, and the largest
         # model trains longest, so starting it late leaves the other cores idle at the end
         priority: 50
+        conda:
+            "../envs/extract.yaml"
+        threads: 1
         resources:
             mem_mb=2000,
             runtime=60,

@@ -107,8 +107,7 @@ def summarize_updates(paths: list[str]) -> xr.Dataset:
 
 def _summarize_one(u: xr.Dataset) -> xr.Dataset:
     u = u.isel(step=0).load()
-    step = int(u["step"])
-    out = {}
+    out, per_bin = {}, []
     for s in SETS:
         prefix = "" if s == "eval" else "train_"
         if f"{prefix}loss_change" not in u:
@@ -120,9 +119,12 @@ def _summarize_one(u: xr.Dataset) -> xr.Dataset:
             out[f"{s}_{key}"] = ("batch", np.array([r[key] for r in rows]))
         bins = u["bin"].values if s == "eval" else u["train_bin"].values
         D, M, present = _per_bin(change, bins)
-        out[f"{s}_D_bin"] = (("batch", "bin"), D)
-        out[f"{s}_M_bin"] = (("batch", "bin"), M)
-        out[f"_{s}_bins"] = present
+        per_bin.append(
+            xr.Dataset(
+                {f"{s}_D_bin": (("batch", "bin"), D), f"{s}_M_bin": (("batch", "bin"), M)},
+                coords={"bin": present},
+            )
+        )
     land = u["landscape_mean"].values
     zero = int(np.flatnonzero(u["alpha"].values == 0)[0])
     one = int(np.flatnonzero(u["alpha"].values == 1)[0])
@@ -134,33 +136,22 @@ def _summarize_one(u: xr.Dataset) -> xr.Dataset:
     idx = u["sample_token"].values
     out["sample_loss_change"] = ("sample", u["loss_change"].values[0][idx])
     out["sample_loss_change_pred"] = ("sample", u["loss_change_pred"].values[0][idx])
+    coords = {
+        "batch": u["batch"].values,
+        "alpha": u["alpha"].values,
+        "sample": np.arange(idx.size),
+        "sample_token": ("sample", idx),
+    }
     if "coherence_g" in u:
         out["coherence_g"] = ("batch", u["coherence_g"].values)
         out["coherence_u"] = ("batch", u["coherence_uG"].values / u["coherence_ug"].values)
         out["update_grad_cos"] = ("gradient_token", u["update_grad_cos"].values[0])
         out["grad_norm"] = ("gradient_token", u["grad_norm"].values)
-    bins = {k: out.pop(k) for k in list(out) if k.startswith("_")}
-    present = np.unique(np.concatenate(list(bins.values())))
-    data = {}
-    for k, (dims, v) in out.items():
-        dims = (dims,) if isinstance(dims, str) else dims
-        if "bin" in dims:  # align each set's bins on the union
-            which = bins[f"_{k.split('_')[0]}_bins"]
-            full = np.full((v.shape[0], present.size), np.nan)
-            full[:, np.searchsorted(present, which)] = v
-            v = full
-        data[k] = (("step", *dims), v[None])
-    coords = {
-        "step": [step],
-        "batch": u["batch"].values,
-        "bin": present,
-        "alpha": u["alpha"].values,
-        "sample": np.arange(idx.size),
-        "sample_token": ("sample", idx),
-    }
-    if "gradient_token" in u.coords:
         coords["gradient_token"] = u["gradient_token"].values
-    return xr.Dataset(data, coords=coords, attrs={"direction": u.attrs["direction"]})
+    # the two sets' bins differ: an outer join puts both on their union
+    ds = xr.merge([xr.Dataset(out, coords=coords), *per_bin], join="outer")
+    ds.attrs = {"direction": u.attrs["direction"]}
+    return ds.expand_dims(step=[int(u["step"])])
 
 
 def _per_bin(change: np.ndarray, bins: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -24,11 +24,13 @@ import argparse
 import threading
 import time
 
+import numpy as np
 import psutil
 import torch
 
 from pipeline.config import ExtractConfig
 from pipeline.extract import final_hidden, measure, output_layer
+from pipeline.schema import PARAM_STATISTICS
 
 SHAPES = {  # Pythia's configs (hidden, layers, heads, intermediate); vocabulary 50,304 rows
     "pythia-14m": (128, 6, 4, 512),
@@ -107,6 +109,23 @@ def timed(fn, device, repeats: int):
     return min(times), peak
 
 
+def agreement(model, inputs, targets, cfg: ExtractConfig, device) -> None:
+    """The full extraction of one batch with TF32 float32 products (the default for a bfloat16
+    model) against IEEE products: relative difference ‖a − b‖ / ‖b‖ over tokens or parameters."""
+    a = measure(model, inputs, targets, cfg, device, tf32=True)
+    b = measure(model, inputs, targets, cfg, device, tf32=False)
+
+    def rel(x, y):
+        ok = np.isfinite(x) & np.isfinite(y)
+        return float(np.linalg.norm(x[ok] - y[ok]) / max(np.linalg.norm(y[ok]), 1e-30))
+
+    worst = {k: rel(a.tokens[k], b.tokens[k]) for k in a.tokens}
+    worst.update({k: rel(a.params[k], b.params[k]) for k in PARAM_STATISTICS})
+    print(f"TF32 against IEEE float32 products, {targets.size} tokens, relative difference:")
+    for k, v in worst.items():
+        print(f"  {k:32s} {v:.1e}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--shape", choices=SHAPES, default="pythia-14m")
@@ -152,15 +171,17 @@ def main() -> None:
             ).backward()
         model.zero_grad(set_to_none=True)
 
-    def extract(parameters: bool, chunk: int):
-        cfg = ExtractConfig(
+    def config(parameters: bool, chunk: int) -> ExtractConfig:
+        return ExtractConfig(
             batch_size=batch,
             vocab_chunk=chunk,
             dtype=args.dtype,
             parameters=parameters,
             rank_tokens=0,
         )
-        return lambda: measure(model, inputs, targets, cfg, device)
+
+    def extract(parameters: bool, chunk: int):
+        return lambda: measure(model, inputs, targets, config(parameters, chunk), device)
 
     U, b = output_layer(model)
 
@@ -197,6 +218,8 @@ def main() -> None:
             f"{name:26s} {s:8.3f} s {n / s:12,.0f} tokens/s  peak {peak / 2**20:9.1f} MiB",
             flush=True,
         )
+    if device.type == "cuda" and dtype != torch.float32:
+        agreement(model, inputs[:batch], targets[:batch], config(True, args.vocab_chunk), device)
     t = {k: v[0] for k, v in rows.items()}
     print(f"b/a = {t['b extraction at h'] / t['a forward']:.2f}   (goal <= 1.3)")
     print(

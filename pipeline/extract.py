@@ -11,6 +11,8 @@ sha256, dtype, device and package versions.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -78,10 +80,50 @@ def auto_batch_size(model, seq_len: int, cfg: ExtractConfig, device: torch.devic
     return max(1, int(0.5 * free // (per_token * seq_len)))
 
 
+@contextmanager
+def float32_matmul(tf32: bool) -> Iterator[None]:
+    """Let CUDA's float32 matrix products use TF32 inside the block (``tf32``), else IEEE.
+
+    With a bfloat16 model the float32 products of the closed forms (logits ``h Uᵀ``, ``Uᵀp``,
+    the output layer's and the recorded |δ||x| sums) take operands that are either bfloat16
+    values, exact in TF32's 10-bit mantissa, or float32 exponentials and sums whose TF32
+    rounding (2⁻¹¹) is below bfloat16's own (2⁻⁸); the accumulation stays float32. On an H100
+    that makes them ~8× faster. A float32 model keeps IEEE products. No effect on a CPU.
+    """
+    flags = torch.backends.cuda.matmul
+    before = flags.fp32_precision
+    flags.fp32_precision = "tf32" if tf32 else "ieee"
+    try:
+        yield
+    finally:
+        flags.fp32_precision = before
+
+
 def measure(
+    model,
+    input_ids: np.ndarray,
+    targets: np.ndarray,
+    cfg: ExtractConfig,
+    device: torch.device,
+    tf32: bool | None = None,
+) -> Measurements:
+    """All measurements of one checkpoint on (sequence, position) inputs and targets.
+
+    ``tf32`` (default: when the model is not float32) lets CUDA's float32 products use TF32,
+    see ``float32_matmul``.
+    """
+    U, _ = output_layer(model)
+    if tf32 is None:
+        tf32 = U.dtype != torch.float32
+    if tf32 and device.type == "cuda":
+        log.info("float32 products of the closed forms in TF32 (the model is %s)", U.dtype)
+    with float32_matmul(tf32):
+        return _measure(model, input_ids, targets, cfg, device)
+
+
+def _measure(
     model, input_ids: np.ndarray, targets: np.ndarray, cfg: ExtractConfig, device: torch.device
 ) -> Measurements:
-    """All measurements of one checkpoint on (sequence, position) inputs and targets."""
     U, b = output_layer(model)
     V, d = U.shape
     if targets.max() >= V or targets.min() < 0:

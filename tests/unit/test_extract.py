@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from pipeline.config import ExtractConfig
-from pipeline.extract import final_hidden, measure, output_layer
+from pipeline.extract import final_hidden, float32_matmul, measure, output_layer
 from pipeline.maths.bottleneck import logit_gradient_gram, rank_curve, rank_sizes
 from pipeline.maths.decomposition import bottleneck_projector, decompose_at_h
 from pipeline.schema import MEASUREMENTS, PARAM_STATISTICS
@@ -236,3 +236,16 @@ def test_bfloat16_stays_close_to_float32():
     assert not over, over
     # the model does run in bfloat16: the measurements are not float32's to the last bit
     assert min(errors.values()) > 1e-6
+
+
+def test_tf32_is_scoped_to_the_block_and_restored_after_an_error():
+    flags = torch.backends.cuda.matmul
+    before = flags.fp32_precision
+    with pytest.raises(RuntimeError):
+        with float32_matmul(True):
+            assert flags.fp32_precision == "tf32"
+            raise RuntimeError("inside")
+    assert flags.fp32_precision == before
+    with float32_matmul(False):
+        assert flags.fp32_precision == "ieee"
+    assert flags.fp32_precision == before

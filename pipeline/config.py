@@ -50,6 +50,7 @@ class UpdateConfig:
     gradients: bool = True  # exact per-token gradients for a sample of V
     gradient_tokens: int = 256  # that sample's size
     seed: int = 0  # seed of the token samples
+    data: dict | None = None  # where the update batches come from; None: the toy language
     batch_size: int | None = None  # evaluation sequences per forward pass; None: sized
     device: str = "auto"
 
@@ -280,6 +281,12 @@ def digest(config: dict) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+def has_optimizer_states(model: dict) -> bool:
+    """Whether a model's checkpoints carry optimizer states: the toy suite's, and hub suites in
+    OLMo's native format (``optim.pt`` beside every checkpoint)."""
+    return model["source"] == "toy" or model.get("format") == "olmo"
+
+
 def _check_update(config: dict) -> None:
     update = section(config, "update")
     alpha = update["alpha"]
@@ -291,8 +298,22 @@ def _check_update(config: dict) -> None:
     unknown = sorted(set(steps or ()) - set(config["steps"]))
     if unknown:
         raise ConfigError(f"update.steps {unknown} are not in steps; pick steps from that list")
+    stateful = [m for m, spec in config["models"].items() if has_optimizer_states(spec)]
+    data = update["data"] or {"source": "toy"}
+    if stateful and update["direction"] != "displacement":
+        if data["source"] == "toy" and not (config.get("toy") and "train" in config["toy"]):
+            raise ConfigError(
+                f"{stateful} take optimizer steps, but update.data is not given and there is no "
+                "toy language to draw the update batches from; set update.data (a dataset, text "
+                "files or exported training batches, as for eval)"
+            )
+        if data["source"] != "toy" and not {"sequences", "context_length"} <= set(data):
+            raise ConfigError(
+                "update.data: give sequences (per update batch) and context_length for the "
+                f"{data['source']} source"
+            )
     if update["direction"] == "optimizer":
-        stateless = [m for m, spec in config["models"].items() if spec["source"] != "toy"]
+        stateless = [m for m in config["models"] if m not in stateful]
         if stateless:
             raise ConfigError(
                 f"update.direction is optimizer, but {stateless} have no saved optimizer states; "

@@ -4,8 +4,9 @@
 * ``build_frequency``: token counts (the toy corpus, a counts vector, or Megatron training
   shards, read by ``pipeline.sources``) → ``frequency.zarr`` with the log2 frequency bins of
   ``pipeline.maths.frequency`` (Gradient Dissent §2).
-* ``write_update_batches``: the K fixed batches the update stage takes its single optimizer
-  steps on (the toy language's, outside its training stream) → ``update.zarr``.
+* ``build_update_batches``: the K fixed batches the update stage takes its single optimizer
+  steps on (the toy language's, outside its training stream; or windows of text, a dataset or
+  exported training batches) → ``update.zarr``.
 * ``build_eval``: the evaluation set V, windows of (context, target) ids cut from the toy
   language's held-out stream, or sampled with a seed from local text files, a Hugging Face
   dataset or a pre-tokenized array (tokenized with the models' own tokenizer) → ``eval.zarr``.
@@ -106,35 +107,27 @@ def write_eval(windows: np.ndarray, bins: np.ndarray, path: str, source: str) ->
 
 
 def write_update_batches(
-    language: ToyLanguage,
-    n_batches: int,
-    batch_size: int,
-    sequence_length: int,
-    frequency_path: str,
-    path: str,
+    windows: np.ndarray, frequency_path: str, path: str, source: str, attrs: dict | None = None
 ) -> None:
-    """Write the update batches: ``input_ids (batch, sequence, window)``, windows of
-    ``sequence_length + 1`` ids as in a training batch, and the frequency ``bin`` of each target
-    ``(batch, sequence, position)``."""
-    windows = update_batches(language, n_batches, batch_size, sequence_length + 1)
+    """Write the update batches: ``input_ids (batch, sequence, window)`` and the frequency
+    ``bin`` of each target ``(batch, sequence, position)``; ``source`` says what they are."""
     bins = open_store(frequency_path)["bin"].values
-    if windows.max() >= bins.size:
+    if windows.max() >= bins.size or windows.min() < 0:
         raise ValueError(
-            f"update batch ids reach {windows.max()} but {frequency_path} has {bins.size} ids"
+            f"update batch ids span {windows.min()}..{windows.max()} but {frequency_path} has "
+            f"{bins.size} ids; use the models' tokenizer for both"
         )
+    K, S, W = windows.shape
     ds = xr.Dataset(
         {
-            "input_ids": (("batch", "sequence", "window"), windows),
+            "input_ids": (("batch", "sequence", "window"), windows.astype(np.int32)),
             "bin": (("batch", "sequence", "position"), bins[windows[:, :, 1:]]),
         },
-        coords={"batch": np.arange(n_batches)},
-        attrs={
-            "source": "toy language, outside the training stream",
-            "language": _asdict(language),
-        },
+        coords={"batch": np.arange(K)},
+        attrs={"source": source, **(attrs or {})},
     )
     write_zarr(ds, path)
-    log.info("%d update batches of %d x %d tokens", n_batches, batch_size, sequence_length)
+    log.info("%d update batches of %d x %d tokens: %s", K, S, W - 1, source)
 
 
 def _asdict(obj) -> dict:
@@ -144,55 +137,99 @@ def _asdict(obj) -> dict:
 # --- the stage's entry points: a config section in, a store out ------------------------------
 
 
-def build_eval(
-    spec: dict, frequency_path: str, out_path: str, corpus_path: str | None = None
-) -> None:
-    """Build the evaluation set of the ``eval`` config section and write ``eval.zarr``."""
-    freq = open_store(frequency_path)
-    bins = freq["bin"].values
+def windows_from_source(
+    spec: dict,
+    n: int,
+    context_length: int,
+    frequency_path: str,
+    corpus_path: str | None = None,
+    in_order: bool = False,
+) -> tuple[np.ndarray, str]:
+    """``n`` windows of ``context_length + 1`` ids from the source that ``spec`` (an ``eval``
+    or ``update.data`` section) names, and a label saying where they come from.
+
+    Text and datasets are tokenized with the models' tokenizer (checked against the frequency
+    counts) and windows sampled from the stream with ``spec["seed"]``; a 1-D token array is
+    sampled alike; a 2-D array of windows gives a seeded sample of its rows, or its first ``n``
+    rows in order (``in_order``: exported training batches).
+    """
     spec = {**EVAL_DEFAULTS, **spec}
-    n, L, seed = spec["sequences"], spec["context_length"], spec["seed"]
-    source = spec["source"]
+    L, seed, source = context_length, spec["seed"], spec["source"]
     if source == "toy":
-        windows = eval_windows(open_store(corpus_path)["heldout"].values, n, L)
-        label = "toy held-out stream"
-    elif source in ("text", "dataset"):
+        return eval_windows(open_store(corpus_path)["heldout"].values, n, L), "toy held-out stream"
+    if source in ("text", "dataset"):
+        freq = open_store(frequency_path)
+        counted = freq.attrs.get("counted_ids", freq.sizes["vocab"])
         tokenizer = sources.load_tokenizer(spec["tokenizer"])
-        counted = freq.attrs.get("counted_ids", bins.size)
         if len(tokenizer) > counted:
             raise ValueError(
-                f"the evaluation tokenizer ({spec['tokenizer']}) has {len(tokenizer)} ids but the "
+                f"the tokenizer ({spec['tokenizer']}) has {len(tokenizer)} ids but the "
                 f"frequency counts ({frequency_path}, from {freq.attrs.get('source')}) cover "
                 f"{counted}: they come from another tokenizer (or a modified copy of it); use the "
                 "tokenizer the counts were made with"
             )
         pool = spec["pool_tokens"] or 4 * n * (L + 1)
         if source == "text":
-            texts, label = (
-                sources.read_texts(spec["paths"], spec["text_field"]),
-                "text files",
-            )
+            texts, label = sources.read_texts(spec["paths"], spec["text_field"]), "text files"
         else:
-            texts, label = (
-                sources.dataset_texts(spec["dataset"]),
-                f"dataset {spec['dataset']['path']}",
-            )
+            texts, label = sources.dataset_texts(spec["dataset"]), _dataset_label(spec["dataset"])
         stream = sources.tokenize_stream(texts, tokenizer, pool)
         log.info("tokenized %d ids from %s", stream.size, label)
-        windows = sources.sample_windows(stream, n, L, seed)
-    elif source == "tokens":
+        return sources.sample_windows(stream, n, L, seed), label
+    if source == "tokens":
         arr = sources.load_tokens(spec["path"])
-        if arr.ndim == 1:
-            windows = sources.sample_windows(arr, n, L, seed)
-        else:
-            if arr.shape[1] < L + 1 or arr.shape[0] < n:
-                raise ValueError(f"{spec['path']} has windows {arr.shape}; need ≥ ({n}, {L + 1})")
-            rows = np.sort(np.random.default_rng(seed).choice(arr.shape[0], n, replace=False))
-            windows = arr[rows, : L + 1]
         label = f"tokens {spec['path']}"
-    else:
-        raise ValueError(f"eval.source {source!r} is not one of toy, text, dataset, tokens")
+        if arr.ndim == 1:
+            return sources.sample_windows(arr, n, L, seed), label
+        if arr.shape[1] < L + 1 or arr.shape[0] < n:
+            raise ValueError(f"{spec['path']} has windows {arr.shape}; need ≥ ({n}, {L + 1})")
+        if in_order:
+            return np.asarray(arr[:n, : L + 1]), f"{label}, its first {n} rows in order"
+        rows = np.sort(np.random.default_rng(seed).choice(arr.shape[0], n, replace=False))
+        return arr[rows, : L + 1], label
+    raise ValueError(f"source {source!r} is not one of toy, text, dataset, tokens")
+
+
+def _dataset_label(dataset: dict) -> str:
+    parts = [dataset["path"], dataset.get("name"), dataset.get("split")]
+    return "dataset " + " ".join(str(p) for p in parts if p)
+
+
+def build_eval(
+    spec: dict, frequency_path: str, out_path: str, corpus_path: str | None = None
+) -> None:
+    """Build the evaluation set of the ``eval`` config section and write ``eval.zarr``."""
+    bins = open_store(frequency_path)["bin"].values
+    windows, label = windows_from_source(
+        spec, spec["sequences"], spec["context_length"], frequency_path, corpus_path
+    )
     write_eval(windows, bins, out_path, source=label)
+
+
+def build_update_batches(
+    spec: dict,
+    n_batches: int,
+    frequency_path: str,
+    out_path: str,
+    language: ToyLanguage | None = None,
+    train: dict | None = None,
+) -> None:
+    """Build the update batches of the ``update.data`` section and write ``update.zarr``:
+    the toy language's (outside its training stream, shaped like its training batches), or
+    ``n_batches`` × ``spec["sequences"]`` windows from text, a dataset or a token array."""
+    if spec["source"] == "toy":
+        windows = update_batches(
+            language, n_batches, train["batch_size"], train["sequence_length"] + 1
+        )
+        label = "toy language, outside the training stream"
+    else:
+        S, L = spec["sequences"], spec["context_length"]
+        flat, label = windows_from_source(spec, n_batches * S, L, frequency_path, in_order=True)
+        windows = flat.reshape(n_batches, S, L + 1)
+        if spec["source"] in ("text", "dataset"):
+            label = f"held-out text sample, {label} (not the training batches)"
+        label = spec.get("label") or label
+    write_update_batches(windows, frequency_path, out_path, label)
 
 
 def build_frequency(spec: dict, out_path: str, corpus_path: str | None = None) -> None:

@@ -189,15 +189,16 @@ def restore(model: torch.nn.Module, state: OptimizerState) -> torch.optim.AdamW:
 
 
 def one_step(
-    model: torch.nn.Module, state: OptimizerState, loss_fn: Callable[[], torch.Tensor]
+    model: torch.nn.Module, state: OptimizerState, backward: Callable[[], None]
 ) -> dict[str, torch.Tensor]:
-    """The update Δθ (per parameter name) of one optimizer step from ``state`` on the loss that
-    ``loss_fn()`` computes with ``model``; the model's weights are left as they were."""
+    """The update Δθ (per parameter name) of one optimizer step from ``state`` on the gradient
+    that ``backward()`` accumulates into ``model``'s parameters (e.g. ``loss.backward()``, or
+    one call per micro-batch); the model's weights are left as they were."""
     params = dict(model.named_parameters())
     before = {n: p.detach().clone() for n, p in params.items()}
     opt = restore(model, state)
     model.zero_grad(set_to_none=True)
-    loss_fn().backward()
+    backward()
     if state.max_grad_norm is not None:
         torch.nn.utils.clip_grad_norm_(model.parameters(), state.max_grad_norm)
     opt.step()

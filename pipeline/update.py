@@ -222,11 +222,22 @@ class Directions:
     bins: np.ndarray | None = None  # (K, sequences, positions) frequency bins of the targets
 
 
+def batch_backward(model, ids: torch.Tensor, micro: int) -> None:
+    """Accumulate into ``model``'s parameters the gradient of the mean next-token loss over
+    ``ids`` (sequences, window), ``micro`` sequences a pass: one training batch's gradient in
+    bounded memory (a 512 × 1,024-token batch of the Zero-sum learning suite does not fit one
+    pass)."""
+    n_tokens = ids[:, 1:].numel()
+    for s in _batches(ids.shape[0], micro):
+        b = ids[s]
+        (model(input_ids=b, labels=b).loss * (b[:, 1:].numel() / n_tokens)).backward()
+
+
 def optimizer_steps(
-    model, checkpoint: str, step: int, update_path: str, k: int, device
+    model, checkpoint: str, step: int, update_path: str, k: int, device, micro: int
 ) -> Directions:
     """One optimizer step from the checkpoint's saved state on each of the first ``k`` update
-    batches (in training mode, as training took its steps)."""
+    batches (in training mode, as training took its steps), ``micro`` sequences a pass."""
     state = read_state(checkpoint)
     ub = open_store(update_path)
     if ub.sizes["batch"] < k:
@@ -237,9 +248,7 @@ def optimizer_steps(
     batches = torch.from_numpy(ub["input_ids"].values[:k].astype(np.int64)).to(device)
     _check_ids(model, batches, update_path)
     model.train()
-    deltas = [
-        one_step(model, state, lambda b=b: model(input_ids=b, labels=b).loss) for b in batches
-    ]
+    deltas = [one_step(model, state, lambda b=b: batch_backward(model, b, micro)) for b in batches]
     model.eval()
     log.info("%d optimizer steps from step %d at lr %.4g", k, step, state.lr)
     attrs = {
@@ -251,6 +260,7 @@ def optimizer_steps(
         "learning_rate": state.lr,
         "optimizer_step": state.step,
         "multi_step": 0,
+        "update_batches": str(ub.attrs.get("source", update_path)),
     }
     return Directions(deltas, attrs, batches, ub["bin"].values[:k])
 
@@ -381,7 +391,9 @@ def analyse_update(
     if cfg.direction == "optimizer" or (cfg.direction == "auto" and has_state(checkpoint)):
         if update_path is None:
             raise ValueError(f"{where}: an optimizer step needs the update batches (update.zarr)")
-        dirs = optimizer_steps(model, checkpoint, step, update_path, cfg.batches, device)
+        dirs = optimizer_steps(
+            model, checkpoint, step, update_path, cfg.batches, device, micro=batch
+        )
     elif next_checkpoint is None or next_step is None:
         raise ValueError(
             f"{where} has no optimizer state and no next checkpoint: the last listed step cannot "

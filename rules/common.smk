@@ -9,6 +9,7 @@ from pipeline.config import (
     check_files,
     check_types,
     digest,
+    has_optimizer_states,
     section,
 )
 from pipeline.plots import FIGURES
@@ -165,10 +166,12 @@ def extract_stores(wildcards):
 # --- update -------------------------------------------------------------------------------
 
 UPDATE = section(config, "update")
-#: The update batches' store, where a model takes optimizer steps (toy models have states).
+#: Where models with optimizer states take their steps: the toy language's batches by default.
+UPDATE_DATA = UPDATE["data"] or {"name": "toy", "source": "toy"}
 UPDATE_BATCHES = (
-    "results/data/toy/update.zarr"
-    if TOY_MODELS and UPDATE["direction"] != "displacement"
+    f"results/data/{UPDATE_DATA['name']}/update.zarr"
+    if any(has_optimizer_states(config["models"][m]) for m in MODELS)
+    and UPDATE["direction"] != "displacement"
     else None
 )
 
@@ -176,12 +179,22 @@ UPDATE_BATCHES = (
 def update_direction(model):
     """``optimizer`` where the model's checkpoints carry optimizer states (and the config does
     not ask for displacements), else ``displacement``."""
-    has_state = config["models"][model]["source"] == "toy"
+    has_state = has_optimizer_states(config["models"][model])
     return (
         "optimizer"
         if has_state and UPDATE["direction"] != "displacement"
         else "displacement"
     )
+
+
+def update_batches_inputs(wildcards):
+    """The update batches' inputs: the frequency table (for bins), and the files they read."""
+    inputs = {"frequency": frequency_store()}
+    if UPDATE_DATA["source"] == "text":
+        inputs["texts"] = UPDATE_DATA["paths"]
+    elif UPDATE_DATA["source"] == "tokens":
+        inputs["tokens"] = UPDATE_DATA["path"]
+    return inputs
 
 
 def next_step(model, step):

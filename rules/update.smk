@@ -1,5 +1,5 @@
 # The update stage: one job per (model, step) measures one optimizer step from the checkpoint's
-# saved state (toy models) or, for suites without optimizer states, the displacement to the next
+# saved state (toy models, OLMo-native suites) or, for suites without optimizer states, the displacement to the next
 # listed checkpoint, and writes results/update/{model}/step{step}.zarr (pipeline/update.py).
 
 
@@ -7,7 +7,7 @@ if UPDATE_BATCHES:
 
     rule update_batches:
         input:
-            frequency=frequency_store(),
+            unpack(update_batches_inputs),
         output:
             directory(UPDATE_BATCHES),
         log:
@@ -16,9 +16,18 @@ if UPDATE_BATCHES:
         conda:
             "../envs/analysis.yaml"
         params:
-            language=section(config, "toy", "language"),
-            train=section(config, "toy", "train"),
-            batches=section(config, "update")["batches"],
+            data=UPDATE_DATA,
+            language=(
+                section(config, "toy", "language")
+                if UPDATE_DATA["source"] == "toy"
+                else None
+            ),
+            train=(
+                section(config, "toy", "train")
+                if UPDATE_DATA["source"] == "toy"
+                else None
+            ),
+            batches=UPDATE["batches"],
         script:
             "../scripts/update_batches.py"
 

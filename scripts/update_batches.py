@@ -1,16 +1,16 @@
-"""Entry point of rule update_batches: the toy language's fixed batches for the update stage."""
+"""Entry point of rule update_batches: the fixed batches the update stage takes its steps on."""
 
-from pipeline.data import write_update_batches
+from pipeline.data import build_update_batches
 from pipeline.logs import setup
 from pipeline.toy.language import ToyLanguage
 
 setup(snakemake.log[0])  # noqa: F821
 p = snakemake.params  # noqa: F821
-write_update_batches(
-    ToyLanguage(**p.language),
+build_update_batches(
+    p.data,
     p.batches,
-    p.train["batch_size"],
-    p.train["sequence_length"],
     snakemake.input.frequency,  # noqa: F821
     snakemake.output[0],  # noqa: F821
+    language=ToyLanguage(**p.language) if p.language else None,
+    train=p.train,
 )

@@ -16,6 +16,7 @@ from pipeline.checkpoints import load_checkpoint, train_toy
 from pipeline.data import write_corpus
 from pipeline.maths.interference import loss_change_interference
 from pipeline.maths.update import check_coherence, coherence, correlations
+from pipeline.update import batch_backward
 from pipeline.optimizer import MOMENTS_FILE, STATE_FILE, one_step, read_state
 from pipeline.store import open_store
 from pipeline.toy.language import ToyLanguage, update_batches
@@ -76,7 +77,9 @@ def test_restored_optimizer_reproduces_the_next_checkpoint(suite):
         assert state.lr == pytest.approx(TRAIN.learning_rate * TRAIN.lr_factor(t))
         b = batches[t]  # the batch training took its step t + 1 on
         model.train()
-        delta = one_step(model, state, lambda m=model, b=b: m(input_ids=b, labels=b).loss)
+        delta = one_step(
+            model, state, lambda m=model, b=b: m(input_ids=b, labels=b).loss.backward()
+        )
         now = dict(model.named_parameters())
         later = dict(load_checkpoint(tmp / f"ckpt/step{t + 1}").named_parameters())
         for name, d in delta.items():
@@ -111,7 +114,9 @@ def test_optimizer_state_errors_name_the_file(suite, tmp_path):
         read_state(ckpt)
     other = build_toy_model(ToyModel(8, 1, 1), LANGUAGE.vocab_size, 16, 0)
     with pytest.raises(ValueError, match="another model"):
-        one_step(other, read_state(tmp / "ckpt/step2"), lambda: model.lm_head.weight.sum())
+        one_step(
+            other, read_state(tmp / "ckpt/step2"), lambda: model.lm_head.weight.sum().backward()
+        )
 
 
 @pytest.fixture(scope="module")
@@ -121,9 +126,7 @@ def step_and_tokens(suite):
     model = load_checkpoint(tmp / "ckpt/step3")
     batch = torch.from_numpy(update_batches(LANGUAGE, 1, 4, 17)[0].astype(np.int64))
     model.train()
-    delta = one_step(
-        model, read_state(tmp / "ckpt/step3"), lambda: model(input_ids=batch, labels=batch).loss
-    )
+    delta = one_step(model, read_state(tmp / "ckpt/step3"), lambda: batch_backward(model, batch, 2))
     model.eval()
     ids = torch.from_numpy(update_batches(LANGUAGE, 2, 3, 17)[1].astype(np.int64))
     return model, delta, ids[:, :-1], ids[:, 1:]

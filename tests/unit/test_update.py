@@ -16,13 +16,12 @@ from pipeline.checkpoints import load_checkpoint, train_toy
 from pipeline.data import write_corpus
 from pipeline.maths.interference import loss_change_interference
 from pipeline.maths.update import check_coherence, coherence, correlations
-from pipeline.update import batch_backward
 from pipeline.optimizer import MOMENTS_FILE, STATE_FILE, one_step, read_state
 from pipeline.store import open_store
 from pipeline.toy.language import ToyLanguage, update_batches
 from pipeline.toy.schedule import ToyModel, TrainConfig
 from pipeline.toy.training import build_toy_model, training_batches
-from pipeline.update import first_order, landscape, token_gradients, token_losses
+from pipeline.update import batch_backward, first_order, landscape, token_gradients, token_losses
 from tests.reference import (
     adamw_training,
     coherence_from_products,

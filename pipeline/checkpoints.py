@@ -23,6 +23,7 @@ from pathlib import Path
 
 import torch
 
+from pipeline import olmo
 from pipeline.logs import quiet_transformers
 from pipeline.optimizer import OptimizerState, adamw_state, write_state
 from pipeline.toy.schedule import ToyModel, TrainConfig
@@ -79,8 +80,11 @@ SAFETENSORS_FILES = ["*.safetensors", "*.safetensors.index.json"]
 PICKLE_FILES = ["*.bin", "*.bin.index.json"]  # only with an explicit opt-in (allow_pickle)
 
 
-def hub_patterns(allow_pickle: bool = False) -> list[str]:
-    """The files fetched for one revision: config, tokenizer, weights (safetensors first)."""
+def hub_patterns(allow_pickle: bool = False, format: str = "transformers") -> list[str]:
+    """The files fetched for one revision: config, tokenizer, weights (safetensors first); for
+    an OLMo-native branch its config.yaml, model.pt and optim.pt (``pipeline.olmo``)."""
+    if format == "olmo":
+        return list(olmo.NATIVE_FILES)
     return (
         CONFIG_FILES + TOKENIZER_FILES + SAFETENSORS_FILES + (PICKLE_FILES if allow_pickle else [])
     )
@@ -170,15 +174,34 @@ def hub_snapshot(repo_id: str, revision: str, patterns: list[str], what: str) ->
     raise AssertionError("unreachable")
 
 
-def fetch_revision(repo_id: str, revision: str, allow_pickle: bool = False) -> Path:
-    """Download (or find in the hub cache) one revision's config, tokenizer and weights.
+def fetch_revision(
+    repo_id: str, revision: str, allow_pickle: bool = False, format: str = "transformers"
+) -> Path:
+    """Download (or find in the hub cache) one revision's config, tokenizer and weights (or, in
+    OLMo's native ``format``, its config.yaml, model.pt and optim.pt).
 
     Uses ``hub_snapshot`` into the shared hub cache (``HF_HOME`` / ``HF_HUB_CACHE``), so
     revisions share blobs and nothing is copied per revision. With ``HF_HUB_OFFLINE=1`` a cached
     revision is found and a missing one is an error that says how to fetch it. Returns the
     snapshot directory.
     """
-    path = hub_snapshot(repo_id, revision, hub_patterns(allow_pickle), f"checkpoint {repo_id}")
+    what = f"checkpoint {repo_id}"
+    if format == "olmo":
+        if not allow_pickle:
+            raise ValueError(
+                f"{repo_id} revision {revision!r} is in OLMo's native format: model.pt and "
+                "optim.pt are pickles. Set allow_pickle: true on this model to read them (with "
+                "weights_only loading, which runs no code)"
+            )
+        path = hub_snapshot(repo_id, revision, hub_patterns(format="olmo"), what)
+        missing = [f for f in olmo.NATIVE_FILES if not (path / f).exists()]
+        if missing:
+            raise ValueError(
+                f"{repo_id} revision {revision!r} has no {', '.join(missing)}: it is not an "
+                "OLMo-native checkpoint (format: olmo) or its upload is incomplete"
+            )
+        return path
+    path = hub_snapshot(repo_id, revision, hub_patterns(allow_pickle), what)
     if not any(path.glob("*.safetensors")) and not (allow_pickle and any(path.glob("*.bin"))):
         fix = (
             ""
@@ -192,17 +215,31 @@ def fetch_revision(repo_id: str, revision: str, allow_pickle: bool = False) -> P
     return path
 
 
-def link_checkpoint(src: str | os.PathLike, dst: str | os.PathLike) -> None:
+def link_checkpoint(
+    src: str | os.PathLike, dst: str | os.PathLike, format: str = "transformers"
+) -> None:
     """Make ``dst`` a Hugging Face model directory of symbolic links to the files of ``src``
-    (a hub snapshot): a pointer into the cache, no copy. Written atomically."""
+    (a hub snapshot): a pointer into the cache, no copy. An OLMo-native snapshot gets a
+    ``config.json`` of its transformers counterpart beside the links (``pipeline.olmo``).
+    Written atomically."""
     src, dst = Path(src), Path(dst)
-    if not (src / "config.json").exists():
-        raise FileNotFoundError(f"{src} is not a Hugging Face model directory (no config.json)")
+    native = format == "olmo"
+    if not (src / ("config.yaml" if native else "config.json")).exists():
+        raise FileNotFoundError(
+            f"{src} is not "
+            + (
+                "an OLMo-native checkpoint (no config.yaml)"
+                if native
+                else "a Hugging Face model directory (no config.json)"
+            )
+        )
     tmp = dst.parent / f".{dst.name}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     for f in src.iterdir():
         (tmp / f.name).symlink_to(f.absolute())
+    if native:
+        olmo.hf_config(olmo.read_config(src), str(src / "config.yaml")).save_pretrained(tmp)
     shutil.rmtree(dst, ignore_errors=True)
     os.replace(tmp, dst)
 
@@ -211,8 +248,10 @@ def weight_files(path: str | os.PathLike) -> list[Path]:
     """A checkpoint's weight files: its safetensors, else its pickle (.bin) files."""
     path = Path(path)
     files = sorted(path.glob("*.safetensors")) or sorted(path.glob("*.bin"))
+    if not files and olmo.is_native(path):
+        files = [path / olmo.MODEL_FILE]
     if not files:
-        raise FileNotFoundError(f"no weights (.safetensors or .bin) in {path}")
+        raise FileNotFoundError(f"no weights (.safetensors, .bin or OLMo's model.pt) in {path}")
     return files
 
 
@@ -232,20 +271,25 @@ def load_checkpoint(
     """Load a causal LM from a Hugging Face model directory; no remote code is executed.
 
     Weights load from safetensors; ``.bin`` (pickle) files only with ``allow_pickle``, and then
-    with ``weights_only`` loading. Raises a ``ValueError`` that names the checkpoint if it cannot
-    be read (a truncated file) or its weights hold NaN or infinity.
+    with ``weights_only`` loading; an OLMo-native checkpoint (fetched only with that opt-in)
+    through ``pipeline.olmo.load_model``, also with ``weights_only`` loading. Raises a
+    ``ValueError`` that names the checkpoint if it cannot be read (a truncated file) or its
+    weights hold NaN or infinity.
     """
     from transformers import AutoModelForCausalLM
 
     quiet_transformers()
     try:
-        model = AutoModelForCausalLM.from_pretrained(
-            path,
-            dtype=dtype,
-            use_safetensors=None if allow_pickle else True,
-            trust_remote_code=False,
-            weights_only=True,
-        )
+        if olmo.is_native(path):
+            model = olmo.load_model(path, dtype)
+        else:
+            model = AutoModelForCausalLM.from_pretrained(
+                path,
+                dtype=dtype,
+                use_safetensors=None if allow_pickle else True,
+                trust_remote_code=False,
+                weights_only=True,
+            )
     except Exception as err:
         raise ValueError(
             f"cannot load checkpoint {path}: {err}. Delete it and re-run to fetch or train it again."

@@ -163,6 +163,12 @@ def check(config: dict) -> None:
     uses_toy = toy_models or "toy" in (config["eval"]["source"], config["frequency"]["source"])
     if uses_toy and "toy" not in config:
         raise ConfigError("the toy suite is used but the config has no 'toy' section; add one")
+    for name, spec in config["models"].items():
+        if spec.get("format") == "olmo" and not spec.get("allow_pickle"):
+            raise ConfigError(
+                f"models.{name}: format olmo reads OLMo's model.pt and optim.pt, which are "
+                "pickles; set allow_pickle: true to read them (weights_only loading, no code runs)"
+            )
     for name in toy_models:
         spec = config["models"][name]
         if spec["hidden_size"] % spec["heads"]:

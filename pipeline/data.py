@@ -173,7 +173,7 @@ def windows_from_source(
             texts, label = sources.read_texts(spec["paths"], spec["text_field"]), "text files"
         else:
             texts, label = sources.dataset_texts(spec["dataset"]), _dataset_label(spec["dataset"])
-        stream = sources.tokenize_stream(texts, tokenizer, pool)
+        stream = sources.tokenize_stream(texts, tokenizer, pool, spec["tokenizer"].get("eos_id"))
         log.info("tokenized %d ids from %s", stream.size, label)
         return sources.sample_windows(stream, n, L, seed), label
     if source == "tokens":
@@ -245,6 +245,27 @@ def build_frequency(spec: dict, out_path: str, corpus_path: str | None = None) -
     elif source == "megatron":
         count, label = sources.count_megatron(spec["paths"], vocab), "Megatron shards"
         counted = count.size
+    elif source == "dataset":
+        tokenizer = sources.load_tokenizer(spec["tokenizer"])
+        texts = sources.dataset_texts(spec["dataset"])
+        stream = sources.tokenize_stream(
+            texts, tokenizer, spec["tokens"], spec["tokenizer"].get("eos_id")
+        )
+        if stream.size < spec["tokens"]:
+            console_warning(
+                log,
+                f"frequency: the dataset ran out after {stream.size} of {spec['tokens']} tokens",
+            )
+        if stream.max() >= vocab:
+            raise ValueError(
+                f"frequency.vocab_size is {vocab} but the tokenizer ({spec['tokenizer']}) gives "
+                f"id {stream.max()}; set it to the models' (padded) output size"
+            )
+        count = np.bincount(stream, minlength=vocab)
+        label = f"{_dataset_label(spec['dataset'])}, its first {stream.size} tokens"
+        counted = len(tokenizer)
     else:
-        raise ValueError(f"frequency.source {source!r} is not one of toy, counts, megatron")
+        raise ValueError(
+            f"frequency.source {source!r} is not one of toy, counts, megatron, dataset"
+        )
     write_frequency(count, out_path, source=label, counted_ids=counted)

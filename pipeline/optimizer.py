@@ -5,11 +5,13 @@ A checkpoint directory that has an optimizer state holds, beside the Hugging Fac
 * ``optimizer.safetensors``: AdamW's moments per named parameter, ``{name}.exp_avg`` and
   ``{name}.exp_avg_sq`` (float32), named as in ``model.named_parameters()``;
 * ``optimizer.json``: ``{"format": 1, "optimizer": "adamw", "step": t, "lr": …, "betas": […],
-  "eps": …, "weight_decay": …, "no_weight_decay": [names], "max_grad_norm": null | float}``,
+  "eps": …, "weight_decay": …, "no_weight_decay": [names], "max_grad_norm": null | float,
+  "loss_denominator": "labels" | "inputs"}``,
   where ``step`` is the number of steps taken (AdamW's bias correction of the next step uses
   t + 1) and ``lr`` is the learning rate the schedule gives the *next* step.
 
-No pickle. ``save_adamw`` writes a live ``torch.optim.AdamW``; ``read_state`` reads and checks
+No pickle. (OLMo-native checkpoints carry OLMo's ``optim.pt`` instead, which
+``pipeline.olmo.read_optimizer`` maps onto the same ``OptimizerState``.) ``save_adamw`` writes a live ``torch.optim.AdamW``; ``read_state`` reads and checks
 the files; ``one_step`` restores model and optimizer from them and returns the update Δθ of one
 step on a given loss, with the suite's own semantics (bias correction from the saved step
 count, the saved learning rate, decoupled weight decay, gradient clipping where training
@@ -46,6 +48,10 @@ class OptimizerState:
     moments: dict[str, tuple[torch.Tensor, torch.Tensor]]  # name -> (exp_avg, exp_avg_sq)
     no_weight_decay: list[str] = field(default_factory=list)
     max_grad_norm: float | None = None
+    #: what the training loss's sum over predicted tokens was divided by: "labels" (their
+    #: number: the mean, as transformers and the toy training take it) or "inputs" (the number
+    #: of input ids, one more per sequence: OLMo's trainer)
+    loss_denominator: str = "labels"
 
     def settings(self) -> dict:
         """Everything but the moments, as written to ``optimizer.json``."""
@@ -59,12 +65,13 @@ class OptimizerState:
             "weight_decay": float(self.weight_decay),
             "no_weight_decay": sorted(self.no_weight_decay),
             "max_grad_norm": self.max_grad_norm,
+            "loss_denominator": self.loss_denominator,
         }
 
 
 def has_state(checkpoint: str | os.PathLike) -> bool:
-    """Whether the checkpoint directory holds an optimizer state."""
-    return (Path(checkpoint) / STATE_FILE).exists()
+    """Whether the checkpoint directory holds an optimizer state (ours, or OLMo's ``optim.pt``)."""
+    return (Path(checkpoint) / STATE_FILE).exists() or (Path(checkpoint) / "optim.pt").exists()
 
 
 def adamw_state(
@@ -116,6 +123,10 @@ def read_state(checkpoint: str | os.PathLike) -> OptimizerState:
 
     checkpoint = Path(checkpoint)
     path = checkpoint / STATE_FILE
+    if not path.exists() and (checkpoint / "optim.pt").exists():
+        from pipeline.olmo import read_optimizer
+
+        return read_optimizer(checkpoint)
     try:
         s = json.loads(path.read_text())
     except FileNotFoundError:
@@ -154,6 +165,7 @@ def read_state(checkpoint: str | os.PathLike) -> OptimizerState:
         moments=moments,
         no_weight_decay=list(s.get("no_weight_decay", [])),
         max_grad_norm=s.get("max_grad_norm"),
+        loss_denominator=s.get("loss_denominator", "labels"),
     )
 
 

@@ -73,10 +73,12 @@ def dataset_texts(spec: dict) -> Iterator[str]:
         yield record[column]
 
 
-def tokenize_stream(texts: Iterable[str], tokenizer, max_tokens: int) -> np.ndarray:
-    """Concatenate the documents' token ids, each followed by the end-of-text id, up to
-    ``max_tokens`` ids."""
-    eos = tokenizer.eos_token_id
+def tokenize_stream(
+    texts: Iterable[str], tokenizer, max_tokens: int, eos: int | None = None
+) -> np.ndarray:
+    """Concatenate the documents' token ids, each followed by the end-of-text id (``eos``, by
+    default the tokenizer's), up to ``max_tokens`` ids."""
+    eos = tokenizer.eos_token_id if eos is None else eos
     parts, n = [], 0
     for text in texts:
         ids = tokenizer(text, add_special_tokens=False)["input_ids"]

@@ -222,15 +222,18 @@ class Directions:
     bins: np.ndarray | None = None  # (K, sequences, positions) frequency bins of the targets
 
 
-def batch_backward(model, ids: torch.Tensor, micro: int) -> None:
-    """Accumulate into ``model``'s parameters the gradient of the mean next-token loss over
-    ``ids`` (sequences, window), ``micro`` sequences a pass: one training batch's gradient in
-    bounded memory (a 512 × 1,024-token batch of the Zero-sum learning suite does not fit one
-    pass)."""
-    n_tokens = ids[:, 1:].numel()
+def batch_backward(model, ids: torch.Tensor, micro: int, denominator: str = "labels") -> None:
+    """Accumulate into ``model``'s parameters the gradient of the training loss of ``ids``
+    (sequences, window), ``micro`` sequences a pass: one training batch's gradient in bounded
+    memory (a 512 × 1,024-token batch of the Zero-sum learning suite does not fit one pass).
+
+    The loss is the sum of next-token losses over the batch divided by the number of predicted
+    tokens (``denominator="labels"``, the mean) or of input ids (``"inputs"``, OLMo's trainer).
+    """
+    total = ids[:, 1:].numel() if denominator == "labels" else ids.numel()
     for s in _batches(ids.shape[0], micro):
         b = ids[s]
-        (model(input_ids=b, labels=b).loss * (b[:, 1:].numel() / n_tokens)).backward()
+        (model(input_ids=b, labels=b).loss * (b[:, 1:].numel() / total)).backward()
 
 
 def optimizer_steps(
@@ -248,7 +251,10 @@ def optimizer_steps(
     batches = torch.from_numpy(ub["input_ids"].values[:k].astype(np.int64)).to(device)
     _check_ids(model, batches, update_path)
     model.train()
-    deltas = [one_step(model, state, lambda b=b: batch_backward(model, b, micro)) for b in batches]
+    deltas = [
+        one_step(model, state, lambda b=b: batch_backward(model, b, micro, state.loss_denominator))
+        for b in batches
+    ]
     model.eval()
     log.info("%d optimizer steps from step %d at lr %.4g", k, step, state.lr)
     attrs = {

@@ -59,5 +59,6 @@ rule download:
         repo_id=model_spec("repo_id"),
         revision=hub_revision,
         allow_pickle=model_spec("allow_pickle", False),
+        format=model_spec("format", "transformers"),
     script:
         "../scripts/download.py"

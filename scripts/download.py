@@ -7,5 +7,5 @@ from pipeline.logs import setup
 
 setup(snakemake.log[0])  # noqa: F821
 p = snakemake.params  # noqa: F821
-snapshot = fetch_revision(p.repo_id, p.revision, allow_pickle=p.allow_pickle)
-link_checkpoint(snapshot, Path(snakemake.output.config).parent)  # noqa: F821
+snapshot = fetch_revision(p.repo_id, p.revision, allow_pickle=p.allow_pickle, format=p.format)
+link_checkpoint(snapshot, Path(snakemake.output.config).parent, format=p.format)  # noqa: F821

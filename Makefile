@@ -5,6 +5,8 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# OLMo's own implementation, the reference of the OLMo-native loader's tests (see the file)
+REFERENCE := .olmo-reference/.installed
 
 .PHONY: run test lint report clean
 
@@ -19,7 +21,12 @@ run: $(STAMP)
 	$(BIN)/snakemake --profile profiles/default
 	$(BIN)/snakemake --profile profiles/default --report results/report.html
 
-test: $(STAMP)
+$(REFERENCE): tests/olmo-reference.txt $(STAMP)
+	rm -rf .olmo-reference
+	$(BIN)/pip install --quiet --no-deps --target .olmo-reference -r tests/olmo-reference.txt
+	touch $@
+
+test: $(STAMP) $(REFERENCE)
 	$(BIN)/pytest
 
 lint: $(STAMP)

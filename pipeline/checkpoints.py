@@ -236,7 +236,9 @@ def link_checkpoint(
     tmp = dst.parent / f".{dst.name}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    for f in src.iterdir():
+    # an OLMo-native branch: only what is read (train.pt needs unrestricted unpickling)
+    files = [src / f for f in olmo.NATIVE_FILES] if native else list(src.iterdir())
+    for f in files:
         (tmp / f.name).symlink_to(f.absolute())
     if native:
         olmo.hf_config(olmo.read_config(src), str(src / "config.yaml")).save_pretrained(tmp)

@@ -12,8 +12,8 @@ summed loss over B·T input ids; clipping with the group's ``max_grad_norm``; th
 scheduler's learning rate), and saves every step of ``--save`` with OLMo's ``FullCheckpointer``
 under a single-process FSDP, as the suite was saved: ``OUT/step{N}/`` with config.yaml,
 model.pt, optim.pt and train.pt. ``OUT/reference.pt`` holds fixed inputs and OLMo's logits on
-them at every saved step, and, from the last saved step, the next batch and OLMo's own update
-of every parameter on it.
+them at every saved step, and, from the last saved step, the next batch (``--next-batch``, or
+a random one) and OLMo's own update of every parameter on it.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ import os
 import shutil
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.distributed as dist
 from olmo.checkpoint import FullCheckpointer
@@ -62,6 +63,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--max-grad-norm", type=float, default=1.0, help="0: no clipping")
+    ap.add_argument("--next-batch", type=Path, help=".npy ids (sequences, window) of the next step")
     args = ap.parse_args()
     save = sorted(int(s) for s in args.save.split(","))
 
@@ -165,7 +167,7 @@ def main() -> None:
             with torch.no_grad():
                 logits[step] = fsdp(input_ids=probe).logits.clone()
     fsdp.train()
-    ids = batch()
+    ids = batch() if args.next_batch is None else torch.from_numpy(np.load(args.next_batch)).long()
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     train_step(save[-1] + 1, ids)
     update = {n: p.detach() - before[n] for n, p in model.named_parameters()}

@@ -103,6 +103,20 @@ def _indivisible_heads(c: dict) -> None:
             ["update.direction", "'p'"],
             id="update-optimizer-without-states",
         ),
+        pytest.param(
+            lambda c: c["models"].update(
+                z={"source": "hub", "repo_id": "mirandrom/zsl-checkpoints", "format": "olmo"}
+            ),
+            ["models.z", "allow_pickle: true"],
+            id="olmo-without-pickle-opt-in",
+        ),
+        pytest.param(
+            lambda c: c["update"].update(
+                data={"name": "t", "source": "text", "paths": ["a.txt"], "tokenizer": {}}
+            ),
+            ["update.data", "sequences", "context_length"],
+            id="update-data-without-shape",
+        ),
     ],
 )
 def test_each_broken_key_is_named(default, change, names):
@@ -111,6 +125,14 @@ def test_each_broken_key_is_named(default, change, names):
         check(broken)
     for name in names:
         assert name in str(err.value), (name, str(err.value))
+
+
+def test_olmo_suite_without_a_toy_language_needs_update_data():
+    cfg = yaml.safe_load((REPO / "config" / "zsl.yaml").read_text())
+    check(cfg)
+    del cfg["update"]["data"]
+    with pytest.raises(ConfigError, match="update.data is not given"):
+        check(cfg)
 
 
 def test_the_step_error_lists_the_offending_steps_and_the_saved_ones(default):

@@ -24,9 +24,13 @@ def test_preset_dry_runs_in_a_fresh_directory(tmp_path, preset):
     checkpoints = len(cfg["models"]) * len(cfg["steps"])
     assert jobs["download"] == checkpoints and jobs["extract"] == checkpoints
     assert jobs["reduce"] == jobs["fit_bnsl"] == len(cfg["models"])
-    # no optimizer states: one displacement per analysed step that has a next listed step
+    # with optimizer states (OLMo-native suites) one step per analysed step, else one
+    # displacement per analysed step that has a next listed step
     analysed = cfg["update"]["steps"] or cfg["steps"]
     moving = [s for s in analysed if any(t > s for t in cfg["steps"])]
-    assert jobs["update"] == len(cfg["models"]) * len(moving)
+    stateful = [m for m, spec in cfg["models"].items() if spec.get("format") == "olmo"]
+    expected = sum(len(analysed) if m in stateful else len(moving) for m in cfg["models"])
+    assert jobs["update"] == expected
+    assert jobs.get("update_batches", 0) == (1 if stateful else 0)
     assert jobs.get("fetch_counts", 0) == (1 if cfg["frequency"].get("url") else 0)
     assert sum(v for k, v in jobs.items() if k.startswith("plot_")) == len(FIGURES)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from pipeline.data import build_eval, write_eval, write_frequency
+from pipeline.data import build_eval, build_update_batches, write_eval, write_frequency
 from pipeline.maths.frequency import UNSEEN_BIN
 from pipeline.sources import load_counts, read_texts
 from tests.hubcache import build_suite
@@ -125,3 +125,48 @@ def test_an_unreachable_download_names_the_url_and_the_fix(tmp_path):
     url = "http://127.0.0.1:9/pythia-unigrams.npy"  # the discard port: refused at once
     with pytest.raises(OSError, match=rf"cannot download {url}.*put it at .*counts.npy"):
         download_verified(url, "0" * 64, str(tmp_path / "counts.npy"), timeout=5)
+
+
+def test_update_batches_from_exported_training_batches_keep_their_order(tmp_path):
+    """A 2-D token array of windows is read in order (batch k = rows k·S … (k+1)·S − 1), with
+    the user's label; ids beyond the frequency table are refused naming it."""
+    write_frequency(np.arange(1, 51), str(tmp_path / "f.zarr"), source="test")
+    rows = np.random.default_rng(0).integers(0, 50, (12, 9))
+    np.save(tmp_path / "batches.npy", rows)
+    spec = {
+        "name": "b",
+        "source": "tokens",
+        "path": str(tmp_path / "batches.npy"),
+        "sequences": 3,
+        "context_length": 8,
+        "label": "training batches 1-4",
+    }
+    build_update_batches(spec, 4, str(tmp_path / "f.zarr"), str(tmp_path / "u.zarr"))
+    ub = xr.open_zarr(tmp_path / "u.zarr")
+    np.testing.assert_array_equal(ub["input_ids"].values, rows.reshape(4, 3, 9))
+    assert ub.attrs["source"] == "training batches 1-4"
+    bins = xr.open_zarr(tmp_path / "f.zarr")["bin"].values
+    np.testing.assert_array_equal(ub["bin"].values, bins[rows.reshape(4, 3, 9)[:, :, 1:]])
+    write_frequency(np.arange(1, 11), str(tmp_path / "small.zarr"), source="test")
+    with pytest.raises(ValueError, match="small.zarr has 10 ids"):
+        build_update_batches(spec, 4, str(tmp_path / "small.zarr"), str(tmp_path / "v.zarr"))
+    assert not (tmp_path / "v.zarr").exists()
+
+
+def test_update_batches_from_text_are_named_a_held_out_sample(hub_cache, tmp_path):
+    build_suite(hub_cache, REPO, [0])
+    write_frequency(np.ones(320, dtype=int), str(tmp_path / "f.zarr"), source="test")
+    (tmp_path / "a.txt").write_text("the rare tokens are learned late. " * 80)
+    spec = {
+        "name": "h",
+        "source": "text",
+        "paths": [str(tmp_path / "a.txt")],
+        "tokenizer": {"repo_id": REPO, "revision": "step0"},
+        "sequences": 2,
+        "context_length": 7,
+        "seed": 1,
+    }
+    build_update_batches(spec, 3, str(tmp_path / "f.zarr"), str(tmp_path / "u.zarr"))
+    ub = xr.open_zarr(tmp_path / "u.zarr")
+    assert ub["input_ids"].shape == (3, 2, 8)
+    assert ub.attrs["source"] == "held-out text sample, text files (not the training batches)"

@@ -32,11 +32,17 @@ from pipeline.config import ExtractConfig
 from pipeline.extract import final_hidden, measure, output_layer
 from pipeline.schema import PARAM_STATISTICS
 
-SHAPES = {  # Pythia's configs (hidden, layers, heads, intermediate); vocabulary 50,304 rows
+SHAPES = {  # (hidden, layers, heads, intermediate); vocabulary 50,304 rows
+    # Pythia's configs (GPT-NeoX)
     "pythia-14m": (128, 6, 4, 512),
     "pythia-70m": (512, 6, 8, 2048),
     "pythia-160m": (768, 12, 12, 3072),
     "pythia-1b": (2048, 16, 8, 8192),
+    # the Zero-sum learning suite's OLMo configs (mlp_ratio 1: SwiGLU width d/2; tied), loaded as
+    # pipeline.olmo loads them
+    "zsl-14m": (256, 4, 4, None),
+    "zsl-144m": (1024, 16, 16, None),
+    "zsl-472m": (2048, 16, 16, None),
 }
 
 
@@ -44,6 +50,16 @@ def build(shape: str, dtype: torch.dtype, device: torch.device):
     from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
 
     d, layers, heads, inter = SHAPES[shape]
+    if shape.startswith("zsl"):
+        from pipeline.olmo import build_model, hf_config
+
+        olmo = {"d_model": d, "n_layers": layers, "n_heads": heads, "mlp_ratio": 1}
+        olmo.update(layer_norm_type="rms", layer_norm_with_affine=False, include_bias=False)
+        olmo.update(vocab_size=50280, embedding_size=50304, weight_tying=True)
+        olmo.update(max_sequence_length=2048)
+        torch.manual_seed(0)
+        model = build_model(hf_config({"model": olmo}, shape), torch.float32)
+        return model.to(device=device, dtype=dtype).eval()
     cfg = GPTNeoXConfig(
         vocab_size=50304,
         hidden_size=d,

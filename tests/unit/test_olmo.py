@@ -217,3 +217,21 @@ def test_native_format_needs_the_pickle_opt_in():
 
     with pytest.raises(ValueError, match="allow_pickle: true"):
         fetch_revision("mirandrom/zsl-checkpoints", "OLMo-14M-step1", format="olmo")
+
+
+@pytest.mark.parametrize(
+    "shape",
+    [
+        ("--d-model", "48", "--heads", "3", "--layers", "1", "--mlp-ratio", "2"),
+        ("--d-model", "64", "--heads", "8", "--layers", "3", "--rope-theta", "500000"),
+        ("--d-model", "16", "--heads", "1", "--layers", "2", "--tying", "0", "--vocab", "40"),
+    ],
+    ids=["3-heads-mlp2", "8-heads-theta", "1-head-untied"],
+)
+def test_logits_equal_olmos_own_on_other_shapes(shape, tmp_path):
+    ref = run_reference(tmp_path / "native", "--save", "1", *shape)
+    link_checkpoint(tmp_path / "native/step1", tmp_path / "step1", format="olmo")
+    model = load_checkpoint(tmp_path / "step1")
+    with torch.no_grad():
+        got = model(input_ids=ref["probe"]).logits
+    assert rel(got, ref["logits"][1]) <= 1e-5

@@ -21,6 +21,7 @@ from pipeline.summary import open_summary
 from tests.hubcache import TEXT, add_revision, make_tokenizer
 from tests.snake import run_snakemake
 from tests.unit.test_olmo import run_reference
+from tests.workflow.test_hub_workflow import config as hub_config
 
 pytestmark = pytest.mark.workflow
 
@@ -40,66 +41,41 @@ REFERENCE_ARGS = (
 
 
 def config(tmp: Path) -> dict:
+    """The offline hub suite's config (``test_hub_workflow``) with this suite's models, its own
+    tokenizer repository, counts from a dataset and update batches from held-out text."""
     tokenizer = {"repo_id": TOKENIZER, "revision": "main", "eos_id": EOS}
-    return {
-        "models": {
-            "olmo-test": {
-                "source": "hub",
-                "repo_id": REPO_ID,
-                "revision": "OLMo-T-step{step}",
-                "format": "olmo",
-                "allow_pickle": True,
-                "parameters": 20000,
-            }
-        },
-        "steps": STEPS,
-        "eval": {
-            "name": "text",
-            "source": "text",
-            "paths": [str(tmp / "eval.txt")],
-            "tokenizer": tokenizer,
-            "sequences": 8,
-            "context_length": 15,
-            "seed": 0,
-        },
-        "frequency": {  # counted from a dataset (the `text` builder over a local file)
-            "name": "counted",
-            "source": "dataset",
-            "dataset": {"path": "text", "data_files": str(tmp / "train.txt"), "split": "train"},
-            "tokenizer": tokenizer,
-            "tokens": 4000,
-            "vocab_size": PADDED,
-        },
-        "checkpoints": {"duplicates": "warn"},
-        "extract": {
-            "batch_size": 4,
-            "vocab_chunk": 50,
-            "dtype": "float32",
-            "device": "cpu",
-            "parameters": True,
-            "rank_tokens": 16,
-        },
-        "update": {
-            "batches": 2,
-            "data": {
-                "name": "heldout",
-                "source": "text",
-                "paths": [str(tmp / "update.txt")],
-                "tokenizer": tokenizer,
-                "sequences": 4,
-                "context_length": 15,
-                "seed": 1,
-            },
-            "alpha": [-1, 0, 1, 2],
-            "landscape_tokens": 20,
-            "gradient_tokens": 6,
-            "batch_size": 4,
-            "device": "cpu",
-        },
-        "reduce": {"saturation_tolerance": 0.01, "quantiles": [0.5]},
-        "fit": {"min_step": 0, "a": 0.0, "smooth": 0, "subsample": 0},
-        "plots": {"dpi": 60},
+    cfg = hub_config(tmp, STEPS)
+    cfg["models"] = {
+        "olmo-test": {
+            "source": "hub",
+            "repo_id": REPO_ID,
+            "revision": "OLMo-T-step{step}",
+            "format": "olmo",
+            "allow_pickle": True,
+            "parameters": 20000,
+        }
     }
+    cfg["eval"].update(tokenizer=tokenizer, context_length=15)
+    cfg["frequency"] = {  # counted from a dataset (the `text` builder over a local file)
+        "name": "counted",
+        "source": "dataset",
+        "dataset": {"path": "text", "data_files": str(tmp / "train.txt"), "split": "train"},
+        "tokenizer": tokenizer,
+        "tokens": 4000,
+        "vocab_size": PADDED,
+    }
+    cfg["extract"]["vocab_chunk"] = 50
+    cfg["update"]["batches"] = 2
+    cfg["update"]["data"] = {
+        "name": "heldout",
+        "source": "text",
+        "paths": [str(tmp / "update.txt")],
+        "tokenizer": tokenizer,
+        "sequences": 4,
+        "context_length": 15,
+        "seed": 1,
+    }
+    return cfg
 
 
 @pytest.fixture(scope="module")

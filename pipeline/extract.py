@@ -23,7 +23,12 @@ import pipeline
 from pipeline.checkpoints import load_checkpoint, weights_sha256
 from pipeline.config import ExtractConfig
 from pipeline.logs import Progress
-from pipeline.maths.bottleneck import logit_gradient_gram, rank_curve, rank_sizes
+from pipeline.maths.bottleneck import (
+    kept_rank_curve,
+    logit_gradient_gram,
+    rank_curve,
+    rank_sizes,
+)
 from pipeline.maths.decomposition import bottleneck_projector, decompose_at_h
 from pipeline.maths.parameters import BodyRecorder, ParamGradients, output_layer_grads
 from pipeline.schema import MEASUREMENTS, PARAM_STATISTICS, conform
@@ -61,7 +66,9 @@ class Measurements:
     param_names: list[str]
     rank_sizes: list[int]
     ranks: list[int]
+    kept_ranks: list[int]  # of G projected onto U's column space
     hidden_size: int
+    vocab_size: int
     output_param: str  # the output embedding's parameter name
     input_param: str  # the input embedding's parameter name
 
@@ -165,25 +172,35 @@ def _measure(
                 params.n_tokens += h.shape[0]
             if n_rank < cfg.rank_tokens:
                 take = min(cfg.rank_tokens - n_rank, h.shape[0])
-                rank_rows.append((h[:take], tgt[:take], dec.lse[:take]))
+                grad_h = dec.grad_att[:take] + dec.grad_rep[:take]  # ∇h = Uᵀg
+                rank_rows.append((h[:take], tgt[:take], dec.lse[:take], grad_h))
                 n_rank += take
             progress.update(min(lo + batch, n_seq) * seq_len)
     finally:
         if recorder is not None:
             recorder.remove()
-    sizes, ranks = [], []
+    sizes, ranks, kept_ranks = [], [], []
     if rank_rows:
-        hr, tr, lr = (torch.cat(x) for x in zip(*rank_rows))
+        hr, tr, lr, gr = (torch.cat(x) for x in zip(*rank_rows))
         sizes = rank_sizes(hr.shape[0])
         ranks = rank_curve(logit_gradient_gram(hr, U32, b32, tr, lr, cfg.vocab_chunk), sizes, V)
-        log.info("logit-gradient rank %s at %s tokens (2d = %d)", ranks, sizes, 2 * d)
+        kept_ranks = kept_rank_curve(gr, R, sizes)
+        log.info(
+            "logit-gradient rank %s, after the head %s, at %s tokens (d = %d)",
+            ranks,
+            kept_ranks,
+            sizes,
+            d,
+        )
     return Measurements(
         tokens={k: np.concatenate(v).astype(np.float32) for k, v in tokens.items()},
         params=params.summary() if params is not None else None,
         param_names=list(names),
         rank_sizes=sizes,
         ranks=ranks,
+        kept_ranks=kept_ranks,
         hidden_size=d,
+        vocab_size=V,
         output_param=name_of[id(U)],
         input_param=name_of[id(model.get_input_embeddings().weight)],
     )
@@ -285,10 +302,15 @@ def to_dataset(meas: Measurements, ev: xr.Dataset, attrs: dict) -> xr.Dataset:
         labels["param"] = meas.param_names
     if meas.ranks:
         data["logit_grad_rank"] = ("rank_tokens", np.asarray(meas.ranks, dtype=np.int64))
+        data["logit_grad_rank_kept"] = (
+            "rank_tokens",
+            np.asarray(meas.kept_ranks, dtype=np.int64),
+        )
         coords["rank_tokens"] = np.asarray(meas.rank_sizes, dtype=np.int64)
     attrs = {
         **attrs,
         "hidden_size": meas.hidden_size,
+        "vocab_size": meas.vocab_size,
         "update_rank_bound": 2 * meas.hidden_size,
         "output_param": meas.output_param,
         "input_param": meas.input_param,

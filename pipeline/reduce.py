@@ -32,6 +32,7 @@ from pipeline.config import ReduceConfig
 from pipeline.logs import Progress, console_warning
 from pipeline.maths import interference
 from pipeline.maths.binning import Bins, bin_change, bin_statistics
+from pipeline.maths.bottleneck import suppressed_forms
 from pipeline.maths.frequency import UNSEEN_BIN
 from pipeline.maths.saturation import improving, saturation_step
 from pipeline.schema import (
@@ -224,6 +225,17 @@ def layer_summaries(ds: xr.Dataset) -> xr.Dataset:
     return out
 
 
+def suppressed_by_step(ds: xr.Dataset) -> xr.Dataset:
+    """The suppressed-fraction forms (``pipeline.maths.bottleneck.suppressed_forms``) per step,
+    one step's tokens at a time."""
+    rows = []
+    for i in range(ds.sizes["step"]):
+        one = ds[["kept_fraction", "logit_grad_sq"]].isel(step=i).compute()
+        rows.append(suppressed_forms(one["kept_fraction"].values, one["logit_grad_sq"].values))
+    data = {k: ("step", np.array([r[k] for r in rows])) for k in rows[0]}
+    return xr.Dataset(data, coords={"step": ds["step"].values})
+
+
 def first_step_at_or_below(curve: np.ndarray, steps: np.ndarray, threshold: float) -> float:
     """The first step where ``curve ≤ threshold``; NaN if none."""
     hit = np.flatnonzero(curve <= threshold)
@@ -274,12 +286,15 @@ def _reduce(paths: list[str], model_name: str, cfg: ReduceConfig) -> xr.Dataset:
     log.info("%s: binned means, quantiles and interference done", model_name)
     red["n_tokens"] = ("bin", bins.counts.astype(np.int64))
     red = red.merge(layer_summaries(ds))
-    if "logit_grad_rank" in ds:
-        red["logit_grad_rank"] = ds["logit_grad_rank"].compute()
+    for name in ("logit_grad_rank", "logit_grad_rank_kept"):
+        if name in ds:
+            red[name] = ds[name].compute()
+    red = red.merge(suppressed_by_step(ds))
     red = _saturation_and_dissent(red.transpose("step", "bin", ...), cfg)
     hidden = ds.attrs.get("hidden_size", -1)
     red["hidden_size"] = hidden
     red["update_rank_bound"] = 2 * hidden if hidden > 0 else -1
+    red["vocab_size"] = ds.attrs.get("vocab_size", -1)
     red["n_params"] = int(ds["param_size"].sum()) if "param_size" in ds.coords else -1
     red.attrs = {
         "model": model_name,

@@ -65,6 +65,13 @@ TOKEN_MEASUREMENTS = (
     Variable(
         "kept_fraction", ("token",), "1", "κ = ‖Qᵀg‖² / ‖g‖², share of g kept by the head", GA
     ),
+    Variable(
+        "logit_grad_sq",
+        ("token",),
+        "1",
+        "‖g‖² = (1 − p_t)² + Σ_{j≠t} p_j², squared norm of the logit gradient",
+        GA,
+    ),
 )
 MEASUREMENTS = tuple(v.name for v in TOKEN_MEASUREMENTS)
 
@@ -106,10 +113,35 @@ LOGIT_GRAD_RANK = Variable(
     True,
 )
 
+#: The rank of what survives the output layer: G projected onto U's column space.
+LOGIT_GRAD_RANK_KEPT = Variable(
+    "logit_grad_rank_kept",
+    ("step", "rank_tokens"),
+    "rank",
+    "rank of GQ, the logit gradients of the first N tokens projected onto U's column space (≤ d)",
+    f"{GA} Fig. 2",
+    True,
+)
+
+#: The share of the logit gradient lost in the output layer, in the forms a reader may mean
+#: (Godey & Artzi report "95–99% of the gradient norm suppressed"; their exact normalisation is
+#: not confirmed): per token, averaged over V, and for the whole of V as one batch.
+SUPPRESSED_FORMS = (
+    Variable("suppressed_squared", ("step",), "1", "mean over tokens of 1 − κ (squared norms)", GA),
+    Variable(
+        "suppressed_norm", ("step",), "1", "mean over tokens of √(1 − κ) = ‖g − QQᵀg‖ / ‖g‖", GA
+    ),
+    Variable("kept_cosine", ("step",), "1", "mean over tokens of √κ = cos(g, QQᵀg)", GA),
+    Variable(
+        "suppressed_batch", ("step",), "1", "1 − Σ‖Qᵀg_i‖² / Σ‖g_i‖² over the tokens of V", GA
+    ),
+)
+
 EXTRACT = (
     *(_with_step(v) for v in TOKEN_MEASUREMENTS),
     *(_with_step(v) for v in PARAM_MEASUREMENTS),
     LOGIT_GRAD_RANK,
+    LOGIT_GRAD_RANK_KEPT,
 )
 
 
@@ -234,7 +266,10 @@ REDUCE = (
         "embed_interference", ("step",), "1", "D_W of the input embedding", f"{ZSL} Fig. 3a", True
     ),
     LOGIT_GRAD_RANK,
+    LOGIT_GRAD_RANK_KEPT,
+    *SUPPRESSED_FORMS,
     Variable("hidden_size", (), "1", "width d of the model (-1: unknown)", GA),
+    Variable("vocab_size", (), "1", "V, rows of the output layer; G's rank is ≤ min(N, V − 1)", GA),
     Variable(
         "update_rank_bound",
         (),

@@ -57,6 +57,28 @@ def kept_fraction_by_projection(
     return (G @ Q).pow(2).sum(1) / G.pow(2).sum(1)
 
 
+def suppressed_by_projection(
+    h: torch.Tensor, U: torch.Tensor, b: torch.Tensor | None, targets: torch.Tensor
+) -> tuple[dict[str, float], torch.Tensor]:
+    """The suppressed-share forms from the dense logit gradients G and an explicit projection
+    onto U's column space (QR basis), float64; and the projected gradients GQ."""
+    logits = h.double() @ U.double().T + (0 if b is None else b.double())
+    G = torch.softmax(logits, 1)
+    G[torch.arange(h.shape[0]), targets] -= 1
+    Q, _ = torch.linalg.qr(U.double())
+    GQ = G @ Q
+    kept, total = GQ.pow(2).sum(1), G.pow(2).sum(1)
+    residual = (G - GQ @ Q.T).norm(dim=1) / G.norm(dim=1)  # ‖g − QQᵀg‖ / ‖g‖
+    cosine = (G * (GQ @ Q.T)).sum(1) / (G.norm(dim=1) * (GQ @ Q.T).norm(dim=1))
+    forms = {
+        "suppressed_squared": float((1 - kept / total).mean()),
+        "suppressed_norm": float(residual.mean()),
+        "kept_cosine": float(cosine.mean()),
+        "suppressed_batch": float(1 - kept.sum() / total.sum()),
+    }
+    return forms, GQ
+
+
 def cos(a: torch.Tensor, b: torch.Tensor, dim: int = -1) -> torch.Tensor:
     """The cosine along ``dim``, exactly: ``torch.nn.functional.cosine_similarity`` clamps each
     norm to at least 1e-8, which shrinks the cosine of a small vector (a confident token's ∇h⁻)."""
@@ -95,6 +117,7 @@ def masked_autograd_at_h(
         "cos_grad_repulsive": cos(full, rep, dim=-1),
         "cos_attractive_repulsive": cos(att, rep, dim=-1),
         "kept_fraction": kept.float(),
+        "logit_grad_sq": g.pow(2).sum(-1),
     }
 
 

@@ -195,5 +195,6 @@ def decompose_at_h(
         "cos_grad_repulsive": _cos(grad, grad_rep, n_grad, n_rep),
         "cos_attractive_repulsive": _cos(grad_att, grad_rep, n_att, n_rep),
         "kept_fraction": torch.where(g_sq > 0, kept / g_sq.clamp_min(1e-45), torch.nan),
+        "logit_grad_sq": g_sq,
     }
     return Decomposition(out, grad_att, grad_rep, sums.lse, log_pt)

@@ -15,7 +15,13 @@ from torch import nn
 
 from pipeline.config import ExtractConfig
 from pipeline.extract import final_hidden, float32_matmul, measure, output_layer
-from pipeline.maths.bottleneck import logit_gradient_gram, rank_curve, rank_sizes
+from pipeline.maths.bottleneck import (
+    kept_rank_curve,
+    logit_gradient_gram,
+    rank_curve,
+    rank_sizes,
+    suppressed_forms,
+)
 from pipeline.maths.decomposition import bottleneck_projector, decompose_at_h
 from pipeline.schema import MEASUREMENTS, PARAM_STATISTICS
 from tests.reference import (
@@ -26,6 +32,7 @@ from tests.reference import (
     matrix_rank_curve,
     param_statistics,
     rel_err,
+    suppressed_by_projection,
 )
 
 V, D = 61, 16
@@ -189,6 +196,39 @@ def test_rank_matches_matrix_rank(vocab, d):
     assert ranks[-1] <= vocab - 1  # rows of G sum to zero
 
 
+@pytest.mark.parametrize("vocab,d", [(50, 4), (30, 40)])
+def test_suppressed_forms_and_kept_rank_match_an_explicit_projection(vocab, d):
+    """The four suppressed-share forms and rank(GQ) against dense G projected onto a QR basis of
+    U's column space (a different basis than the pipeline's); d ≥ V: the head keeps all."""
+    torch.manual_seed(6)
+    N = 48
+    h, U, b = torch.randn(N, d) * 2, torch.randn(vocab, d), torch.randn(vocab)
+    t = torch.randint(0, vocab, (N,))
+    R = bottleneck_projector(U)
+    dec = decompose_at_h(h, U, b, R, t, vocab_chunk=7)
+    ref, GQ = suppressed_by_projection(h, U, b, t)
+    m = {k: v.numpy() for k, v in dec.measurements.items()}
+    forms = suppressed_forms(m["kept_fraction"], m["logit_grad_sq"])
+    for name, want in ref.items():
+        # √(1 − κ) near κ = 1 magnifies float32's error of κ (δ) to √δ
+        tol = 1e-3 if name == "suppressed_norm" else 1e-6
+        assert forms[name] == pytest.approx(want, rel=1e-5, abs=tol), name
+    logits = h.double() @ U.double().T + b.double()
+    G = torch.softmax(logits, 1)
+    G[torch.arange(N), t] -= 1
+    assert rel_err(m["logit_grad_sq"], G.pow(2).sum(1)) <= 1e-5
+    sizes = rank_sizes(N)
+    ranks = kept_rank_curve(dec.grad_att + dec.grad_rep, R, sizes)
+    eps = torch.finfo(torch.float32).eps
+    want = [int(torch.linalg.matrix_rank(GQ[:n], rtol=max(n, GQ.shape[1]) * eps)) for n in sizes]
+    assert ranks == want
+    assert ranks[-1] == min(d, vocab - 1, N)
+    if d >= vocab:  # U's columns span everything: nothing is lost
+        assert forms["suppressed_batch"] == pytest.approx(0.0, abs=1e-5)
+    else:
+        assert forms["suppressed_batch"] > 0.5
+
+
 def test_rejects_out_of_vocabulary_targets():
     model = build("gpt_neox")
     ids, tgt = data()
@@ -215,6 +255,7 @@ BF16_BOUND = {
     "cos_grad_repulsive": 2e-2,
     "cos_attractive_repulsive": 2e-2,
     "kept_fraction": 4e-3,
+    "logit_grad_sq": 1e-2,
 }
 
 

@@ -86,6 +86,7 @@ def synthetic_summary(
         "cos_grad_repulsive": cos(0.1 - 0.6 * progress + 0.3 * rarity, 0.1),
         "cos_attractive_repulsive": cos(-2.0 * progress * (1 - 0.3 * size / nm), 0.1),
         "kept_fraction": 0.01 + 0.05 * progress * (1 + size) + 0 * rarity,
+        "logit_grad_sq": 0.3 + 0.6 * (1 - progress) * (1 + rarity) + 0 * size,
     }
     v = {k: np.broadcast_to(x, (nm, ns, nb)).astype(np.float64).copy() for k, x in v.items()}
     assert list(v) == list(MEASUREMENTS)
@@ -141,7 +142,15 @@ def synthetic_summary(
     if nm > 1:
         rank[1, missing_steps] = np.nan
     data["logit_grad_rank"] = (("model", "step", "rank_tokens"), rank)
+    kept = np.minimum(rank, hidden[:, None, None])
+    data["logit_grad_rank_kept"] = (("model", "step", "rank_tokens"), kept)
     data["hidden_size"] = ("model", hidden.astype(np.int64))
+    data["vocab_size"] = ("model", np.full(nm, 512, dtype=np.int64))
+    kappa = data[overall("kept_fraction")][1]
+    data["suppressed_squared"] = (("model", "step"), 1 - kappa)
+    data["suppressed_norm"] = (("model", "step"), np.sqrt(1 - kappa))
+    data["kept_cosine"] = (("model", "step"), np.sqrt(kappa))
+    data["suppressed_batch"] = (("model", "step"), 1 - 0.8 * kappa)
     data["update_rank_bound"] = ("model", 2 * hidden.astype(np.int64))
     coords = {"model": names, "step": steps, "bin": bins, "rank_tokens": RANK_TOKENS}
     if layers:
@@ -471,7 +480,8 @@ def test_missing_optional_variables(name):
     embedding's parameter measurements, the blocks are still drawn; without the fits, the
     losses are; without the provenance attrs, the rules are named without their values."""
     full = synthetic_summary(2)
-    optional = ["logit_grad_rank", "head_cos_attractive_repulsive", "head_interference"]
+    optional = ["logit_grad_rank", "logit_grad_rank_kept"]
+    optional += ["head_cos_attractive_repulsive", "head_interference"]
     optional += ["embed_interference", *(bnsl(f) for f in FIT_FIELDS)]
     ds = full.drop_vars(optional)
     ds.attrs = {}
@@ -626,7 +636,7 @@ def test_figures_use_the_model_colours(summary):
     colors = model_colors(summary["model"].values)
     ax = data_axes(make("bottleneck", summary))[0]
     drawn = [tuple(line.get_color()) for line in ax.get_lines()]
-    assert drawn == [colors[str(m)] for m in summary["model"].values]
+    assert list(dict.fromkeys(drawn)) == [colors[str(m)] for m in summary["model"].values]
 
 
 # -- the workflow's entry point and the registry -------------------------------------------------

@@ -209,6 +209,8 @@ def layer_summaries(ds: xr.Dataset) -> xr.Dataset:
         {
             "layer_cos_attractive_repulsive": g(dot) / np.sqrt(g(na**2) * g(nr**2)),
             "layer_norm_grad": np.sqrt(g(p["param_norm_grad"] ** 2)),
+            "layer_norm_ratio_attractive": np.sqrt(g(na**2) / g(p["param_norm_grad"] ** 2)),
+            "layer_norm_ratio_repulsive": np.sqrt(g(nr**2) / g(p["param_norm_grad"] ** 2)),
             "layer_interference": g(weighted.fillna(0)) / g(size.where(dw.notnull()).fillna(0)),
         }
     )

@@ -244,6 +244,22 @@ REDUCE = (
         True,
     ),
     Variable(
+        "layer_norm_ratio_attractive",
+        ("step", "layer"),
+        "1",
+        "‖mean ∇θ⁺‖ / ‖mean ∇θ‖ of each block (over its parameters)",
+        f"{GD} Fig. 7",
+        True,
+    ),
+    Variable(
+        "layer_norm_ratio_repulsive",
+        ("step", "layer"),
+        "1",
+        "‖mean ∇θ⁻‖ / ‖mean ∇θ‖ of each block (over its parameters)",
+        f"{GD} Fig. 7",
+        True,
+    ),
+    Variable(
         "layer_interference",
         ("step", "layer"),
         "1",

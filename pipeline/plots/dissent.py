@@ -6,7 +6,8 @@
   ∇h⁺, ∇h⁻ per bin (Fig. 2, 6);
 * ``dissent``: the norms of ∇h⁺, ∇h⁻, ∇h and cos(∇h⁺, ∇h⁻) per bin, with the onset of total
   dissent (Fig. 3);
-* ``parameter_dissent``: cos(∇θ⁺, ∇θ⁻) per transformer block (Fig. 7).
+* ``parameter_dissent``: per transformer block, ‖∇θ⁺‖ and ‖∇θ⁻‖ relative to ‖∇θ‖ beside
+  cos(∇θ⁺, ∇θ⁻) (Fig. 7).
 """
 
 from __future__ import annotations
@@ -16,15 +17,23 @@ import xarray as xr
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
+from matplotlib.ticker import FormatStrFormatter
 
 from pipeline.plots.common import (
     COS_DISSENT,
+    LAYER_CMAP,
+    NO_PARAMETERS,
     View,
     bin_colorbar,
+    has,
     hide_unused,
+    integer_norm,
+    layer_colorbar,
     layer_panels,
     legend_below,
     line,
+    note,
+    note_figure,
     number,
     panels,
     per_model,
@@ -156,6 +165,8 @@ def plot_dissent(ds: xr.Dataset) -> Figure:
                 y = np.where(y > 0, y, np.nan)  # log scale
             line(ax_n, view.steps, y, color=view.colors[model], ls=ls, lw=1.5)
         ax_n.set_yscale("log")
+        ax_n.yaxis.set_major_formatter(FormatStrFormatter("%g"))
+        ax_n.yaxis.set_minor_formatter(FormatStrFormatter("%g"))
         ax_n.set_ylabel(f"{model}\ngradient norm (nats / unit h)")
         step_axis(ax_n)
         _cosine_panel(ax_c, view, model)
@@ -192,16 +203,61 @@ def _cosine_panel(ax: Axes, view: View, model: str) -> None:
 
 
 def plot_parameter_dissent(ds: xr.Dataset) -> Figure:
-    """cos(∇θ⁺, ∇θ⁻) of each transformer block's parameters over steps, one panel per model,
-    with the output layer's and the mean cosine at h over all tokens (Fig. 7)."""
-    return layer_panels(
-        ds,
-        "layer_cos_attractive_repulsive",
-        "Gradient dissent in the parameters, per transformer block",
-        "cosine",
-        [
-            ("head_cos_attractive_repulsive", "output layer (head)", "--"),
-            (overall("cos_attractive_repulsive"), "at h, all tokens", ":"),
-        ],
-        ylim=(-1.05, 1.05),
-    )
+    """Per model, one row: ‖∇θ⁺‖/‖∇θ‖ (solid) and ‖∇θ⁻‖/‖∇θ‖ (dashed) of each transformer
+    block's parameters over steps, and beside them cos(∇θ⁺, ∇θ⁻), with the output layer's and
+    the mean cosine at h over all tokens (Fig. 7). A ratio well above 1 means the two parts
+    cancel: each is larger than their sum."""
+    title = "Gradient dissent in the parameters, per transformer block"
+    ratio = "layer_norm_ratio_attractive"
+    if ratio not in ds or not has(ds, ratio):  # stores reduced before the ratios existed
+        return layer_panels(ds, "layer_cos_attractive_repulsive", title, "cosine", EXTRAS, COS_Y)
+    if not has(ds, "layer_cos_attractive_repulsive"):
+        return note_figure(title, NO_PARAMETERS)
+    view, fig, axes = panels(ds, row_per_model(2), panel=(3.8, 2.8), margin=(1.3, 0.6))
+    layers = ds["layer"].values
+    norm = integer_norm(layers, LAYER_CMAP)
+    for row, model in zip(axes, view.models):
+        ax_n, ax_c = row
+        att = view.values("layer_norm_ratio_attractive", model)
+        rep = view.values("layer_norm_ratio_repulsive", model)
+        cos = view.values("layer_cos_attractive_repulsive", model)
+        if not np.isfinite(cos).any():
+            note(ax_n, f"{model}:\n{NO_PARAMETERS}")
+            note(ax_c, f"{model}:\n{NO_PARAMETERS}")
+            continue
+        for k, layer in enumerate(layers):
+            c = LAYER_CMAP(norm(layer))
+            line(ax_n, view.steps, att[:, k], color=c, lw=1.1)
+            line(ax_n, view.steps, rep[:, k], color=c, lw=1.1, ls="--")
+            line(ax_c, view.steps, cos[:, k], color=c, lw=1.1)
+        for extra, _, ls in EXTRAS:
+            line(ax_c, view.steps, view.values(extra, model), color="k", ls=ls, lw=1.5)
+        ax_n.set_yscale("log")
+        ax_n.yaxis.set_major_formatter(FormatStrFormatter("%g"))
+        ax_n.yaxis.set_minor_formatter(FormatStrFormatter("%g"))
+        ax_n.axhline(1, color="0.5", lw=0.6)
+        ax_n.set_title(f"{model}: norms relative to ‖∇θ‖")
+        ax_n.set_ylabel("‖∇θ±‖ / ‖∇θ‖ (ratio)")
+        ax_c.set_ylim(*COS_Y)
+        zero_line(ax_c)
+        ax_c.set_title(f"{model}: cos(∇θ⁺, ∇θ⁻)")
+        ax_c.set_ylabel("cosine")
+        for ax in row:
+            step_axis(ax)
+    layer_colorbar(fig, axes, layers)
+    handles = [
+        Line2D([], [], color="0.3", lw=1.1, label="‖∇θ⁺‖ / ‖∇θ‖"),
+        Line2D([], [], color="0.3", lw=1.1, ls="--", label="‖∇θ⁻‖ / ‖∇θ‖"),
+        *(Line2D([], [], color="k", ls=ls, lw=1.5, label=lab) for v, lab, ls in EXTRAS if v in ds),
+    ]
+    legend_below(fig, handles)
+    fig.suptitle(title)
+    return fig
+
+
+#: The references drawn in black beside the blocks' cosines.
+EXTRAS = [
+    ("head_cos_attractive_repulsive", "output layer (head)", "--"),
+    (overall("cos_attractive_repulsive"), "at h, all tokens", ":"),
+]
+COS_Y = (-1.05, 1.05)

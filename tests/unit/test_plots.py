@@ -162,7 +162,10 @@ def synthetic_summary(
         layer_d = np.clip(0.9 + 0.08 * depth - 0.2 * p2 * depth, 0, 1) + 0 * size[..., :1]
         layer_d = np.broadcast_to(layer_d, (nm, ns, n_layers)).copy()
         layer_g = np.broadcast_to(0.1 + p2 * (1 + depth), (nm, ns, n_layers)).copy()
-        for x in (layer_cos, layer_d, layer_g):
+        # two parts of norms a and r whose sum has norm 1: a ≈ r ≈ 1 / √(2(1 + cos))
+        ratio_a = 1.1 / np.sqrt(2 * (1 + layer_cos) + 1e-3)
+        ratio_r = 0.9 / np.sqrt(2 * (1 + layer_cos) + 1e-3)
+        for x in (layer_cos, layer_d, layer_g, ratio_a, ratio_r):
             if nm > 1:
                 x[1, :, -1] = np.nan  # model 1 has one layer fewer
                 x[1, missing_steps] = np.nan
@@ -171,6 +174,8 @@ def synthetic_summary(
             "layer_cos_attractive_repulsive": (("model", "step", "layer"), layer_cos),
             "layer_interference": (("model", "step", "layer"), layer_d),
             "layer_norm_grad": (("model", "step", "layer"), layer_g),
+            "layer_norm_ratio_attractive": (("model", "step", "layer"), ratio_a),
+            "layer_norm_ratio_repulsive": (("model", "step", "layer"), ratio_r),
             "head_cos_attractive_repulsive": (("model", "step"), head),
             "head_interference": (("model", "step"), 0.7 - 0.1 * head),
             "embed_interference": (("model", "step"), 0.3 + 0.05 * progress[:, :, 0] + 0 * head),

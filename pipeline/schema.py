@@ -336,6 +336,22 @@ SUMMARY = (
         for v in REDUCE
     ),
     *(Variable(bnsl(v.name), ("model",), v.units, v.meaning, v.serves, True) for v in FITS),
+    Variable(
+        "train_count",
+        ("vocab",),
+        "tokens",
+        "training-set count of each id (the bins' counts)",
+        f"{GD} Fig. 4",
+        True,
+    ),
+    Variable(
+        "eval_count",
+        ("vocab",),
+        "tokens",
+        "occurrences of each id among V's targets",
+        f"{GD} Fig. 4",
+        True,
+    ),
 )
 
 # --- the update store: one step (or checkpoint displacement) from one checkpoint ----------------

@@ -37,13 +37,16 @@ def summarize(
     out_path: str,
     provenance: dict | None = None,
     update_paths: dict[str, list[str]] | None = None,
+    frequency_path: str | None = None,
+    eval_path: str | None = None,
 ) -> xr.Dataset:
     """Stack the models' reductions and fits (both in ``models`` order) and write the summary.
 
     ``update_paths`` maps each model to its update stores (``pipeline.update``), reduced over
     steps by ``summarize_updates`` and stacked likewise; ``attrs["update_direction"]`` names each
     model's direction. ``provenance`` (e.g. the config digest and the fit settings) is added to
-    the attrs.
+    the attrs. ``frequency_path`` and ``eval_path`` add the training counts of every id and
+    its occurrences among V's targets (``vocab`` dimension), for the frequency figure.
     """
     parts = [open_store(p) for p in reduce_paths]
     attrs = _shared_attrs(models, [p.attrs for p in parts])
@@ -66,6 +69,11 @@ def summarize(
     for field in FIT_FIELDS:
         ds[bnsl(field)] = ("model", np.array([float(f[field]) for f in fits]))
     attrs["bnsl_flag"] = {m: f["flag"] for m, f in zip(models, fits)}
+    if frequency_path is not None and eval_path is not None:
+        count = open_store(frequency_path)["count"].values
+        targets = open_store(eval_path)["target"].values
+        ds["train_count"] = ("vocab", count.astype(np.int64))
+        ds["eval_count"] = ("vocab", np.bincount(targets, minlength=count.size).astype(np.int64))
     ds.attrs = {**attrs, **(provenance or {}), "pipeline_version": pipeline.__version__}
     ds = with_labels(conform(ds.compute(), "summary"), {"model": models})
     write_zarr(ds, out_path)

@@ -7,6 +7,8 @@ rule summary:
         reduce=expand("results/reduce/{model}.zarr", model=MODELS),
         fits=expand("results/fits/{model}.json", model=MODELS),
         updates=[p for m in MODELS for p in update_stores(m)],
+        frequency=frequency_store(),
+        eval=eval_store(),
     output:
         directory("results/summary.zarr"),
     log:

@@ -11,4 +11,6 @@ summarize(
     snakemake.output[0],  # noqa: F821
     provenance=snakemake.params.provenance,  # noqa: F821
     update_paths=snakemake.params.updates,  # noqa: F821
+    frequency_path=snakemake.input.frequency,  # noqa: F821
+    eval_path=snakemake.input.eval,  # noqa: F821
 )

@@ -37,3 +37,25 @@ def frequency_bins(count: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         bins = np.floor(np.log2(frequency))
     bins = np.where(count > 0, bins, UNSEEN_BIN).astype(np.int64)
     return frequency, bins
+
+
+def rank_frequency(count: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Ranks 1, 2, … and normalised frequencies ``count / Σ count`` of the ids that occur,
+    most frequent first (Gradient Dissent Fig. 4)."""
+    count = np.asarray(count, dtype=np.float64)
+    seen = np.sort(count[count > 0])[::-1]
+    return np.arange(1, seen.size + 1, dtype=np.float64), seen / seen.sum()
+
+
+def zipf_fit(
+    rank: np.ndarray, frequency: np.ndarray, head: float = 0.01, tail: float = 0.05
+) -> tuple[float, float]:
+    """Exponent s and constant C of ``f ≈ C · rank^(−s)``, fitted by least squares in log-log
+    space to the ranks between the first ``head`` and the last ``tail`` shares of the ids that
+    occur: the rarest ids (Gradient Dissent's "non-Zipfian outliers") are left out."""
+    n = rank.size
+    lo, hi = int(np.floor(head * n)), int(np.ceil((1 - tail) * n))
+    if hi - lo < 2:
+        lo, hi = 0, n
+    slope, intercept = np.polyfit(np.log(rank[lo:hi]), np.log(frequency[lo:hi]), 1)
+    return float(-slope), float(np.exp(intercept))

@@ -55,6 +55,7 @@ def _spec(name: str, module: str, category: str) -> FigureSpec:
 FIGURES: dict[str, FigureSpec] = {
     s.name: s
     for s in (
+        _spec("token_frequency", "dissent", "Saturation"),
         _spec("loss_by_bin", "dissent", "Saturation"),
         _spec("decomposition_basis", "dissent", "Gradient dissent"),
         _spec("dissent", "dissent", "Gradient dissent"),

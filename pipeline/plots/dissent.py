@@ -1,5 +1,7 @@
 """The figures of *Gradient dissent* (Mircea, Lobacheva, Rish 2024).
 
+* ``token_frequency``: the token-frequency distribution of the training counts and of V, against
+  rank, with the rarest ids' departure from Zipf's law (Fig. 4);
 * ``loss_by_bin``: loss per log2-frequency bin over training, improving against saturated points
   (Fig. 1, 5);
 * ``decomposition_basis``: the cosines between h, ∇h and its attractive and repulsive parts
@@ -19,6 +21,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import FormatStrFormatter
 
+from pipeline.maths.frequency import rank_frequency, zipf_fit
 from pipeline.plots.common import (
     COS_DISSENT,
     LAYER_CMAP,
@@ -261,3 +264,33 @@ EXTRAS = [
     (overall("cos_attractive_repulsive"), "at h, all tokens", ":"),
 ]
 COS_Y = (-1.05, 1.05)
+
+
+def plot_token_frequency(ds: xr.Dataset) -> Figure:
+    """Normalised frequency against rank (log-log) of the ids in the training counts and among
+    V's targets, a Zipf fit to the training counts without the rarest 5% of ids, and those ids
+    shaded (Gradient Dissent Fig. 4); the title gives the share of the vocabulary in V."""
+    title = "Token frequencies: training counts and the evaluation set"
+    if not {"train_count", "eval_count"} <= set(ds.data_vars):
+        return note_figure(title, "the summary holds no token counts")
+    fig = Figure(figsize=(6.4, 4.6), layout="constrained")
+    ax = fig.subplots()
+    train, held = ds["train_count"].values, ds["eval_count"].values
+    r_t, f_t = rank_frequency(train)
+    r_v, f_v = rank_frequency(held)
+    s, C = zipf_fit(r_t, f_t)
+    tail = int(np.ceil(0.95 * r_t.size))
+    ax.axvspan(r_t[tail - 1], r_t[-1], color="0.85", lw=0, label="rarest 5% of the ids seen")
+    ax.plot(r_t, f_t, color="C0", lw=1.6, label=f"training counts ({r_t.size:,} ids seen)")
+    ax.plot(r_v, f_v, color="C3", lw=1.2, label=f"evaluation targets ({r_v.size:,} ids)")
+    ax.plot(r_t, C * r_t ** (-s), color="k", ls="--", lw=1.0, label=f"Zipf fit, exponent {s:.2f}")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("rank of the id by frequency (log)")
+    ax.set_ylabel("normalised frequency (fraction of tokens)")
+    share = r_v.size / train.size
+    ax.set_title(f"{share:.1%} of the {train.size:,} vocabulary ids occur in V", fontsize=10)
+    ax.grid(True, which="major", alpha=0.3)
+    ax.legend(loc="lower left", frameon=False, fontsize=8)
+    fig.suptitle(title)
+    return fig

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from pipeline.maths.frequency import UNSEEN_BIN, frequency_bins
+from pipeline.maths.frequency import UNSEEN_BIN, frequency_bins, rank_frequency, zipf_fit
 from pipeline.toy.language import ToyLanguage, eval_windows
 from pipeline.toy.schedule import pythia_schedule
 from tests.reference import UNSEEN, frequency_bins_by_id
@@ -85,3 +85,18 @@ def test_pythia_schedule():
     ]
     s = pythia_schedule(143000, 1000)
     assert len(s) == 154 and s[:11] == [0, 1, 2, 4, 8, 16, 32, 64, 128, 256, 512]
+
+
+def test_rank_frequency_and_a_zipf_fit_recover_a_known_law():
+    """Counts from an exact Zipf law (exponent 1.3) whose rarest 5% fall away: the fit without
+    them recovers the exponent; ranks sort the ids that occur, frequencies sum to 1."""
+    law = 1e9 / np.arange(1, 1001) ** 1.3
+    law[950:] *= np.logspace(0, -3, 50)  # the "non-Zipfian" tail
+    counts = np.concatenate([np.zeros(7), np.round(law)[::-1]])  # unsorted, with unseen ids
+    rank, freq = rank_frequency(counts)
+    assert rank.size == 1000 and freq.sum() == pytest.approx(1.0)
+    assert (np.diff(freq) <= 0).all()
+    s, C = zipf_fit(rank, freq)
+    assert s == pytest.approx(1.3, rel=1e-3)
+    s_all, _ = zipf_fit(rank, freq, head=0.0, tail=0.0)
+    assert s_all > 1.35  # with the tail the fit is pulled away: the tail is what it leaves out

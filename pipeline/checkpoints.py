@@ -40,7 +40,8 @@ def train_toy(
 ) -> list[int]:
     """Train one toy model on the toy corpus's training stream (``pipeline.toy.training``) and
     save ``out_dir/step{N}/`` as a Hugging Face model directory at every scheduled step, with
-    its AdamW state beside it (``pipeline.optimizer``).
+    its AdamW state beside it (``pipeline.optimizer``), and the training loss of every step as
+    ``out_dir/train_loss.tsv`` (``pipeline.fit.write_train_curve``).
 
     Returns the saved steps.
     """
@@ -49,10 +50,13 @@ def train_toy(
 
     stream = open_store(corpus_path)["train"].values
     out_dir = Path(out_dir)
-    saved = []
-    for step, net, opt in toy_training(model, train, stream, vocab_size):
+    from pipeline.fit import TRAIN_CURVE, write_train_curve
+
+    saved, losses = [], []
+    for step, net, opt in toy_training(model, train, stream, vocab_size, losses):
         _save(net, out_dir / f"step{step}", adamw_state(opt, net))
         saved.append(step)
+    write_train_curve(losses, out_dir / TRAIN_CURVE)
     return saved
 
 

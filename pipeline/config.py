@@ -79,12 +79,16 @@ class FitConfig:
     min_step : steps t <= ``min_step`` (the initial transient) are not fitted; step 0 never is.
     a : the irreducible loss, fixed; ``None`` fits it (a >= 0).
     smooth : odd window (in points) of a centred moving average of log L; 0 or 1 is off.
+    smooth_width : half-width, in decades of step, of a log-spaced moving average of log L
+        (each point the mean over the steps within a factor 10^width of it: ZSL's smoothing of
+        a dense training curve); 0 is off.
     subsample : keep at most this many points, log-spaced in step; 0 is off.
     """
 
     min_step: float = 100
     a: float | None = 0.0
     smooth: int = 0
+    smooth_width: float = 0.0
     subsample: int = 0
 
     def __post_init__(self) -> None:
@@ -94,6 +98,8 @@ class FitConfig:
             raise ValueError(f"fit.a must be None or finite and >= 0, got {self.a}")
         if self.smooth < 0 or (self.smooth > 1 and self.smooth % 2 == 0):
             raise ValueError(f"fit.smooth must be 0, 1 or an odd window length, got {self.smooth}")
+        if not (math.isfinite(self.smooth_width) and self.smooth_width >= 0):
+            raise ValueError(f"fit.smooth_width must be finite and >= 0, got {self.smooth_width}")
         if self.subsample < 0 or self.subsample == 1:
             raise ValueError(f"fit.subsample must be 0 (off) or >= 2, got {self.subsample}")
 
@@ -196,9 +202,23 @@ def check(config: dict) -> None:
     _check_eval_inputs(config["eval"])
     _check_update(config)
     try:
-        FitConfig(**config.get("fit", {}))
+        fit_configs(section(config, "fit"))
     except ValueError as err:
         raise ConfigError(str(err)) from err
+
+
+#: How the dense training-loss curve is fitted where one exists (``fit.train`` overrides the
+#: ``fit`` settings for it): as the Zero-sum learning authors fit it (first 100 steps dropped,
+#: a log-spaced moving average, a log-uniform subsample, a = 0).
+TRAIN_FIT_DEFAULTS = {"min_step": 100, "smooth": 0, "smooth_width": 0.05, "subsample": 200}
+
+
+def fit_configs(section_: dict) -> dict[str, FitConfig]:
+    """The ``fit`` section (from ``section(config, "fit")``) as the settings of each curve:
+    ``eval`` (the evaluation loss at checkpoints) and ``train`` (the dense training loss)."""
+    base = {k: v for k, v in section_.items() if k != "train"}
+    train = {**base, **TRAIN_FIT_DEFAULTS, **(section_.get("train") or {})}
+    return {"eval": FitConfig(**base), "train": FitConfig(**train)}
 
 
 #: Settings that change how a job runs, not what it computes: they reach the jobs through the
@@ -230,6 +250,8 @@ def _defaults(path: tuple[str, ...]) -> dict:
     }
     if path == ("eval",):
         return dict(EVAL_DEFAULTS)
+    if path == ("fit", "train"):
+        return dict(TRAIN_FIT_DEFAULTS)
     if path == ("checkpoints",):
         return {"duplicates": ReduceConfig.duplicates}
     if path not in classes:

@@ -19,6 +19,7 @@ if TOY_MODELS:
                     "optimizer.safetensors",
                 ],
             ),
+            "results/checkpoints/{model}/train_loss.tsv",
         log:
             "results/logs/checkpoints/train_{model}.log",
         benchmark:

@@ -9,9 +9,11 @@ from pipeline.config import (
     check_files,
     check_types,
     digest,
+    fit_configs,
     has_optimizer_states,
     section,
 )
+from dataclasses import asdict
 from pipeline.plots import FIGURES
 from pipeline.toy.schedule import ToyModel, TrainConfig, pythia_schedule
 
@@ -247,6 +249,30 @@ def update_mem_mb(wildcards, attempt):
     return int(
         (3000 + (4 + UPDATE["batches"]) * 4 * model_size(wildcards) / 2**20) * attempt
     )
+
+
+# --- fit ------------------------------------------------------------------------------------
+
+#: Models with a training-loss curve: the toy suite's (recorded while training) and hub models
+#: that name one (``train_loss``).
+TRAIN_CURVE_MODELS = [
+    m
+    for m in MODELS
+    if config["models"][m]["source"] == "toy" or "train_loss" in config["models"][m]
+]
+
+
+def train_curve(wildcards):
+    spec = config["models"][wildcards.model]
+    if spec["source"] == "toy":
+        return f"results/checkpoints/{wildcards.model}/train_loss.tsv"
+    return spec["train_loss"]
+
+
+def fit_params(curve):
+    """The fit settings of one curve (``eval`` or ``train``), as params: a change of the
+    training curve's settings re-runs only its fits."""
+    return asdict(fit_configs(section(config, "fit"))[curve])
 
 
 def summary_provenance():

@@ -1,5 +1,6 @@
-# The fit stage: a broken power law (BNSL, Zero-sum learning Eq. 1) fitted to each model's overall
-# loss curve with lmfit (pipeline/fit.py), one JSON per model, then one CSV for all models.
+# The fit stage: a broken power law (BNSL, Zero-sum learning Eq. 1) fitted with lmfit
+# (pipeline/fit.py) to each model's overall evaluation loss at the checkpoints and, where the
+# model has one, its training loss at every step; one JSON per (model, curve), then one CSV.
 
 
 rule fit_bnsl:
@@ -13,7 +14,25 @@ rule fit_bnsl:
     conda:
         "../envs/analysis.yaml"
     params:
-        fit=section(config, "fit"),
+        fit=fit_params("eval"),
+    script:
+        "../scripts/fit_bnsl.py"
+
+
+rule fit_bnsl_train:
+    input:
+        curve=train_curve,
+    output:
+        "results/fits/{model}_train.json",
+    log:
+        "results/logs/fit/{model}_train.log",
+    wildcard_constraints:
+        model=one_of(TRAIN_CURVE_MODELS),
+    localrule: True
+    conda:
+        "../envs/analysis.yaml"
+    params:
+        fit=fit_params("train"),
     script:
         "../scripts/fit_bnsl.py"
 
@@ -21,6 +40,7 @@ rule fit_bnsl:
 rule fit_table:
     input:
         expand("results/fits/{model}.json", model=MODELS),
+        expand("results/fits/{model}_train.json", model=TRAIN_CURVE_MODELS),
     output:
         "results/fits/bnsl.csv",
     log:

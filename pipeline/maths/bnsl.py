@@ -43,7 +43,9 @@ A curve that is simply not BNSL-shaped is not flagged; its RSLE says so.
 
 Optional preprocessing for dense loss curves (ZSL App. C.1): ``smooth`` is the (odd) window of a
 centred moving average of log L over neighbouring points (the window shrinks symmetrically at the
-ends), and ``subsample`` keeps at most that many points, log-spaced in step. Smoothing is applied
+ends), ``smooth_width`` the half-width in decades of a log-spaced moving average (the paper's,
+for a training loss recorded at every step), and ``subsample`` keeps at most that many points,
+log-spaced in step. Smoothing is applied
 to the fitted points before subsampling; L_T is always the observed (unsmoothed) loss. The cost
 of a fit grows linearly with the number of points (~10 ms for Pythia's 146 checkpoints after
 step 100 with ``a`` fixed, ~0.1 s with ``a`` fitted; seconds for 10^5 points): subsample dense
@@ -194,6 +196,28 @@ def smooth_log(loss: np.ndarray, window: int) -> np.ndarray:
     return np.exp((csum[i + half + 1] - csum[i - half]) / (2 * half + 1))
 
 
+def smooth_log_spaced(
+    steps: np.ndarray, loss: np.ndarray, width: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Log-spaced moving average of a (sorted, positive-step) curve: each point becomes the mean
+    of log t and of log L over the steps within a factor ``10**width`` of its own, so the window
+    spans the same range in log step everywhere (few points early, many late in a dense curve).
+    Both coordinates are averaged: the steps of a window are not centred in log (evenly spaced
+    steps crowd its upper end), and a power law stays exactly on its line. ``width`` 0 is off.
+    """
+    t = np.asarray(steps, dtype=np.float64)
+    loss = np.asarray(loss, dtype=np.float64)
+    if width <= 0 or loss.size < 3:
+        return t, loss
+    x = np.log10(t)
+    cx = np.concatenate([[0.0], np.cumsum(np.log(t))])
+    cy = np.concatenate([[0.0], np.cumsum(np.log(loss))])
+    lo = np.searchsorted(x, x - width, side="left")
+    hi = np.searchsorted(x, x + width, side="right")
+    n = hi - lo
+    return np.exp((cx[hi] - cx[lo]) / n), np.exp((cy[hi] - cy[lo]) / n)
+
+
 def subsample_log(steps: np.ndarray, n: int) -> np.ndarray:
     """Indices of at most ``n`` of the (sorted, positive) ``steps``, log-spaced in step.
 
@@ -225,9 +249,9 @@ def _prepare(steps: np.ndarray, loss: np.ndarray, cfg: FitConfig):
     order = np.argsort(steps[ok], kind="stable")
     t, L = steps[ok][order], loss[ok][order]
     T, L_T = (float(t[-1]), float(L[-1])) if t.size else (_NAN, _NAN)
-    L_fit = smooth_log(L, cfg.smooth)
-    keep = subsample_log(t, cfg.subsample)
-    return t[keep], L_fit[keep], T, L_T
+    t_fit, L_fit = smooth_log_spaced(t, smooth_log(L, cfg.smooth), cfg.smooth_width)
+    keep = subsample_log(t_fit, cfg.subsample)
+    return t_fit[keep], L_fit[keep], T, L_T
 
 
 # -- the fit -------------------------------------------------------------------------------------

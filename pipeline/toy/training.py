@@ -58,11 +58,16 @@ def training_batches(train: TrainConfig, stream: np.ndarray) -> Iterator[torch.T
 
 
 def toy_training(
-    model: ToyModel, train: TrainConfig, stream: np.ndarray, vocab_size: int
+    model: ToyModel,
+    train: TrainConfig,
+    stream: np.ndarray,
+    vocab_size: int,
+    losses: list[tuple[int, float]] | None = None,
 ) -> Iterator[tuple[int, torch.nn.Module, torch.optim.AdamW]]:
     """Train one toy model on ``stream``, yielding ``(step, model, optimizer)`` at every step of
     the checkpoint schedule (step 0 first). The model is in training mode; neither may be changed.
     After step t the optimizer's learning rate is the one the schedule gives step t + 1.
+    ``losses``, if given, receives ``(step, training loss of that step's batch)`` for every step.
     """
     quiet_transformers()
     torch.set_num_threads(1)  # determinism: results must not depend on the machine's cores
@@ -85,6 +90,9 @@ def toy_training(
         loss.backward()
         opt.step()
         sched.step()
+        value = loss.item()
+        if losses is not None:
+            losses.append((step, value))
         if step in schedule:
             yield step, net, opt
-        progress.update(step, f"train loss {loss.item():.3f}")
+        progress.update(step, f"train loss {value:.3f}")

@@ -8,7 +8,15 @@ import numpy as np
 import pytest
 
 from pipeline.config import FitConfig
-from pipeline.maths.bnsl import BNSLFit, FitWarning, bnsl, fit_bnsl, smooth_log, subsample_log
+from pipeline.maths.bnsl import (
+    BNSLFit,
+    FitWarning,
+    bnsl,
+    fit_bnsl,
+    smooth_log,
+    smooth_log_spaced,
+    subsample_log,
+)
 from pipeline.schema import FIT_FIELDS, STDERR_FIELDS
 from tests.reference import bnsl_formula as formula
 
@@ -295,3 +303,64 @@ def test_extrapolation_identity_and_row(name):
     assert row["stderr_a"] is None  # a is fixed: no standard error, written as null
     assert all(np.isscalar(v) for k, v in row.items() if k != "stderr_a")
     json.loads(json.dumps(row, allow_nan=False))  # valid JSON as it stands
+
+
+# -- the dense training curve, fitted as Zero-sum learning fits it -------------------------------
+
+
+@pytest.mark.parametrize(
+    "true",
+    [
+        dict(a=0.0, b=12.0, c0=0.35, c1=-0.25, d1=4000.0, f1=0.3),  # deceleration: c1 < 0
+        dict(a=0.0, b=12.0, c0=0.15, c1=0.3, d1=2000.0, f1=0.5),
+    ],
+    ids=["decelerating", "accelerating"],
+)
+def test_a_dense_training_curve_recovers_its_parameters(true):
+    """A loss at every step (50,000, 3% log-normal noise as a training batch's) with the
+    training-curve settings (first 100 steps dropped, log-spaced moving average, 200 log-spaced
+    points): the break and the post-break slope are recovered, also with c1 < 0, the
+    deceleration the reference BNSL code's grid (c1 ≥ 0) cannot reach."""
+    from pipeline.config import TRAIN_FIT_DEFAULTS
+
+    steps = np.arange(1, 50_001, dtype=float)
+    loss = noisy(steps, true, 0.03, seed=11)
+    cfg = FitConfig(**TRAIN_FIT_DEFAULTS)
+    fit = fit_quietly(steps, loss, cfg)
+    assert fit.flag == "" and fit.n_points <= 200
+    assert fit.t_d == pytest.approx(true["d1"], rel=0.15)
+    assert fit.r_d == pytest.approx(true["c0"] + true["c1"], abs=0.01)
+    assert (fit.c1 < 0) == (true["c1"] < 0)
+    raw = fit_quietly(steps, loss, FitConfig(min_step=100, subsample=200))
+    assert fit.rsle < 0.5 * raw.rsle  # the moving average is what tames the batch noise
+
+
+def test_log_spaced_smoothing_spans_the_same_log_range_everywhere():
+    steps = np.arange(1, 10_001, dtype=float)
+    power = 3.0 * steps**-0.4  # a power law is a line in log-log: unchanged in the interior
+    t, out = smooth_log_spaced(steps, power, 0.05)
+    np.testing.assert_allclose(out, 3.0 * t**-0.4, rtol=1e-9)  # still on the power law
+    assert (t[1:] >= t[:-1]).all() and t[0] >= 1 and t[-1] <= steps[-1]
+    # a single outlier at step 1000 spreads over the steps within 10^±0.05 of it, no further
+    bump = np.ones_like(steps)
+    bump[999] = math.e
+    smoothed = np.log(smooth_log_spaced(steps, bump, 0.05)[1])
+    touched = np.flatnonzero(smoothed > 0) + 1
+    assert touched.min() >= 1000 / 10**0.05 - 1 and touched.max() <= 1000 * 10**0.05 + 1
+    assert smooth_log_spaced(steps, power, 0.0)[1] is power
+
+
+def test_training_curves_are_read_from_tsv_and_csv_and_errors_name_the_file(tmp_path):
+    from pipeline.fit import read_train_curve, write_train_curve
+
+    write_train_curve([(1, 5.0), (2, 4.5), (3, 4.25)], tmp_path / "a.tsv")
+    steps, loss = read_train_curve(str(tmp_path / "a.tsv"))
+    assert steps.tolist() == [1, 2, 3] and loss.tolist() == [5.0, 4.5, 4.25]
+    (tmp_path / "b.csv").write_text("step,lr,loss\n10,0.1,3.0\n20,0.1,2.5\n")
+    assert read_train_curve(str(tmp_path / "b.csv"))[1].tolist() == [3.0, 2.5]
+    (tmp_path / "c.csv").write_text("iteration,value\n1,2\n")
+    with pytest.raises(ValueError, match=r"c.csv: .*'step' and 'loss'"):
+        read_train_curve(str(tmp_path / "c.csv"))
+    (tmp_path / "d.csv").write_text("step,loss\n1,abc\n")
+    with pytest.raises(ValueError, match="d.csv: a step or loss is not a number"):
+        read_train_curve(str(tmp_path / "d.csv"))

@@ -92,6 +92,7 @@ def test_adding_a_model_reruns_only_its_jobs(run_dir, config, tmp_path):
         "extract": len(new) * len(config["steps"]),
         **update_jobs(config, len(new)),
         **downstream_jobs(len(new)),
+        "fit_bnsl_train": len(new),  # the fit of its training curve, new with its training
     }
 
 

@@ -18,7 +18,7 @@ import pytest
 import xarray as xr
 
 import pipeline
-from pipeline.config import digest
+from pipeline.config import digest, section
 from pipeline.plots import FIGURES
 from pipeline.schema import FIT_FIELDS, MEASUREMENTS, bnsl, overall
 from pipeline.store import open_labeled
@@ -122,7 +122,7 @@ def test_summary_holds_the_fits_and_the_provenance(run_dir, config):
     s = open_summary(str(run_dir / "results/summary.zarr")).load()
     models = list(config["models"])
     with open(run_dir / "results/fits/bnsl.csv") as fh:
-        rows = {r["model"]: r for r in csv.DictReader(fh)}
+        rows = {r["model"]: r for r in csv.DictReader(fh) if r["curve"] == "eval"}
     for model in models:
         fit = json.loads((run_dir / f"results/fits/{model}.json").read_text())
         for field in FIT_FIELDS:
@@ -133,7 +133,7 @@ def test_summary_holds_the_fits_and_the_provenance(run_dir, config):
         assert s.attrs["bnsl_flag"][model] == fit["flag"]
     a = s.attrs
     assert a["config_sha256"] == digest(config)
-    assert a["fit"] == config["fit"]
+    assert a["fit"] == section(config, "fit")
     assert a["saturation_tolerance"] == config["reduce"]["saturation_tolerance"]
     assert a["dissent_threshold"] == config["reduce"]["dissent_threshold"]
     assert set(a["bnsl_flag"]) == set(models)
@@ -164,12 +164,26 @@ def test_extraction_has_parameter_and_rank_measurements(run_dir, config):
     assert ds["rank_tokens"].values[-1] == config["extract"]["rank_tokens"]
 
 
-def test_bnsl_table_has_one_row_per_model(run_dir, config):
+def test_bnsl_table_has_a_row_per_model_and_curve(run_dir, config):
+    """The evaluation loss at checkpoints and the toy training loss at every step, each fit
+    named by its curve; the training curve is the one the toy training recorded."""
     with open(run_dir / "results/fits/bnsl.csv") as fh:
         rows = list(csv.DictReader(fh))
-    assert [r["model"] for r in rows] == list(config["models"])
-    for key in ("t_d", "L_d", "r_d", "L_hat_T", "L_T", "rsle", "flag", "converged"):
+    models = list(config["models"])
+    assert [(r["model"], r["curve"]) for r in rows] == [
+        *((m, "eval") for m in models),
+        *((m, "train") for m in models),
+    ]
+    for key in ("t_d", "L_d", "r_d", "L_hat_T", "L_T", "rsle", "flag", "converged", "n_points"):
         assert key in rows[0], key
+    steps = config["toy"]["train"]["steps"]
+    for r in rows:
+        if r["curve"] == "train":
+            curve = (run_dir / f"results/checkpoints/{r['model']}/train_loss.tsv").read_text()
+            lines = curve.splitlines()
+            assert lines[0] == "step\tloss" and len(lines) == steps + 1
+            assert float(r["T"]) == steps and float(r["L_T"]) == float(lines[-1].split()[1])
+            assert 0 < int(r["n_points"]) <= 200
 
 
 def test_logs_report_progress(run_dir, config):

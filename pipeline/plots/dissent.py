@@ -19,7 +19,7 @@ import xarray as xr
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
-from matplotlib.ticker import FormatStrFormatter
+from matplotlib.ticker import FormatStrFormatter, LogLocator, NullFormatter
 
 from pipeline.maths.frequency import rank_frequency, zipf_fit
 from pipeline.plots.common import (
@@ -168,8 +168,9 @@ def plot_dissent(ds: xr.Dataset) -> Figure:
                 y = np.where(y > 0, y, np.nan)  # log scale
             line(ax_n, view.steps, y, color=view.colors[model], ls=ls, lw=1.5)
         ax_n.set_yscale("log")
+        ax_n.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
         ax_n.yaxis.set_major_formatter(FormatStrFormatter("%g"))
-        ax_n.yaxis.set_minor_formatter(FormatStrFormatter("%g"))
+        ax_n.yaxis.set_minor_formatter(NullFormatter())
         ax_n.set_ylabel(f"{model}\ngradient norm (nats / unit h)")
         step_axis(ax_n)
         _cosine_panel(ax_c, view, model)
@@ -236,8 +237,9 @@ def plot_parameter_dissent(ds: xr.Dataset) -> Figure:
         for extra, _, ls in EXTRAS:
             line(ax_c, view.steps, view.values(extra, model), color="k", ls=ls, lw=1.5)
         ax_n.set_yscale("log")
+        ax_n.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
         ax_n.yaxis.set_major_formatter(FormatStrFormatter("%g"))
-        ax_n.yaxis.set_minor_formatter(FormatStrFormatter("%g"))
+        ax_n.yaxis.set_minor_formatter(NullFormatter())
         ax_n.axhline(1, color="0.5", lw=0.6)
         ax_n.set_title(f"{model}: norms relative to ‖∇θ‖")
         ax_n.set_ylabel("‖∇θ±‖ / ‖∇θ‖ (ratio)")

@@ -21,6 +21,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import os
 
 import numpy as np
 
@@ -64,8 +65,6 @@ def _write_fit(fit: BNSLFit, model: str, curve: str, out_path: str) -> None:
 
 def write_train_curve(losses: list[tuple[int, float]], path) -> None:
     """Write (step, loss) rows as a tab-separated table with a header, atomically."""
-    import os
-
     tmp = f"{path}.tmp"
     with open(tmp, "w") as fh:
         fh.write("step\tloss\n")

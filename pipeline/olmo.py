@@ -141,14 +141,16 @@ def _clean(name: str) -> str:
     return _WRAPPERS.sub("", name)
 
 
-def split_tensor(name: str, tensor: torch.Tensor, config) -> dict[str, torch.Tensor]:
-    """One OLMo tensor (weight or Adam moment, same shape) as the transformers tensors it maps
-    to; a ``KeyError`` for a name the mapping does not know."""
+def tensor_parts(name: str, config) -> list[tuple[str, slice]]:
+    """The transformers tensors an OLMo tensor maps to, each with the rows of the OLMo tensor
+    (weight or Adam moment, same shape) it takes; a ``KeyError`` for a name the mapping does
+    not know."""
     name = _clean(name)
+    whole = slice(None)
     if name == "transformer.wte.weight":
-        return {"model.embed_tokens.weight": tensor}
+        return [("model.embed_tokens.weight", whole)]
     if name == "transformer.ff_out.weight":  # untied output layer
-        return {"lm_head.weight": tensor}
+        return [("lm_head.weight", whole)]
     match = re.fullmatch(r"transformer\.blocks\.(\d+)\.(\w+)\.weight", name)
     if not match:
         raise KeyError(name)
@@ -157,20 +159,27 @@ def split_tensor(name: str, tensor: torch.Tensor, config) -> dict[str, torch.Ten
     if part == "att_proj":  # rows: query, key, value
         d = config.hidden_size
         kv = config.num_key_value_heads * (d // config.num_attention_heads)
-        q, k, v = torch.split(tensor, [d, kv, kv], dim=0)
-        return {
-            f"{pre}.self_attn.q_proj.weight": q,
-            f"{pre}.self_attn.k_proj.weight": k,
-            f"{pre}.self_attn.v_proj.weight": v,
-        }
+        return [
+            (f"{pre}.self_attn.q_proj.weight", slice(0, d)),
+            (f"{pre}.self_attn.k_proj.weight", slice(d, d + kv)),
+            (f"{pre}.self_attn.v_proj.weight", slice(d + kv, d + 2 * kv)),
+        ]
     if part == "attn_out":
-        return {f"{pre}.self_attn.o_proj.weight": tensor}
+        return [(f"{pre}.self_attn.o_proj.weight", whole)]
     if part == "ff_proj":  # SwiGLU: x, gate = chunk(2); silu(gate) * x
-        up, gate = torch.chunk(tensor, 2, dim=0)
-        return {f"{pre}.mlp.up_proj.weight": up, f"{pre}.mlp.gate_proj.weight": gate}
+        h = config.intermediate_size
+        return [
+            (f"{pre}.mlp.up_proj.weight", slice(0, h)),
+            (f"{pre}.mlp.gate_proj.weight", slice(h, 2 * h)),
+        ]
     if part == "ff_out":
-        return {f"{pre}.mlp.down_proj.weight": tensor}
+        return [(f"{pre}.mlp.down_proj.weight", whole)]
     raise KeyError(name)
+
+
+def split_tensor(name: str, tensor: torch.Tensor, config) -> dict[str, torch.Tensor]:
+    """One OLMo tensor as the transformers tensors it maps to (``tensor_parts``)."""
+    return {hf_name: tensor[rows] for hf_name, rows in tensor_parts(name, config)}
 
 
 def hf_state_dict(native: dict[str, torch.Tensor], config, where: str) -> dict[str, torch.Tensor]:
@@ -331,7 +340,7 @@ def read_optimizer(path: str | os.PathLike) -> OptimizerState:
     for g in groups:
         if float(g["weight_decay"]) == 0:
             for pname in g.get("param_names", g["params"]):
-                no_decay += list(split_tensor(str(pname), torch.empty(0), config))
+                no_decay += [n for n, _ in tensor_parts(str(pname), config)]
     g0 = groups[0]
     if g0.get("max_grad_norm_ratio") is not None:
         raise ValueError(f"{file}: adaptive clipping (max_grad_norm_ratio) is not reproduced")

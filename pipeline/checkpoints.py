@@ -43,10 +43,15 @@ def train_toy(
     its AdamW state beside it (``pipeline.optimizer``), and the training loss of every step as
     ``out_dir/train_loss.tsv`` (``pipeline.fit.write_train_curve``).
 
+    A model with a head rank is saved as an ordinary GPT-NeoX model whose output layer is the
+    product U = A·B (so every stage reads it like any causal LM), with ``head_rank`` in its
+    config; its optimizer files hold the moments of the factors A and B, which the update stage
+    does not use (it follows these models' displacements between checkpoints).
+
     Returns the saved steps.
     """
     from pipeline.store import open_store
-    from pipeline.toy.training import toy_training
+    from pipeline.toy.training import plain_model, toy_training
 
     stream = open_store(corpus_path)["train"].values
     out_dir = Path(out_dir)
@@ -54,7 +59,7 @@ def train_toy(
 
     saved, losses = [], []
     for step, net, opt in toy_training(model, train, stream, vocab_size, losses):
-        _save(net, out_dir / f"step{step}", adamw_state(opt, net))
+        _save(plain_model(net), out_dir / f"step{step}", adamw_state(opt, net))
         saved.append(step)
     write_train_curve(losses, out_dir / TRAIN_CURVE)
     return saved

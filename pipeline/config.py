@@ -107,6 +107,31 @@ class FitConfig:
 SCHEMA = Path(__file__).resolve().parents[1] / "config" / "schema.yaml"
 
 
+def toy_language(config: dict, name: str | None = None) -> dict:
+    """The toy language ``name`` (a key of ``toy.languages``, whose keys override
+    ``toy.language``'s; None: ``toy.language`` itself), defaults filled in, in key order."""
+    base = section(config, "toy", "language")
+    if name is None:
+        return base
+    languages = config["toy"].get("languages") or {}
+    if name not in languages:
+        known = ", ".join(languages) or "none"
+        raise ConfigError(
+            f"toy.languages has no language {name!r} (known: {known}); add it or fix the name"
+        )
+    merged = {**base, **languages[name]}
+    return {k: merged[k] for k in sorted(merged)}
+
+
+def toy_train(config: dict, model: str | None = None) -> dict:
+    """``toy.train`` with the defaults filled in and, for ``model``, its own ``train``
+    overrides (learning rate, batch size, …), in key order."""
+    merged = {**section(config, "toy", "train")}
+    if model is not None:
+        merged.update(config["models"][model].get("train") or {})
+    return {k: merged[k] for k in sorted(merged)}
+
+
 def check_files(paths: list[str]) -> None:
     """Raise ``ConfigError`` for a key written twice in one mapping of a config file (YAML
     keeps the last silently: a model listed twice would be measured once)."""
@@ -141,10 +166,21 @@ def check_types(config: dict, schema: dict | None = None) -> None:
     for name in config.get("models", {}):
         if not isinstance(name, str):
             raise ConfigError(f"models: the name {name!r} is read as a number; quote it: '{name}'")
-    _integers(config, schema, "")
+    _integers(config, schema, "", schema)
 
 
-def _integers(value, schema: dict, where: str) -> None:
+def _resolve(schema: dict, root: dict) -> dict:
+    """``schema`` with a local ``$ref`` (``#/a/b``) replaced by what it points to."""
+    ref = schema.get("$ref")
+    if ref is None:
+        return schema
+    for key in ref.removeprefix("#/").split("/"):
+        root = root[key]
+    return root
+
+
+def _integers(value, schema: dict, where: str, root: dict) -> None:
+    schema = _resolve(schema, root)
     kinds = schema.get("type", [])
     kinds = [kinds] if isinstance(kinds, str) else kinds
     if "integer" in kinds and isinstance(value, float):
@@ -157,10 +193,10 @@ def _integers(value, schema: dict, where: str) -> None:
                 if sub is None and isinstance(branch.get("additionalProperties"), dict):
                     sub = branch["additionalProperties"]
                 if sub is not None:
-                    _integers(item, sub, f"{where}.{key}" if where else str(key))
+                    _integers(item, sub, f"{where}.{key}" if where else str(key), root)
     elif isinstance(value, list) and isinstance(schema.get("items"), dict):
         for i, item in enumerate(value):
-            _integers(item, schema["items"], f"{where}[{i}]")
+            _integers(item, schema["items"], f"{where}[{i}]", root)
 
 
 def check(config: dict) -> None:
@@ -182,6 +218,17 @@ def check(config: dict) -> None:
                 f"models.{name}: hidden_size {spec['hidden_size']} is not divisible by "
                 f"heads {spec['heads']}"
             )
+        if spec.get("head_rank", 0) > spec["hidden_size"]:
+            raise ConfigError(
+                f"models.{name}: head_rank {spec['head_rank']} exceeds hidden_size "
+                f"{spec['hidden_size']}; the output layer's rank is at most d anyway: lower it "
+                "(or leave it out for an unfactored output layer)"
+            )
+        if "language" in spec:
+            try:
+                toy_language(config, spec["language"])
+            except ConfigError as err:
+                raise ConfigError(f"models.{name}.language: {err}") from None
     train = TrainConfig(**config["toy"]["train"]) if uses_toy else None
     if toy_models:
         saved = set(pythia_schedule(train.steps, train.save_every))
@@ -198,7 +245,7 @@ def check(config: dict) -> None:
                 "eval.context_length exceeds toy.train.sequence_length, the toy models' "
                 "maximum context; lower it"
             )
-        _check_toy_language(config)
+        _check_toy_languages(config, toy_models)
     _check_eval_inputs(config["eval"])
     _check_update(config)
     try:
@@ -310,9 +357,12 @@ def digest(config: dict) -> str:
 
 
 def has_optimizer_states(model: dict) -> bool:
-    """Whether a model's checkpoints carry optimizer states: the toy suite's, and hub suites in
-    OLMo's native format (``optim.pt`` beside every checkpoint)."""
-    return model["source"] == "toy" or model.get("format") == "olmo"
+    """Whether a model's checkpoints carry optimizer states that the update stage can step: the
+    toy suite's (except those with a factored output layer, whose states are of the factors),
+    and hub suites in OLMo's native format (``optim.pt`` beside every checkpoint)."""
+    if model["source"] == "toy":
+        return model.get("head_rank") is None
+    return model.get("format") == "olmo"
 
 
 def _check_update(config: dict) -> None:
@@ -349,16 +399,54 @@ def _check_update(config: dict) -> None:
             )
 
 
-def _check_toy_language(config: dict) -> None:
-    language = section(config, "toy", "language")
-    if language["successors"] > language["vocab_size"]:
-        raise ConfigError(
-            f"toy.language.successors ({language['successors']}) exceeds toy.language.vocab_size "
-            f"({language['vocab_size']}): an id cannot have more distinct successors than there "
-            "are ids; lower it"
-        )
+def language_data_names(config: dict) -> dict[str, str]:
+    """The ``results/data/{name}/`` folders of the run's own data, by what they hold: the toy
+    corpus, the frequency table, the evaluation set and the update batches (names in
+    ``toy.languages`` must differ from them: each named language has its folder)."""
+    update = section(config, "update")["data"] or {"name": "toy"}
+    return {
+        "toy.language's corpus": "toy",
+        "frequency.name": config["frequency"]["name"],
+        "eval.name": config["eval"]["name"],
+        "update.data.name": update.get("name", "toy"),
+    }
+
+
+def _check_toy_languages(config: dict, toy_models: list[str]) -> None:
+    """Every toy language (``toy.language`` and each of ``toy.languages``) must be consistent,
+    hold the evaluation set and, where the update stage steps its models, its update batches."""
+    taken = language_data_names(config)
+    named = list(config["toy"].get("languages") or {})
+    for name in named:
+        clash = [k for k, v in taken.items() if v == name]
+        if clash:
+            raise ConfigError(
+                f"toy.languages.{name}: the name is already the data folder of {clash[0]} "
+                f"(results/data/{name}/); rename the language"
+            )
+    window = toy_train(config)["sequence_length"] + 1
+    stepped = {
+        config["models"][m].get("language")
+        for m in toy_models
+        if has_optimizer_states(config["models"][m])
+    }
+    for name in [None, *named]:
+        where = "toy.language" if name is None else f"toy.languages.{name}"
+        language = toy_language(config, name)
+        if language["kind"] == "markov" and language["successors"] > language["vocab_size"]:
+            raise ConfigError(
+                f"{where}.successors ({language['successors']}) exceeds its vocab_size "
+                f"({language['vocab_size']}): an id cannot have more distinct successors than "
+                "there are ids; lower it"
+            )
+        if name in stepped and language["chain_length"] < window:
+            raise ConfigError(
+                f"{where}: chain_length {language['chain_length']} is shorter than a training "
+                f"window (toy.train.sequence_length + 1 = {window}), which the update batches "
+                "are cut from; raise chain_length"
+            )
     spec = config["eval"]
-    if spec["source"] == "toy":
+    if spec["source"] == "toy" or named:
         need = spec["sequences"] * (spec["context_length"] + 1)
         if need > config["toy"]["heldout_tokens"]:
             raise ConfigError(

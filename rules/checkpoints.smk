@@ -7,7 +7,7 @@ if TOY_MODELS:
 
     rule train_toy:
         input:
-            corpus="results/data/toy/corpus.zarr",
+            corpus=toy_corpus,
         output:
             expand(
                 "results/checkpoints/{{model}}/step{step}/{file}",
@@ -37,8 +37,8 @@ if TOY_MODELS:
             runtime=60,
         params:
             model=toy_model_spec,
-            train=section(config, "toy", "train"),
-            vocab_size=config["toy"]["language"]["vocab_size"],
+            train=lambda w: toy_train(config, w.model),
+            vocab_size=lambda w: toy_vocab_size(w.model),
         script:
             "../scripts/train_toy.py"
 

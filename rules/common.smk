@@ -12,6 +12,8 @@ from pipeline.config import (
     fit_configs,
     has_optimizer_states,
     section,
+    toy_language,
+    toy_train,
 )
 from dataclasses import asdict
 from pipeline.plots import FIGURES
@@ -32,6 +34,9 @@ USES_TOY = bool(TOY_MODELS) or "toy" in (
     config["eval"]["source"],
     config["frequency"]["source"],
 )
+#: Toy languages beside the run's own (toy.languages), each with its corpus, frequency table,
+#: evaluation set and update batches in results/data/{name}/, for the toy models that name it.
+LANGUAGES = list((config.get("toy") or {}).get("languages") or {})
 
 
 def one_of(names):
@@ -55,20 +60,42 @@ def final_targets():
 # --- data ---------------------------------------------------------------------------------
 
 
+def language_of(model):
+    """The named toy language (toy.languages) a model is trained and measured on, or None: the
+    run's own data (toy.language, eval, frequency, update.data)."""
+    spec = config["models"][model]
+    return spec.get("language") if spec["source"] == "toy" else None
+
+
 def eval_store(wildcards=None):
+    """The run's evaluation set (the summary's token counts are of it)."""
     return f"results/data/{EVAL}/eval.zarr"
+
+
+def model_eval_store(wildcards):
+    """The evaluation set a model is measured on: its language's, else the run's."""
+    return f"results/data/{language_of(wildcards.model) or EVAL}/eval.zarr"
 
 
 def frequency_store(wildcards=None):
     return f"results/data/{FREQ}/frequency.zarr"
 
 
-def toy_corpus_input(source):
-    return {"corpus": "results/data/toy/corpus.zarr"} if source == "toy" else {}
+def toy_corpus_input(source, language=None):
+    return (
+        {"corpus": f"results/data/{language or 'toy'}/corpus.zarr"}
+        if source == "toy"
+        else {}
+    )
 
 
 def eval_inputs(wildcards):
     """The evaluation set's inputs: the frequency table, and the files its source reads."""
+    if wildcards.dataset in LANGUAGES:
+        return {
+            "frequency": f"results/data/{wildcards.dataset}/frequency.zarr",
+            **toy_corpus_input("toy", wildcards.dataset),
+        }
     spec = config["eval"]
     inputs = {"frequency": frequency_store(), **toy_corpus_input(spec["source"])}
     if spec["source"] == "text":
@@ -78,7 +105,22 @@ def eval_inputs(wildcards):
     return inputs
 
 
+def eval_params(wildcards):
+    """The eval section; for a named language, its held-out stream cut alike."""
+    spec = section(config, "eval")
+    if wildcards.dataset in LANGUAGES:
+        keep = ("sequences", "context_length")
+        spec = {
+            "name": wildcards.dataset,
+            "source": "toy",
+            **{k: spec[k] for k in keep},
+        }
+    return dict(sorted(spec.items()))
+
+
 def frequency_inputs(wildcards):
+    if wildcards.dataset in LANGUAGES:
+        return toy_corpus_input("toy", wildcards.dataset)
     spec = config["frequency"]
     inputs = toy_corpus_input(spec["source"])
     if spec["source"] == "counts":
@@ -90,12 +132,22 @@ def frequency_inputs(wildcards):
     return inputs
 
 
-def frequency_params():
-    """The frequency section, with the toy language's vocabulary where the source is toy."""
-    spec = dict(config["frequency"])
-    if spec["source"] == "toy":
-        spec.setdefault("vocab_size", config["toy"]["language"]["vocab_size"])
+def frequency_params(wildcards):
+    """The frequency section, with the toy language's vocabulary where the source is toy; for
+    a named language, the counts of its own training stream."""
+    if wildcards.dataset in LANGUAGES:
+        spec = {"name": wildcards.dataset, "source": "toy"}
+        spec["vocab_size"] = toy_language(config, wildcards.dataset)["vocab_size"]
+    else:
+        spec = dict(config["frequency"])
+        if spec["source"] == "toy":
+            spec.setdefault("vocab_size", config["toy"]["language"]["vocab_size"])
     return dict(sorted(spec.items()))
+
+
+def corpus_language(wildcards):
+    """The language spec of a corpus: ``toy`` is toy.language, others toy.languages'."""
+    return toy_language(config, None if wildcards.corpus == "toy" else wildcards.corpus)
 
 
 # --- checkpoints --------------------------------------------------------------------------
@@ -108,8 +160,18 @@ def toy_schedule():
 
 
 def toy_model_spec(wildcards):
+    """The model's shape (ToyModel's keys)."""
     spec = config["models"][wildcards.model]
-    return {k: spec[k] for k in sorted(spec) if k != "source"}
+    drop = ("source", "language", "train")
+    return {k: spec[k] for k in sorted(spec) if k not in drop}
+
+
+def toy_corpus(wildcards):
+    return f"results/data/{language_of(wildcards.model) or 'toy'}/corpus.zarr"
+
+
+def toy_vocab_size(model):
+    return toy_language(config, language_of(model))["vocab_size"]
 
 
 def hub_revision(wildcards):
@@ -134,8 +196,10 @@ def checkpoint_config(wildcards):
 def model_size(wildcards):
     spec = config["models"][wildcards.model]
     if spec["source"] == "toy":
-        shape = ToyModel(spec["hidden_size"], spec["layers"], spec["heads"])
-        return shape.n_params(config["toy"]["language"]["vocab_size"])
+        shape = ToyModel(
+            spec["hidden_size"], spec["layers"], spec["heads"], spec.get("head_rank")
+        )
+        return shape.n_params(toy_vocab_size(wildcards.model))
     return spec.get("parameters", 1e9)
 
 
@@ -168,13 +232,24 @@ def extract_stores(wildcards):
 # --- update -------------------------------------------------------------------------------
 
 UPDATE = section(config, "update")
-#: Where models with optimizer states take their steps: the toy language's batches by default.
+#: Where models with optimizer states take their steps: the toy language's batches by default
+#: (a model on a named toy language takes them from that language).
 UPDATE_DATA = UPDATE["data"] or {"name": "toy", "source": "toy"}
-UPDATE_BATCHES = (
-    f"results/data/{UPDATE_DATA['name']}/update.zarr"
-    if any(has_optimizer_states(config["models"][m]) for m in MODELS)
-    and UPDATE["direction"] != "displacement"
-    else None
+
+
+def update_dataset(model):
+    """The results/data/ folder of a model's update batches."""
+    return language_of(model) or UPDATE_DATA["name"]
+
+
+#: The folders that need update batches: those of the models that take optimizer steps.
+UPDATE_DATASETS = sorted(
+    {
+        update_dataset(m)
+        for m in MODELS
+        if has_optimizer_states(config["models"][m])
+        and UPDATE["direction"] != "displacement"
+    }
 )
 
 
@@ -191,12 +266,30 @@ def update_direction(model):
 
 def update_batches_inputs(wildcards):
     """The update batches' inputs: the frequency table (for bins), and the files they read."""
+    if wildcards.dataset in LANGUAGES:
+        return {"frequency": f"results/data/{wildcards.dataset}/frequency.zarr"}
     inputs = {"frequency": frequency_store()}
     if UPDATE_DATA["source"] == "text":
         inputs["texts"] = UPDATE_DATA["paths"]
     elif UPDATE_DATA["source"] == "tokens":
         inputs["tokens"] = UPDATE_DATA["path"]
     return inputs
+
+
+def update_batches_data(wildcards):
+    """The update.data section of a folder of update batches (a named language's: toy)."""
+    if wildcards.dataset in LANGUAGES:
+        return {"name": wildcards.dataset, "source": "toy"}
+    return UPDATE_DATA
+
+
+def update_batches_language(wildcards):
+    """The toy language the batches are drawn from, where their source is toy."""
+    if update_batches_data(wildcards)["source"] != "toy":
+        return None
+    return toy_language(
+        config, wildcards.dataset if wildcards.dataset in LANGUAGES else None
+    )
 
 
 def next_step(model, step):
@@ -221,10 +314,15 @@ def update_stores(model):
 
 
 def update_inputs(wildcards):
-    inputs = {"config": checkpoint_config(wildcards), "eval": eval_store()}
+    inputs = {
+        "config": checkpoint_config(wildcards),
+        "eval": model_eval_store(wildcards),
+    }
     step = int(wildcards.step)
     if update_direction(wildcards.model) == "optimizer":
-        inputs["batches"] = UPDATE_BATCHES
+        inputs["batches"] = (
+            f"results/data/{update_dataset(wildcards.model)}/update.zarr"
+        )
     else:
         later = next_step(wildcards.model, step)
         if later is None:
@@ -276,5 +374,26 @@ def fit_params(curve):
 
 
 def summary_provenance():
-    """What the summary records of the run: the config's digest and the fit settings."""
-    return {"config_sha256": digest(config), "fit": section(config, "fit")}
+    """What the summary records of the run: the config's digest, the fit settings and how each
+    toy model was trained (its language, training settings and head rank)."""
+    toy = {
+        m: {
+            "language": language_of(m) or "toy",
+            **{
+                f"language_{k}": v
+                for k, v in toy_language(config, language_of(m)).items()
+                if k in ("kind", "vocab_size")
+            },
+            **{
+                k: v for k, v in toy_train(config, m).items() if k in ("learning_rate",)
+            },
+            "hidden_size": config["models"][m]["hidden_size"],
+            "head_rank": config["models"][m].get("head_rank"),
+        }
+        for m in TOY_MODELS
+    }
+    return {
+        "config_sha256": digest(config),
+        "fit": section(config, "fit"),
+        **({"toy_models": toy} if toy else {}),
+    }

@@ -1,19 +1,24 @@
-# The data stage: the toy corpus, token-frequency bins and the evaluation set V.
+# The data stage: the toy corpus, token-frequency bins and the evaluation set V, in
+# results/data/{name}/: the run's own, and one folder per named toy language (toy.languages).
 
 
-if USES_TOY:
+CORPORA = (["toy"] if USES_TOY else []) + LANGUAGES
+
+if CORPORA:
 
     rule toy_corpus:
         output:
-            directory("results/data/toy/corpus.zarr"),
+            directory("results/data/{corpus}/corpus.zarr"),
         log:
-            "results/logs/data/toy_corpus.log",
+            "results/logs/data/{corpus}_corpus.log",
         benchmark:
-            "results/benchmarks/data/toy_corpus.tsv"
+            "results/benchmarks/data/{corpus}_corpus.tsv"
+        wildcard_constraints:
+            corpus=one_of(CORPORA),
         conda:
             "../envs/analysis.yaml"
         params:
-            language=section(config, "toy", "language"),
+            language=corpus_language,
             train_tokens=config["toy"]["train_tokens"],
             heldout_tokens=config["toy"]["heldout_tokens"],
         script:
@@ -41,15 +46,17 @@ rule frequency:
     input:
         unpack(frequency_inputs),
     output:
-        directory(f"results/data/{FREQ}/frequency.zarr"),
+        directory("results/data/{dataset}/frequency.zarr"),
     log:
-        f"results/logs/data/frequency_{FREQ}.log",
+        "results/logs/data/frequency_{dataset}.log",
     benchmark:
-        f"results/benchmarks/data/frequency_{FREQ}.tsv"
+        "results/benchmarks/data/frequency_{dataset}.tsv"
+    wildcard_constraints:
+        dataset=one_of([FREQ, *LANGUAGES]),
     conda:
         "../envs/analysis.yaml"
     params:
-        frequency=frequency_params(),
+        frequency=frequency_params,
     script:
         "../scripts/frequency.py"
 
@@ -58,15 +65,17 @@ rule eval_set:
     input:
         unpack(eval_inputs),
     output:
-        directory(f"results/data/{EVAL}/eval.zarr"),
+        directory("results/data/{dataset}/eval.zarr"),
     log:
-        f"results/logs/data/eval_{EVAL}.log",
+        "results/logs/data/eval_{dataset}.log",
+    wildcard_constraints:
+        dataset=one_of([EVAL, *LANGUAGES]),
     localrule: True
     conda:
         "../envs/extract.yaml"
     resources:
         hf_download=1,
     params:
-        eval=section(config, "eval"),
+        eval=eval_params,
     script:
         "../scripts/eval_set.py"

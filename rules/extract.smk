@@ -6,7 +6,7 @@
 rule extract:
     input:
         config=checkpoint_config,
-        eval=eval_store(),
+        eval=model_eval_store,
     output:
         directory("results/extract/{model}/step{step}.zarr"),
     log:

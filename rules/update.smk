@@ -3,28 +3,26 @@
 # listed checkpoint, and writes results/update/{model}/step{step}.zarr (pipeline/update.py).
 
 
-if UPDATE_BATCHES:
+if UPDATE_DATASETS:
 
     rule update_batches:
         input:
             unpack(update_batches_inputs),
         output:
-            directory(UPDATE_BATCHES),
+            directory("results/data/{dataset}/update.zarr"),
         log:
-            "results/logs/data/update_batches.log",
+            "results/logs/data/update_batches_{dataset}.log",
+        wildcard_constraints:
+            dataset=one_of(UPDATE_DATASETS),
         localrule: True
         conda:
             "../envs/analysis.yaml"
         params:
-            data=UPDATE_DATA,
-            language=(
-                section(config, "toy", "language")
-                if UPDATE_DATA["source"] == "toy"
-                else None
-            ),
-            train=(
+            data=update_batches_data,
+            language=update_batches_language,
+            train=lambda w: (
                 section(config, "toy", "train")
-                if UPDATE_DATA["source"] == "toy"
+                if update_batches_data(w)["source"] == "toy"
                 else None
             ),
             batches=UPDATE["batches"],

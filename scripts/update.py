@@ -9,13 +9,19 @@ from pipeline.update import analyse_update
 
 setup(snakemake.log[0])  # noqa: F821
 w, inp, p = snakemake.wildcards, snakemake.input, snakemake.params  # noqa: F821
+# the direction the workflow planned (rules/common.smk: update_inputs): the update batches for
+# an optimizer step, the next checkpoint for a displacement
+direction = "optimizer" if "batches" in inp.keys() else "displacement"
 analyse_update(
     checkpoint=str(Path(inp.config).parent),
     eval_path=inp.eval,
     out_path=snakemake.output[0],  # noqa: F821
     model_name=w.model,
     step=int(w.step),
-    cfg=UpdateConfig(**p.section, **execution(snakemake.config, "update")),  # noqa: F821
+    cfg=UpdateConfig(
+        **{**p.section, "direction": direction},
+        **execution(snakemake.config, "update"),  # noqa: F821
+    ),
     update_path=inp.batches if "batches" in inp.keys() else None,
     next_checkpoint=str(Path(inp.next_config).parent) if "next_config" in inp.keys() else None,
     next_step=p.next_step,

@@ -69,6 +69,8 @@ FIGURES: dict[str, FigureSpec] = {
         _spec("landscape_tokens", "single_step", "One optimizer step"),
         _spec("landscape", "single_step", "One optimizer step"),
         _spec("bottleneck", "bottleneck", "Gradient bottleneck"),
+        _spec("head_rank", "bottleneck", "Gradient bottleneck"),
+        _spec("spamlang", "bottleneck", "Gradient bottleneck"),
         _spec("overview", "overview", "Saturation"),
     )
 }

@@ -5,17 +5,37 @@ Artzi 2026).
   token and for V as one batch), the four forms "suppressed" may mean at each model's last step,
   and the ranks against the number of tokens N (Fig. 2): rank(G) under its bound min(N, V − 1),
   rank(GQ) of what survives the head under d, and 2d, the rank bound of a logit update.
+* ``head_rank``: its head-rank experiment (Fig. 1, 3) at toy scale: the evaluation loss and the
+  suppressed share of models whose output layer is factored through rank r, and the final loss
+  against r.
+* ``spamlang``: its SpamLang experiment (Fig. 4, 5) at toy scale: the final evaluation loss over
+  vocabulary size × learning rate, against V/d, and over training.
+
+The last two select their models by how the toy suite trained them (the summary's
+``toy_models`` attrs: language, learning rate, width, head rank).
 """
 
 from __future__ import annotations
 
+import matplotlib
 import numpy as np
 import xarray as xr
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from pipeline.plots.common import View, has, line, model_legend, note, panels, step_axis
+from pipeline.plots.common import (
+    View,
+    has,
+    line,
+    model_legend,
+    note,
+    note_figure,
+    number,
+    panels,
+    step_axis,
+)
+from pipeline.schema import overall
 
 #: The forms of the suppressed share, as labelled in the figure (``pipeline.schema``).
 FORMS = {
@@ -115,3 +135,153 @@ def _rank_panel(ax: Axes, view: View) -> None:
     ax.set_ylabel("rank (rank)")
     ax.set_title("logit-gradient ranks at the last step")
     ax.grid(True, which="major", alpha=0.3)
+
+
+# -- the controlled experiments (toy suite) ------------------------------------------------------
+
+
+def _toy(view: View, model: str) -> dict:
+    """How the toy suite trained ``model`` (empty for a model it did not train)."""
+    return (view.ds.attrs.get("toy_models") or {}).get(model) or {}
+
+
+def _final(view: View, var: str, model: str) -> float:
+    """``var`` at the model's last step with a finite value; NaN if none."""
+    v = view.values(var, model)
+    if v is None:
+        return float("nan")
+    done = v[np.isfinite(v)]
+    return float(done[-1]) if done.size else float("nan")
+
+
+def plot_head_rank(ds: xr.Dataset) -> Figure:
+    """Models whose output layer is factored through rank r (U = A·B): the evaluation loss and
+    the suppressed share over training, and the final loss against r."""
+    view = View.of(ds)
+    models = [m for m in view.models if _toy(view, m).get("head_rank")]
+    if not models:
+        return note_figure(
+            "Head rank",
+            "no model of this run factors its output layer\n(models.<name>.head_rank; "
+            "config/bottleneck.yaml runs the sweep)",
+        )
+    view, fig, axes = panels(ds.sel(model=models), lambda n: (1, 3), panel=(4.4, 4.0))
+    ax_l, ax_s, ax_r = axes[0]
+    for model in view.models:
+        c = view.colors[model]
+        line(ax_l, view.steps, view.values(overall("loss"), model), color=c, lw=1.6)
+        line(ax_s, view.steps, view.values("suppressed_squared", model), color=c, lw=1.6)
+        r = _toy(view, model)["head_rank"]
+        ax_r.plot([r], [_final(view, overall("loss"), model)], "o", color=c, ms=7)
+    ax_l.set_ylabel("evaluation loss (nats)")
+    ax_l.set_title("loss over training")
+    step_axis(ax_l)
+    ax_s.set_ylabel("1 − κ, mean over tokens (fraction)")
+    ax_s.set_title("gradient lost in the output layer")
+    step_axis(ax_s)
+    ranks = sorted({_toy(view, m)["head_rank"] for m in view.models})
+    ax_r.set_xscale("log", base=2)
+    ax_r.set_xticks(ranks, [str(r) for r in ranks])
+    ax_r.set_xlabel("head rank r (log2)")
+    ax_r.set_ylabel("final evaluation loss (nats)")
+    ax_r.set_title("final loss against the head rank")
+    ax_r.grid(True, alpha=0.3)
+    labels = {
+        m: f"{m} (r = {_toy(view, m)['head_rank']}, d = {_toy(view, m)['hidden_size']})"
+        for m in view.models
+    }
+    handles = [
+        Line2D([], [], color=view.colors[m], marker="o", label=labels[m]) for m in view.models
+    ]
+    fig.legend(
+        handles=handles, loc="outside lower center", ncols=min(len(handles), 3), frameon=False
+    )
+    fig.suptitle("Output layer factored through rank r (U = A·B), the body's width unchanged")
+    return fig
+
+
+def plot_spamlang(ds: xr.Dataset) -> Figure:
+    """SpamLang models (every sequence one id repeated): the final evaluation loss over
+    vocabulary size × learning rate at the sweep's width, the final loss as a share of ln V
+    against V/d for every width, and the loss over training."""
+    view = View.of(ds)
+    models = [m for m in view.models if _toy(view, m).get("language_kind") == "spam"]
+    if not models:
+        return note_figure(
+            "SpamLang",
+            "no model of this run is trained on a SpamLang language\n(toy.languages with "
+            "kind: spam; config/bottleneck.yaml runs the sweep)",
+        )
+    view, fig, axes = panels(ds.sel(model=models), lambda n: (1, 3), panel=(4.6, 4.2))
+    ax_h, ax_v, ax_t = axes[0]
+    info = {m: _toy(view, m) for m in view.models}
+    final = {m: _final(view, overall("loss"), m) for m in view.models}
+    widths = [info[m]["hidden_size"] for m in view.models]
+    d = max(set(widths), key=lambda w: (widths.count(w), -w))  # the sweep's width
+    _spam_grid(ax_h, view, [m for m in view.models if info[m]["hidden_size"] == d], final)
+    ax_h.set_title(f"final loss (nats) at d = {d}; colour: loss / ln V")
+    rates = sorted({info[m]["learning_rate"] for m in view.models})
+    markers = dict(zip(sorted(set(widths)), "osD^v<>"))
+    cmap = matplotlib.colormaps["plasma"]
+    for m in view.models:
+        V, w = info[m]["language_vocab_size"], info[m]["hidden_size"]
+        shade = cmap(0.15 + 0.7 * rates.index(info[m]["learning_rate"]) / max(len(rates) - 1, 1))
+        ax_v.plot([V / w], [final[m] / np.log(V)], markers[w], color=shade, ms=7, mec="k", mew=0.5)
+        loss = view.values(overall("loss"), m)
+        if loss is not None:
+            line(ax_t, view.steps, loss / np.log(V), color=view.colors[m], lw=1.3)
+    ax_v.set_xscale("log", base=2)
+    ax_v.set_ylim(0, 1.05)
+    ax_v.set_xlabel("V / d (log2)")
+    ax_v.set_ylabel("final loss / ln V (1: uniform guess)")
+    ax_v.set_title("against vocabulary per dimension")
+    ax_v.grid(True, alpha=0.3)
+    ax_t.set_ylim(0, 1.05)
+    ax_t.set_ylabel("loss / ln V")
+    ax_t.set_title("over training")
+    step_axis(ax_t)
+    extra = [
+        Line2D([], [], ls="", marker=markers[w], color="0.5", mec="k", label=f"d = {w}")
+        for w in sorted(markers)
+    ] + [
+        Line2D(
+            [],
+            [],
+            ls="",
+            marker="s",
+            ms=8,
+            color=cmap(0.15 + 0.7 * i / max(len(rates) - 1, 1)),
+            label=f"lr {number(r)}",
+        )
+        for i, r in enumerate(rates)
+    ]
+    model_legend(fig, view, extra, ncols=6)
+    fig.suptitle("SpamLang: every sequence one id repeated; can the output layer learn to copy?")
+    return fig
+
+
+def _spam_grid(ax: Axes, view: View, models: list[str], final: dict) -> None:
+    """Final loss of ``models`` on a learning-rate × vocabulary grid, coloured by loss / ln V
+    and annotated with the loss and the model's name."""
+    info = {m: _toy(view, m) for m in models}
+    vocab = sorted({info[m]["language_vocab_size"] for m in models})
+    rates = sorted({info[m]["learning_rate"] for m in models})
+    share = np.full((len(rates), len(vocab)), np.nan)
+    for m in models:
+        i, j = rates.index(info[m]["learning_rate"]), vocab.index(info[m]["language_vocab_size"])
+        share[i, j] = final[m] / np.log(vocab[j])
+        ax.text(
+            j,
+            i,
+            f"{final[m]:.2f}\n{m}",
+            ha="center",
+            va="center",
+            fontsize=6.5,
+            color="w" if share[i, j] > 0.5 else "k",
+        )
+    im = ax.imshow(share, cmap="viridis_r", vmin=0, vmax=1, origin="lower", aspect="auto")
+    ax.set_xticks(range(len(vocab)), [str(v) for v in vocab])
+    ax.set_yticks(range(len(rates)), [number(r) for r in rates])
+    ax.set_xlabel("vocabulary size V")
+    ax.set_ylabel("peak learning rate")
+    ax.figure.colorbar(im, ax=ax, label="final loss / ln V", shrink=0.8)

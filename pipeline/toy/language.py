@@ -1,6 +1,11 @@
-"""The toy language: a seeded synthetic language with Zipfian unigrams and a sparse second-order
-Markov chain whose conditional distributions have far more rank than the small models' hidden
-size, so that small models hit the softmax bottleneck while large ones keep learning.
+"""The toy languages: seeded synthetic languages with Zipfian (or uniform) unigrams.
+
+* ``markov`` (the default): a sparse second-order Markov chain whose conditional distributions
+  have far more rank than the small models' hidden size, so that small models hit the softmax
+  bottleneck while large ones keep learning.
+* ``spam``: Godey & Artzi's SpamLang, in which every chain repeats one id drawn from the
+  unigram distribution: trivial to predict after the first id, yet the output layer must map
+  each of the V ids back to itself through the model's d dimensions.
 
 ``toy_streams`` samples the corpus (a training and a held-out stream); ``eval_windows`` cuts the
 evaluation set V from the held-out stream; ``update_batches`` draws the fixed batches the update
@@ -17,15 +22,24 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 
+#: The kinds of toy language.
+KINDS = ("markov", "spam")
+
+
 @dataclass(frozen=True)
 class ToyLanguage:
-    """A seeded synthetic language: Zipfian unigrams and a sparse second-order Markov chain.
+    """A seeded synthetic language: Zipfian unigrams and, for ``kind="markov"``, a sparse
+    second-order Markov chain; for ``kind="spam"`` every chain is one id repeated.
 
-    The next id depends on the previous id (which of ``successors`` ids may follow) and on a
+    A corpus is sampled as independent chains of ``chain_length`` ids. In the Markov language
+    the next id depends on the previous id (which of ``successors`` ids may follow) and on a
     class of the id two back (``context_classes`` different weightings of those successors);
     with probability ``noise`` it is instead drawn from the unigram distribution, so that every id
     occurs. Successor weights are proportional to the unigram probability times log-normal noise
-    of width ``weight_sigma``, which keeps the marginal frequencies Zipfian.
+    of width ``weight_sigma``, which keeps the marginal frequencies Zipfian. In SpamLang the
+    chain's id is drawn from the unigram distribution (``zipf_exponent=0``: uniform) and the
+    Markov keys are unused; a chain as long as the evaluation window (context + 1) makes every
+    evaluation sequence one id, with nothing left to chance after its first position.
     """
 
     vocab_size: int = 2048
@@ -35,6 +49,12 @@ class ToyLanguage:
     weight_sigma: float = 1.5
     noise: float = 0.05
     seed: int = 0
+    kind: str = "markov"
+    chain_length: int = 1024
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"toy language kind {self.kind!r} is not one of {', '.join(KINDS)}")
 
     def tables(self) -> dict[str, np.ndarray]:
         """Draw the language's parameters from its seed.
@@ -47,9 +67,8 @@ class ToyLanguage:
         """
         rng = np.random.default_rng(self.seed)
         V, K, C = self.vocab_size, self.successors, self.context_classes
-        rank = rng.permutation(V)  # id -> frequency rank, so ids carry no order
-        unigram = (rank + 1.0) ** -self.zipf_exponent
-        unigram /= unigram.sum()
+        rng.permutation(V)  # id -> frequency rank (``unigram``), so ids carry no order
+        unigram = self.unigram()
         successor = np.stack([rng.choice(V, size=K, replace=False) for _ in range(V)])
         noise = np.exp(self.weight_sigma * rng.standard_normal((V, C, K)))
         weight = unigram[successor][:, None, :] * noise  # (V, C, K)
@@ -63,6 +82,8 @@ class ToyLanguage:
 
         The chains advance together, one vectorised step per position.
         """
+        if self.kind == "spam":
+            return np.repeat(self._unigram_draws(n_chains, seed)[:, None], length, axis=1)
         t = self.tables()
         rng = np.random.default_rng(seed)
         unigram_cdf = np.cumsum(t["unigram"])
@@ -80,11 +101,23 @@ class ToyLanguage:
             out[:, i] = np.where(from_unigram, u, nxt)
         return out
 
+    def unigram(self) -> np.ndarray:
+        """The unigram distribution: id of frequency rank r ∝ r^-zipf_exponent, ids permuted."""
+        rank = np.random.default_rng(self.seed).permutation(self.vocab_size)
+        p = (rank + 1.0) ** -self.zipf_exponent
+        return p / p.sum()
+
+    def _unigram_draws(self, n: int, seed: int) -> np.ndarray:
+        cdf = np.cumsum(self.unigram())
+        cdf[-1] = 1.0
+        return np.searchsorted(cdf, np.random.default_rng(seed).random(n), side="right")
+
 
 def toy_streams(language: ToyLanguage, train_tokens: int, heldout_tokens: int) -> dict:
-    """The toy corpus: ``train`` and ``heldout`` id streams (int32), sampled as chains of 1,024
-    ids from the language's seed (the held-out chains from a different seed)."""
-    chain_length = 1024
+    """The toy corpus: ``train`` and ``heldout`` id streams (int32), sampled as chains of
+    ``language.chain_length`` ids from the language's seed (the held-out chains from a
+    different seed)."""
+    chain_length = language.chain_length
     streams = {}
     for name, n, seed_offset in (("train", train_tokens, 1), ("heldout", heldout_tokens, 2)):
         n_chains = -(-n // chain_length)
@@ -99,8 +132,8 @@ def update_batches(
 ) -> np.ndarray:
     """``n_batches`` fixed batches of ``batch_size`` windows of ``window`` ids, shape
     (n_batches, batch_size, window): drawn like training windows (a random offset into a chain
-    of 1,024 ids) but from chains of their own seed, so outside the training stream."""
-    chain_length = 1024
+    of the language's) but from chains of their own seed, so outside the training stream."""
+    chain_length = language.chain_length
     if window > chain_length:
         raise ValueError(f"update batches of {window}-id windows exceed the chains' {chain_length}")
     n = n_batches * batch_size

@@ -12,16 +12,23 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class ToyModel:
-    """The shape of one toy GPT-NeoX model (a ``models`` entry with ``source: toy``)."""
+    """The shape of one toy GPT-NeoX model (a ``models`` entry with ``source: toy``).
+
+    ``head_rank`` r factors the output layer through rank r without changing the body's width:
+    U = A·B with A (V × r) and B (r × d) trained in its place (Godey & Artzi's head-rank
+    experiment); None keeps one V × d matrix.
+    """
 
     hidden_size: int
     layers: int = 2
     heads: int = 1
+    head_rank: int | None = None
 
     def n_params(self, vocab_size: int) -> int:
         """Approximate parameter count: the blocks and the (untied) input and output layers."""
-        d = self.hidden_size
-        return 12 * self.layers * d * d + 2 * d * vocab_size
+        d, r = self.hidden_size, self.head_rank
+        head = d * vocab_size if r is None else r * (vocab_size + d)
+        return 12 * self.layers * d * d + d * vocab_size + head
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,10 @@ thread, seeded initialisation and a seeded batch order, so two runs give identic
 ``toy_training`` yields the model and its optimizer at every step of the checkpoint schedule;
 saving is the checkpoints stage's business (``pipeline.checkpoints.train_toy``).
 ``training_batches`` is the batch order, so that a test can replay the batch of any step.
+
+A model with a head rank r trains its output layer as two factors (``FactoredHead``);
+``plain_model`` gives the same function as an ordinary ``GPTNeoXForCausalLM`` whose output
+layer is the product U = A·B, which is what the checkpoints hold.
 """
 
 from __future__ import annotations
@@ -22,9 +26,46 @@ from pipeline.toy.schedule import ToyModel, TrainConfig, pythia_schedule
 log = logging.getLogger(__name__)
 
 
+class FactoredHead(torch.nn.Module):
+    """An output layer of rank ≤ r: logits = h Bᵀ Aᵀ, with A (V × r) and B (r × d).
+
+    Initialised so that U = A·B has the entries' scale of an ordinary head (standard deviation
+    ``std``): A and B are normal with standard deviation (std / √r)^½ each.
+    """
+
+    def __init__(self, vocab_size: int, hidden_size: int, rank: int, std: float):
+        super().__init__()
+        scale = (std / rank**0.5) ** 0.5
+        self.A = torch.nn.Parameter(torch.randn(vocab_size, rank) * scale)
+        self.B = torch.nn.Parameter(torch.randn(rank, hidden_size) * scale)
+
+    @property
+    def weight(self) -> torch.Tensor:
+        """The effective output layer U = A·B (V × d)."""
+        return self.A @ self.B
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return (h @ self.B.T) @ self.A.T
+
+
 def build_toy_model(model: ToyModel, vocab_size: int, context_length: int, seed: int):
-    """A randomly initialised ``GPTNeoXForCausalLM`` from a fixed seed."""
-    from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
+    """A randomly initialised ``GPTNeoXForCausalLM`` from a fixed seed, its output layer
+    factored (``FactoredHead``) if the model has a head rank."""
+    from transformers import GPTNeoXForCausalLM
+
+    config = toy_config(model, vocab_size, context_length)
+    torch.manual_seed(seed)
+    net = GPTNeoXForCausalLM(config)
+    if model.head_rank is not None:
+        net.set_output_embeddings(
+            FactoredHead(vocab_size, model.hidden_size, model.head_rank, config.initializer_range)
+        )
+    return net
+
+
+def toy_config(model: ToyModel, vocab_size: int, context_length: int):
+    """The ``GPTNeoXConfig`` of a toy model; a head rank is recorded as ``head_rank``."""
+    from transformers import GPTNeoXConfig
 
     config = GPTNeoXConfig(
         vocab_size=vocab_size,
@@ -36,8 +77,26 @@ def build_toy_model(model: ToyModel, vocab_size: int, context_length: int, seed:
         rotary_pct=0.25,
         tie_word_embeddings=False,
     )
-    torch.manual_seed(seed)
-    return GPTNeoXForCausalLM(config)
+    if model.head_rank is not None:
+        config.head_rank = model.head_rank
+    return config
+
+
+def plain_model(net):
+    """``net`` as an ordinary ``GPTNeoXForCausalLM``: itself if its output layer is one matrix,
+    else a copy whose output layer is the product U = A·B of its factors (same function)."""
+    head = net.get_output_embeddings()
+    if not isinstance(head, FactoredHead):
+        return net
+    from transformers import GPTNeoXForCausalLM
+
+    with torch.random.fork_rng():  # initialising the copy must not move training's random state
+        plain = GPTNeoXForCausalLM(net.config)
+    name = next(n for n, m in net.named_children() if m is head)
+    state = {k: v for k, v in net.state_dict().items() if not k.startswith(f"{name}.")}
+    state[f"{name}.weight"] = head.weight.detach()
+    plain.load_state_dict(state)
+    return plain
 
 
 def training_batches(train: TrainConfig, stream: np.ndarray) -> Iterator[torch.Tensor]:

@@ -117,6 +117,34 @@ def _indivisible_heads(c: dict) -> None:
             ["update.data", "sequences", "context_length"],
             id="update-data-without-shape",
         ),
+        pytest.param(
+            lambda c: _first_toy(c).update(language="nowhere"),
+            ["models.toy-d16.language", "'nowhere'", "toy.languages"],
+            id="unknown-language",
+        ),
+        pytest.param(
+            lambda c: _first_toy(c).update(head_rank=_first_toy(c)["hidden_size"] + 1),
+            ["models.toy-d16", "head_rank", "hidden_size"],
+            id="head-rank-above-width",
+        ),
+        pytest.param(
+            lambda c: c["toy"].update(languages={"toy": {"kind": "spam"}}),
+            ["toy.languages.toy", "results/data/toy/"],
+            id="language-named-like-the-runs-data",
+        ),
+        pytest.param(
+            lambda c: (
+                c["toy"].update(languages={"s": {"kind": "spam", "chain_length": 8}}),
+                _first_toy(c).update(language="s"),
+            ),
+            ["toy.languages.s", "chain_length 8", "sequence_length"],
+            id="chains-shorter-than-update-windows",
+        ),
+        pytest.param(
+            lambda c: c["toy"].update(languages={"m": {"vocab_size": 16}}),
+            ["toy.languages.m.successors", "vocab_size"],
+            id="named-language-successors",
+        ),
     ],
 )
 def test_each_broken_key_is_named(default, change, names):
@@ -220,6 +248,11 @@ def test_the_digest_is_a_sha256_that_ignores_key_order(default):
         (lambda c: c["models"]["toy-d16"].update(hidden_size=16.0), "models.toy-d16.hidden_size"),
         (lambda c: c["models"].update({123: c["models"]["toy-d16"]}), "'123'"),
         (lambda c: c["eval"].update(sequences=2.0), r"eval.sequences: 2.0"),
+        (
+            lambda c: c["toy"].update(languages={"s": {"vocab_size": 64.0}}),
+            r"toy.languages.s.vocab_size: 64.0",
+        ),
+        (lambda c: c["toy"]["language"].update(seed=1.0), r"toy.language.seed: 1.0"),
     ],
 )
 def test_check_types_names_the_key(default, change, message):
@@ -282,3 +315,24 @@ def test_params_sections_fill_defaults_and_ignore_key_order(default):
     assert list(section(reordered, "fit").items()) == list(section(default, "fit").items())
     assert "batch_size" not in section(default, "extract")
     assert execution(default, "extract")["vocab_chunk"] == default["extract"]["vocab_chunk"]
+
+
+def test_a_model_overrides_the_training_and_names_its_language(default):
+    from pipeline.config import toy_language, toy_train
+
+    cfg = changed(
+        default,
+        lambda c: (
+            c["toy"].update(languages={"s": {"kind": "spam", "vocab_size": 64}}),
+            _first_toy(c).update(language="s", train={"learning_rate": 0.01}),
+        ),
+    )
+    check(cfg)
+    name = next(m for m, spec in cfg["models"].items() if spec.get("language") == "s")
+    other = next(m for m in cfg["models"] if m != name)
+    assert toy_train(cfg, name) == {**toy_train(cfg), "learning_rate": 0.01}
+    assert toy_train(cfg, other) == toy_train(cfg)
+    language = toy_language(cfg, "s")
+    assert language["kind"] == "spam" and language["vocab_size"] == 64
+    # the keys it does not set are toy.language's
+    assert language["seed"] == toy_language(cfg)["seed"] == cfg["toy"]["language"]["seed"]

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from pipeline.maths.frequency import UNSEEN_BIN, frequency_bins, rank_frequency, zipf_fit
-from pipeline.toy.language import ToyLanguage, eval_windows
+from pipeline.toy.language import ToyLanguage, eval_windows, toy_streams
 from pipeline.toy.schedule import pythia_schedule
 from tests.reference import UNSEEN, frequency_bins_by_id
 
@@ -50,6 +50,36 @@ def test_toy_language_has_sequential_structure():
     pairs = np.unique(np.stack([prev, nxt]), axis=1)
     # without noise, each id is followed only by its successors
     assert pairs.shape[1] <= 256 * 8
+
+
+def test_spamlang_repeats_one_uniformly_drawn_id_per_chain():
+    from scipy.stats import chisquare
+
+    lang = ToyLanguage(vocab_size=64, zipf_exponent=0.0, kind="spam", chain_length=9)
+    x = lang.sample(6400, 9, seed=5)
+    assert (x == x[:, :1]).all()  # every chain is one id
+    np.testing.assert_array_equal(x, lang.sample(6400, 9, seed=5))
+    # drawn uniformly: a chi-square test of the chains' ids against equal counts
+    assert chisquare(np.bincount(x[:, 0], minlength=64)).pvalue > 1e-3
+    # the streams are cut into chains of chain_length, so eval windows of that length are whole
+    streams = toy_streams(lang, 9 * 100, 9 * 20)
+    w = eval_windows(streams["heldout"], 20, 8)
+    assert (w == w[:, :1]).all()
+    # zipf_exponent > 0: the chains' ids follow the unigram distribution
+    zipf = ToyLanguage(vocab_size=64, kind="spam", zipf_exponent=1.0)
+    ids = zipf.sample(20000, 2, seed=0)[:, 0]
+    p = np.bincount(ids, minlength=64) / ids.size
+    np.testing.assert_allclose(p, zipf.unigram(), atol=0.01)
+
+
+def test_the_markov_language_ignores_the_new_keys_defaults():
+    """The chain's kind and length default to the language the embedded default always had: the
+    same chains as the unigram and successor tables say, 1,024 ids each."""
+    lang = ToyLanguage(vocab_size=128, successors=8, seed=2)
+    assert lang.kind == "markov" and lang.chain_length == 1024
+    np.testing.assert_allclose(lang.tables()["unigram"], lang.unigram())
+    with pytest.raises(ValueError, match="kind 'other'"):
+        ToyLanguage(kind="other")
 
 
 def test_eval_windows_shape_and_errors():

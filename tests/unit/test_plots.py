@@ -194,7 +194,24 @@ def synthetic_summary(
     else:
         data["n_params"] = ("model", np.full(nm, -1, dtype=np.int64))
     data_u, coords_u = update_variables(names, steps, bins, missing_steps, rng)
-    attrs = {**PROVENANCE, "update_direction": {m: "optimizer" for m in names}}
+    # every model a toy model on a SpamLang language with a factored head, so that the
+    # controlled experiments' figures draw them all: two widths, two learning rates
+    toy_models = {
+        m: {
+            "language": f"spam-v{256 * 2 ** (i % 3)}",
+            "language_kind": "spam",
+            "language_vocab_size": 256 * 2 ** (i % 3),
+            "learning_rate": [1e-3, 1e-2][i // 3 % 2],
+            "hidden_size": int(hidden[i]),
+            "head_rank": 2 ** (i + 1),
+        }
+        for i, m in enumerate(names)
+    }
+    attrs = {
+        **PROVENANCE,
+        "update_direction": {m: "optimizer" for m in names},
+        "toy_models": toy_models,
+    }
     ds = xr.Dataset({**data, **data_u}, coords={**coords, **coords_u}, attrs=attrs)
     return with_fits(ds, fit)
 
@@ -505,10 +522,44 @@ def test_missing_optional_variables(name):
     ds.attrs = {}
     fig = make(name, ds)
     n = check_figure(fig, overlaps=False)
-    if "rank was not extracted" in figure_texts(fig):
+    if name in TOY_EXPERIMENTS:  # without the record of how the toy models were trained
+        assert "no model of this run" in figure_texts(fig)
+    elif "rank was not extracted" in figure_texts(fig):
         assert n == n_axes(name, full) - 1
     else:
         assert n == n_axes(name, full)
+
+
+#: Figures of the toy suite's controlled experiments, which select models by how they were
+#: trained (the summary's ``toy_models`` attrs).
+TOY_EXPERIMENTS = {"head_rank", "spamlang"}
+
+
+@pytest.mark.parametrize("name", sorted(TOY_EXPERIMENTS))
+def test_toy_experiments_draw_only_their_models(name):
+    ds = synthetic_summary(3)
+    toy = dict(ds.attrs["toy_models"])
+    first = str(ds["model"].values[0])
+    # the first model is neither factored nor a SpamLang model: it is left out
+    toy[first] = {**toy[first], "head_rank": None, "language_kind": "markov"}
+    ds.attrs = {**ds.attrs, "toy_models": toy}
+    texts = figure_texts(make(name, ds))
+    assert first not in texts
+    assert all(str(m) in texts for m in ds["model"].values[1:])
+    ds.attrs = {**ds.attrs, "toy_models": {first: toy[first]}}
+    assert "no model of this run" in figure_texts(make(name, ds))
+
+
+def test_spamlang_grid_shows_each_models_final_loss():
+    """The grid's annotations are the overall loss at each model's last finite step."""
+    ds = synthetic_summary(6)
+    texts = figure_texts(make("spamlang", ds))
+    widths = [ds.attrs["toy_models"][str(m)]["hidden_size"] for m in ds["model"].values]
+    d = max(set(widths), key=lambda w: (widths.count(w), -w))
+    for m, w in zip(ds["model"].values, widths):
+        loss = ds[overall("loss")].sel(model=m).values
+        last = loss[np.isfinite(loss)][-1]
+        assert (f"{last:.2f}\n{m}" in texts) == (w == d)
 
 
 def test_overlap_check_detects_crowding():

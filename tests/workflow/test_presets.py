@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import yaml
 
+from pipeline.config import has_optimizer_states
 from pipeline.plots import FIGURES
 from tests.snake import REPO, job_stats, run_snakemake
 
@@ -22,15 +23,22 @@ def test_preset_dry_runs_in_a_fresh_directory(tmp_path, preset):
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
     jobs = job_stats(r.stdout)
     checkpoints = len(cfg["models"]) * len(cfg["steps"])
-    assert jobs["download"] == checkpoints and jobs["extract"] == checkpoints
+    toy = [m for m, spec in cfg["models"].items() if spec["source"] == "toy"]
+    assert jobs.get("download", 0) == checkpoints - len(toy) * len(cfg["steps"])
+    assert jobs.get("train_toy", 0) == len(toy)
+    assert jobs["extract"] == checkpoints
     assert jobs["reduce"] == jobs["fit_bnsl"] == len(cfg["models"])
-    # with optimizer states (OLMo-native suites) one step per analysed step, else one
-    # displacement per analysed step that has a next listed step
-    analysed = cfg["update"]["steps"] or cfg["steps"]
+    languages = cfg.get("toy", {}).get("languages", {})
+    assert jobs.get("toy_corpus", 0) == (len(languages) + 1 if toy else 0)
+    assert jobs["eval_set"] == jobs["frequency"] == 1 + len(languages)
+    # with optimizer states (OLMo-native suites, toy models without a factored head) one step
+    # per analysed step, else one displacement per analysed step that has a next listed step
+    analysed = cfg["update"]["steps"] if cfg["update"]["steps"] is not None else cfg["steps"]
     moving = [s for s in analysed if any(t > s for t in cfg["steps"])]
-    stateful = [m for m, spec in cfg["models"].items() if spec.get("format") == "olmo"]
+    stateful = [m for m, spec in cfg["models"].items() if has_optimizer_states(spec)]
     expected = sum(len(analysed) if m in stateful else len(moving) for m in cfg["models"])
-    assert jobs["update"] == expected
-    assert jobs.get("update_batches", 0) == (1 if stateful else 0)
+    assert jobs.get("update", 0) == expected
+    batches = {cfg["models"][m].get("language") for m in stateful} if analysed else set()
+    assert jobs.get("update_batches", 0) == len(batches)
     assert jobs.get("fetch_counts", 0) == (1 if cfg["frequency"].get("url") else 0)
     assert sum(v for k, v in jobs.items() if k.startswith("plot_")) == len(FIGURES)

@@ -23,6 +23,7 @@ from pipeline import sources
 from pipeline.config import EVAL_DEFAULTS
 from pipeline.logs import console_warning
 from pipeline.maths.frequency import UNSEEN_BIN, frequency_bins
+from pipeline.maths.geometry import log_prob_spectra, w_error
 from pipeline.store import open_store, write_zarr
 from pipeline.toy.language import ToyLanguage, eval_windows, toy_streams, update_batches
 
@@ -30,12 +31,27 @@ log = logging.getLogger(__name__)
 
 
 def write_corpus(language: ToyLanguage, train_tokens: int, heldout_tokens: int, path: str) -> None:
-    """Sample the toy corpus (a training and a held-out stream) and write it as a Zarr store."""
+    """Sample the toy corpus (a training and a held-out stream) and write it as a Zarr store,
+    with the singular values of the language's true log-probability matrix
+    (``ToyLanguage.log_prob_matrix``), as it is and with its rows centred, from which W-error(d)
+    follows for any width d (``pipeline.maths.geometry.w_error``)."""
     streams = toy_streams(language, train_tokens, heldout_tokens)
+    s = log_prob_spectra(language.log_prob_matrix())
+    spectra = {
+        "log_prob_singular_values": s["uncentred"],
+        "log_prob_centred_singular_values": s["centred"],
+    }
+    for name, s in spectra.items():
+        log.info(
+            "%s: W-error %s at d = 8, 16, 32, 64, 128",
+            name,
+            ", ".join(f"{w_error(s, d):.3f}" for d in (8, 16, 32, 64, 128)),
+        )
     ds = xr.Dataset(
         {
             "train": ("train_position", streams["train"]),
             "heldout": ("heldout_position", streams["heldout"]),
+            **{name: ("singular", s) for name, s in spectra.items()},
         },
         attrs={"language": _asdict(language)},
     )

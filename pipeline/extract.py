@@ -30,6 +30,13 @@ from pipeline.maths.bottleneck import (
     rank_sizes,
 )
 from pipeline.maths.decomposition import bottleneck_projector, decompose_at_h
+from pipeline.maths.geometry import (
+    Anisotropy,
+    common_direction_share,
+    head_spectrum,
+    kl_to_uniform,
+    sigma_ratio,
+)
 from pipeline.maths.parameters import BodyRecorder, ParamGradients, output_layer_grads
 from pipeline.schema import MEASUREMENTS, PARAM_STATISTICS, conform
 from pipeline.store import open_store, with_labels, write_zarr
@@ -71,6 +78,8 @@ class Measurements:
     vocab_size: int
     output_param: str  # the output embedding's parameter name
     input_param: str  # the input embedding's parameter name
+    spectrum: np.ndarray  # U's singular values, largest first
+    geometry: dict[str, float]  # per-checkpoint scalars, keyed by GEOMETRY's names
 
 
 def auto_batch_size(model, seq_len: int, cfg: ExtractConfig, device: torch.device) -> int:
@@ -146,6 +155,7 @@ def _measure(
     recorder = BodyRecorder(model, model.get_output_embeddings()) if cfg.parameters else None
     names = dict(model.named_parameters())
     name_of = {id(p): n for n, p in names.items()}
+    anisotropy = Anisotropy()
     tokens: dict[str, list[np.ndarray]] = {k: [] for k in MEASUREMENTS}
     rank_rows: list[tuple[torch.Tensor, ...]] = []
     n_rank = 0
@@ -162,6 +172,7 @@ def _measure(
             with torch.set_grad_enabled(cfg.parameters):
                 h_body = final_hidden(model, ids)  # (B, T, d) in the model's dtype
             h = h_body.detach().float().reshape(-1, d)  # (B·T, d)
+            anisotropy.add(h)
             dec = decompose_at_h(h, U32, b32, R, tgt, cfg.vocab_chunk)
             for k in MEASUREMENTS:
                 tokens[k].append(dec.measurements[k].cpu().numpy())
@@ -192,6 +203,14 @@ def _measure(
             sizes,
             d,
         )
+    spectrum = head_spectrum(U32)
+    geometry = {
+        "head_spectrum_kl": kl_to_uniform(spectrum),
+        "head_sigma_ratio": sigma_ratio(spectrum),
+        "head_common_direction": common_direction_share(U32),
+        "anisotropy": anisotropy.value(),
+    }
+    log.info("geometry: %s", ", ".join(f"{k} {v:.4g}" for k, v in geometry.items()))
     return Measurements(
         tokens={k: np.concatenate(v).astype(np.float32) for k, v in tokens.items()},
         params=params.summary() if params is not None else None,
@@ -203,6 +222,8 @@ def _measure(
         vocab_size=V,
         output_param=name_of[id(U)],
         input_param=name_of[id(model.get_input_embeddings().weight)],
+        spectrum=spectrum,
+        geometry=geometry,
     )
 
 
@@ -307,6 +328,8 @@ def to_dataset(meas: Measurements, ev: xr.Dataset, attrs: dict) -> xr.Dataset:
             np.asarray(meas.kept_ranks, dtype=np.int64),
         )
         coords["rank_tokens"] = np.asarray(meas.rank_sizes, dtype=np.int64)
+    data["head_singular_values"] = ("singular", meas.spectrum / meas.spectrum[0])
+    data.update({k: ((), v) for k, v in meas.geometry.items()})
     attrs = {
         **attrs,
         "hidden_size": meas.hidden_size,

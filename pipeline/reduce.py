@@ -36,6 +36,7 @@ from pipeline.maths.bottleneck import suppressed_forms
 from pipeline.maths.frequency import UNSEEN_BIN
 from pipeline.maths.saturation import improving, saturation_step
 from pipeline.schema import (
+    GEOMETRY,
     MEASUREMENTS,
     PARAM_STATISTICS,
     conform,
@@ -109,6 +110,15 @@ def open_steps(paths: list[str]) -> xr.Dataset:
     if not paths:
         raise ValueError("no extraction stores to reduce: the model has no steps in the config")
     parts = [xr.open_zarr(p) for p in paths]
+    common = set.intersection(*(set(p.data_vars) for p in parts))
+    partial = sorted(set.union(*(set(p.data_vars) for p in parts)) - common)
+    if partial:  # optional measurements that older extractions did not write
+        log.warning(
+            "left out %s: only some step stores hold them (extracted by an older version); "
+            "delete the older stores and re-run to measure them at every step",
+            ", ".join(partial),
+        )
+        parts = [p.drop_vars([v for v in partial if v in p]) for p in parts]
     ds = xr.concat(parts, dim="step", coords="minimal", compat="override", join="exact")
     return ds.sortby("step")
 
@@ -288,7 +298,7 @@ def _reduce(paths: list[str], model_name: str, cfg: ReduceConfig) -> xr.Dataset:
     log.info("%s: binned means, quantiles and interference done", model_name)
     red["n_tokens"] = ("bin", bins.counts.astype(np.int64))
     red = red.merge(layer_summaries(ds))
-    for name in ("logit_grad_rank", "logit_grad_rank_kept"):
+    for name in ("logit_grad_rank", "logit_grad_rank_kept", *(v.name for v in GEOMETRY)):
         if name in ds:
             red[name] = ds[name].compute()
     red = red.merge(suppressed_by_step(ds))

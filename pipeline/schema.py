@@ -137,11 +137,51 @@ SUPPRESSED_FORMS = (
     ),
 )
 
+GS = "Godey et al. 2024"
+#: The geometry of one checkpoint (``pipeline.maths.geometry``), kept as it is by the reduction
+#: (optional: stores extracted before it existed lack it).
+GEOMETRY = (
+    Variable(
+        "head_singular_values",
+        ("step", "singular"),
+        "1",
+        "singular values of the output layer U over σ₁, largest first",
+        f"{GS} Fig. 4",
+        True,
+    ),
+    Variable(
+        "head_spectrum_kl",
+        ("step",),
+        "nats",
+        "KL(p ‖ uniform) of p_i = σ_i / Σσ_j over U's singular values",
+        f"{GS} Fig. 3, 5",
+        True,
+    ),
+    Variable("head_sigma_ratio", ("step",), "1", "σ₁ / σ₂ of the output layer", GS, True),
+    Variable(
+        "head_common_direction",
+        ("step",),
+        "1",
+        "‖mean_j U_j‖ / mean_j ‖U_j‖ over U's rows",
+        f"{GD} (total dissent)",
+        True,
+    ),
+    Variable(
+        "anisotropy",
+        ("step",),
+        "1",
+        "mean pairwise cosine of the final hidden states of V's tokens",
+        f"{GS} Fig. 3",
+        True,
+    ),
+)
+
 EXTRACT = (
     *(_with_step(v) for v in TOKEN_MEASUREMENTS),
     *(_with_step(v) for v in PARAM_MEASUREMENTS),
     LOGIT_GRAD_RANK,
     LOGIT_GRAD_RANK_KEPT,
+    *GEOMETRY,
 )
 
 
@@ -284,6 +324,7 @@ REDUCE = (
     LOGIT_GRAD_RANK,
     LOGIT_GRAD_RANK_KEPT,
     *SUPPRESSED_FORMS,
+    *GEOMETRY,
     Variable("hidden_size", (), "1", "width d of the model (-1: unknown)", GA),
     Variable("vocab_size", (), "1", "V, rows of the output layer; G's rank is ≤ min(N, V − 1)", GA),
     Variable(
@@ -342,6 +383,22 @@ SUMMARY = (
         "tokens",
         "training-set count of each id (the bins' counts)",
         f"{GD} Fig. 4",
+        True,
+    ),
+    Variable(
+        "language_w_error",
+        ("model",),
+        "1",
+        "W-error(d) = ‖σ_{d+1:}‖ / ‖W‖_F of the toy language's true log-probabilities W",
+        f"{GS} §5",
+        True,
+    ),
+    Variable(
+        "language_w_error_centred",
+        ("model",),
+        "1",
+        "W-error(d) of W with each row centred (what a softmax can use)",
+        f"{GS} §5",
         True,
     ),
     Variable(

@@ -19,6 +19,7 @@ import xarray as xr
 import pipeline
 from pipeline.fit import read_fit
 from pipeline.maths.binning import Bins, bin_change
+from pipeline.maths.geometry import w_error
 from pipeline.maths.interference import from_sums
 from pipeline.maths.update import change_summary
 from pipeline.schema import FIT_FIELDS, bnsl, conform
@@ -39,6 +40,7 @@ def summarize(
     update_paths: dict[str, list[str]] | None = None,
     frequency_path: str | None = None,
     eval_path: str | None = None,
+    corpus_paths: dict[str, str] | None = None,
 ) -> xr.Dataset:
     """Stack the models' reductions and fits (both in ``models`` order) and write the summary.
 
@@ -47,6 +49,8 @@ def summarize(
     model's direction. ``provenance`` (e.g. the config digest and the fit settings) is added to
     the attrs. ``frequency_path`` and ``eval_path`` add the training counts of every id and
     its occurrences among V's targets (``vocab`` dimension), for the frequency figure.
+    ``corpus_paths`` maps toy models to their language's corpus store, whose true
+    log-probability spectra give each model's W-error at its width (``language_w_error*``).
     """
     parts = [open_store(p) for p in reduce_paths]
     attrs = _shared_attrs(models, [p.attrs for p in parts])
@@ -74,11 +78,35 @@ def summarize(
         targets = open_store(eval_path)["target"].values
         ds["train_count"] = ("vocab", count.astype(np.int64))
         ds["eval_count"] = ("vocab", np.bincount(targets, minlength=count.size).astype(np.int64))
+    if corpus_paths:
+        ds = ds.assign(language_w_errors(models, ds["hidden_size"].values, corpus_paths))
     ds.attrs = {**attrs, **(provenance or {}), "pipeline_version": pipeline.__version__}
     ds = with_labels(conform(ds.compute(), "summary"), {"model": models})
     write_zarr(ds, out_path)
     log.info("%d models, %d steps, %d bins", len(models), ds.sizes["step"], ds.sizes["bin"])
     return ds
+
+
+def language_w_errors(
+    models: list[str], widths: np.ndarray, corpus_paths: dict[str, str]
+) -> dict[str, tuple]:
+    """W-error(d) of each toy model's language at the model's width d, from the spectra in its
+    corpus store (``pipeline.data.write_corpus``): of the true log-probability matrix as it is
+    and with its rows centred; NaN for the other models."""
+    out = {}
+    for name, var in (
+        ("language_w_error", "log_prob_singular_values"),
+        ("language_w_error_centred", "log_prob_centred_singular_values"),
+    ):
+        values = np.full(len(models), np.nan)
+        for i, m in enumerate(models):
+            path = corpus_paths.get(m)
+            if path is not None and widths[i] > 0:
+                corpus = open_store(path)
+                if var in corpus:  # corpora written before the spectra were stored lack it
+                    values[i] = w_error(corpus[var].values, int(widths[i]))
+        out[name] = ("model", values)
+    return out
 
 
 def _shared_attrs(models: list[str], attrs: list[dict]) -> dict:

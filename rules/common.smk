@@ -166,8 +166,13 @@ def toy_model_spec(wildcards):
     return {k: spec[k] for k in sorted(spec) if k not in drop}
 
 
+def toy_corpus_of(model):
+    """The corpus a toy model is trained on: its language's."""
+    return f"results/data/{language_of(model) or 'toy'}/corpus.zarr"
+
+
 def toy_corpus(wildcards):
-    return f"results/data/{language_of(wildcards.model) or 'toy'}/corpus.zarr"
+    return toy_corpus_of(wildcards.model)
 
 
 def toy_vocab_size(model):

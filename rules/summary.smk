@@ -9,6 +9,7 @@ rule summary:
         updates=[p for m in MODELS for p in update_stores(m)],
         frequency=frequency_store(),
         eval=eval_store(),
+        corpora=sorted({toy_corpus_of(m) for m in TOY_MODELS}),
     output:
         directory("results/summary.zarr"),
     log:
@@ -19,6 +20,7 @@ rule summary:
     params:
         models=MODELS,
         updates={m: update_stores(m) for m in MODELS},
+        corpora={m: toy_corpus_of(m) for m in TOY_MODELS},
         provenance=summary_provenance(),
     script:
         "../scripts/summary.py"

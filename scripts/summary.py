@@ -13,4 +13,5 @@ summarize(
     update_paths=snakemake.params.updates,  # noqa: F821
     frequency_path=snakemake.input.frequency,  # noqa: F821
     eval_path=snakemake.input.eval,  # noqa: F821
+    corpus_paths=snakemake.params.corpora,  # noqa: F821
 )

@@ -7,6 +7,8 @@ top of them.
 * ``parameters``: the parameter-gradient decomposition and D_W's sums, back-propagated through a
   model's body with hooks; the output layer in closed form (torch).
 * ``bottleneck``: the rank of the logit gradients (Godey & Artzi; torch).
+* ``geometry``: the output layer's spectrum and common direction, the hidden states'
+  anisotropy, W-error (Godey, de la Clergerie & Sagot; torch, numpy).
 * ``interference``: D and M of loss changes, D_W of a weight (Zero-sum learning).
 * ``binning``: per-frequency-bin means, quantiles and loss-change sums (numpy kernels).
 * ``frequency``: log2 frequency bins (Gradient Dissent §2).

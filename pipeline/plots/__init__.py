@@ -2,8 +2,8 @@
 
 Each figure is one function ``plot_<name>(dataset) -> Figure`` in a submodule, one per paper:
 ``dissent`` (Gradient Dissent), ``zsl`` (Zero-sum learning), ``single_step`` (its single-step
-half, from the update stage), ``bottleneck`` (Godey & Artzi) and
-``overview`` (across models); ``common`` holds what they share (palette, step axis, colorbars,
+half, from the update stage), ``bottleneck`` (Godey & Artzi), ``spectral`` (Godey, de la
+Clergerie & Sagot) and ``overview`` (across models); ``common`` holds what they share (palette, step axis, colorbars,
 notes, legends, ``save``). ``FIGURES`` names every figure once: its submodule, its category in
 the report and its caption file. The workflow (``rules/plots.smk``), the final targets
 (``rules/common.smk``) and the tests all iterate it.
@@ -71,6 +71,8 @@ FIGURES: dict[str, FigureSpec] = {
         _spec("bottleneck", "bottleneck", "Gradient bottleneck"),
         _spec("head_rank", "bottleneck", "Gradient bottleneck"),
         _spec("spamlang", "bottleneck", "Gradient bottleneck"),
+        _spec("head_spectrum", "spectral", "Spectral saturation"),
+        _spec("spectral_saturation", "spectral", "Spectral saturation"),
         _spec("overview", "overview", "Saturation"),
     )
 }

@@ -101,6 +101,27 @@ class ToyLanguage:
             out[:, i] = np.where(from_unigram, u, nxt)
         return out
 
+    def log_prob_matrix(self) -> np.ndarray:
+        """The true next-id log-probabilities, one row per context the generator conditions on
+        (float64): for the Markov language, (previous id, class of the id two back), V·C rows;
+        for SpamLang, the previous id, V rows, a chain ending after an id with probability
+        1/chain_length (when the next id is a fresh draw from the unigram distribution)."""
+        V = self.vocab_size
+        unigram = self.unigram()
+        if self.kind == "spam":
+            switch = 1.0 / self.chain_length
+            p = np.tile(switch * unigram, (V, 1))
+            p[np.arange(V), np.arange(V)] += 1.0 - switch
+            return np.log(p)
+        t = self.tables()
+        C = self.context_classes
+        weights = np.diff(t["cdf"], axis=-1, prepend=0.0)  # (V, C, K) successor probabilities
+        p = np.tile(self.noise * unigram, (V, C, 1))
+        rows = np.arange(V)[:, None, None]
+        cls = np.arange(C)[None, :, None]
+        np.add.at(p, (rows, cls, t["successor"][:, None, :]), (1 - self.noise) * weights)
+        return np.log(p.reshape(V * C, V))
+
     def unigram(self) -> np.ndarray:
         """The unigram distribution: id of frequency rank r ∝ r^-zipf_exponent, ids permuted."""
         rank = np.random.default_rng(self.seed).permutation(self.vocab_size)

@@ -152,6 +152,20 @@ def synthetic_summary(
     data["kept_cosine"] = (("model", "step"), np.sqrt(kappa))
     data["suppressed_batch"] = (("model", "step"), 1 - 0.8 * kappa)
     data["update_rank_bound"] = ("model", 2 * hidden.astype(np.int64))
+    # the output layer's spectrum flattens, then collapses (model 1 lacks its late steps)
+    index = np.arange(1, hidden.max() + 1, dtype=np.float64)
+    slope = (
+        0.8 - 0.5 * progress[:, :, 0] + 1.2 * late[:, :, 0] + 0.1 * size[:, :, 0]
+    )  # (model, step)
+    spectrum = index[None, None, :] ** -slope[:, :, None]
+    spectrum = np.where(index[None, None, :] > hidden[:, None, None], np.nan, spectrum)  # d each
+    if nm > 1:
+        spectrum[1, missing_steps] = np.nan
+    data["head_singular_values"] = (("model", "step", "singular"), spectrum)
+    data["head_spectrum_kl"] = (("model", "step"), 0.1 + slope)
+    data["head_sigma_ratio"] = (("model", "step"), 2.0**slope)
+    data["head_common_direction"] = (("model", "step"), 0.05 + 0.5 * progress[:, :, 0] + 0 * slope)
+    data["anisotropy"] = (("model", "step"), 0.1 + 0.6 * late[:, :, 0] + 0 * slope)
     # Zipfian training counts over 2,000 ids, the rarest ids below the law, 48 ids never seen;
     # V's targets a sample of them
     zipf = 1e7 / np.arange(1, 2049) ** 1.1
@@ -792,3 +806,11 @@ def test_interference_title_names_how_the_pairs_were_formed(summary):
     sparse["pair_step"] = sparse["pair_step"] + 1  # (t, t + 1): not doubling
     title = make("interference", sparse)._suptitle.get_text()
     assert "else the next checkpoint" in title
+
+
+@pytest.mark.parametrize("name", ["head_spectrum", "spectral_saturation"])
+def test_without_the_geometry_the_spectral_figures_say_so(name):
+    from pipeline.schema import GEOMETRY
+
+    ds = synthetic_summary(2).drop_vars([v.name for v in GEOMETRY])
+    assert "was not extracted" in figure_texts(make(name, ds))

@@ -1,0 +1,127 @@
+"""The figures of *Why do small language models underperform? Studying LM saturation via the
+softmax bottleneck* (Godey, de la Clergerie & Sagot 2024), with Gradient Dissent's total dissent
+beside them.
+
+* ``head_spectrum``: the output layer's singular values over σ₁ at every step, one panel per
+  model (their Fig. 4).
+* ``spectral_saturation``: over training, the spectrum's KL divergence from uniform and the
+  final hidden states' anisotropy, with each model's saturation and dissent-onset steps marked
+  (their Fig. 3, 5); and the mean cos(∇h⁺, ∇h⁻) against the output layer's common-direction
+  share, the geometric condition of total dissent.
+"""
+
+from __future__ import annotations
+
+import matplotlib
+import numpy as np
+import xarray as xr
+from matplotlib.axes import Axes
+from matplotlib.cm import ScalarMappable
+from matplotlib.colors import ListedColormap, SymLogNorm
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+
+from pipeline.plots.common import (
+    COS_DISSENT,
+    View,
+    has,
+    hide_unused,
+    line,
+    model_legend,
+    note,
+    note_figure,
+    number,
+    panels,
+    per_model,
+    step_axis,
+)
+from pipeline.schema import overall
+
+#: Training steps: cividis, dark early to light late.
+STEP_CMAP = ListedColormap(matplotlib.colormaps["cividis"](np.linspace(0.0, 0.9, 256)), "steps")
+NOT_MEASURED = "the output layer's geometry was not extracted\n(stores from an older version)"
+
+
+def plot_head_spectrum(ds: xr.Dataset) -> Figure:
+    """One panel per model: σ_i / σ₁ against i (log-log), one line per step coloured by step."""
+    if not has(ds, "head_singular_values"):
+        return note_figure("Spectrum of the output layer", NOT_MEASURED)
+    view, fig, axes = panels(ds, per_model, panel=(3.6, 3.0), margin=(1.2, 0.6), sharey=True)
+    norm = SymLogNorm(linthresh=1, vmin=0, vmax=max(float(view.steps.max()), 1), base=10)
+    for ax, model in zip(axes.flat, view.models):
+        s = view.values("head_singular_values", model)  # (step, singular)
+        done = np.flatnonzero(np.isfinite(s).any(axis=1))
+        if not done.size:
+            note(ax, f"{model}:\n{NOT_MEASURED}")
+            continue
+        for k in done:
+            row = s[k][np.isfinite(s[k]) & (s[k] > 0)]
+            ax.plot(np.arange(1, row.size + 1), row, color=STEP_CMAP(norm(view.steps[k])), lw=1.1)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_title(model)
+        ax.set_xlabel("singular value index i (log)")
+        ax.set_ylabel("σ_i / σ₁ (log)")
+        ax.grid(True, which="major", alpha=0.3)
+    hide_unused(axes, len(view.models))
+    bar = fig.colorbar(ScalarMappable(norm=norm, cmap=STEP_CMAP), ax=axes, shrink=0.8)
+    bar.set_label("training step (symlog)")
+    fig.suptitle("Spectrum of the output layer U over training")
+    return fig
+
+
+def plot_spectral_saturation(ds: xr.Dataset) -> Figure:
+    """KL(spectrum ‖ uniform) and anisotropy over training with the saturation (▼) and
+    dissent-onset (◆) steps; the mean cos(∇h⁺, ∇h⁻) against the common-direction share."""
+    if not has(ds, "head_spectrum_kl"):
+        return note_figure("Spectral saturation", NOT_MEASURED)
+    view, fig, axes = panels(ds, lambda n: (1, 3), panel=(4.4, 4.0))
+    ax_k, ax_a, ax_d = axes[0]
+    for model in view.models:
+        c = view.colors[model]
+        for ax, var in ((ax_k, "head_spectrum_kl"), (ax_a, "anisotropy")):
+            y = view.values(var, model)
+            line(ax, view.steps, y, color=c, lw=1.5)
+            _mark(ax, view, model, y, "saturation_step", "v")
+            _mark(ax, view, model, y, "dissent_onset_step", "D")
+        share = view.values("head_common_direction", model)
+        cos = view.values(overall("cos_attractive_repulsive"), model)
+        line(ax_d, share, cos, color=c, lw=1.0, marker="o", ms=3)
+        if share is not None and cos is not None:
+            ok = np.flatnonzero(np.isfinite(share) & np.isfinite(cos))
+            if ok.size:  # the last step, larger
+                ax_d.plot(share[ok[-1]], cos[ok[-1]], "o", color=c, ms=8, mec="k", mew=0.7)
+    ax_k.set_ylabel("KL(σ / Σσ ‖ uniform) (nats)")
+    ax_k.set_title("spectral saturation of U")
+    step_axis(ax_k)
+    ax_a.set_ylabel("mean pairwise cos(h_i, h_j)")
+    ax_a.set_title("anisotropy of the final hidden states")
+    step_axis(ax_a)
+    threshold = view.setting("dissent_threshold")
+    if threshold is not None:
+        ax_d.axhline(threshold, color="0.4", ls=":", lw=1.2)
+    ax_d.axhline(-1, color="0.6", lw=0.6)
+    ax_d.set_xlabel("common direction ‖mean_j U_j‖ / mean_j ‖U_j‖")
+    ax_d.set_ylabel(f"mean {COS_DISSENT}")
+    ax_d.set_title("dissent against the common direction")
+    ax_d.grid(True, alpha=0.3)
+    rule = f" ({number(threshold)})" if threshold is not None else ""
+    extra = [
+        Line2D([], [], color="0.3", marker="v", ls="", label="saturation step"),
+        Line2D([], [], color="0.3", marker="D", ls="", ms=5, label="dissent onset"),
+        Line2D([], [], color="0.4", ls=":", label=f"total-dissent threshold{rule}"),
+        Line2D([], [], color="0.3", marker="o", ms=8, mec="k", ls="", label="last step"),
+    ]
+    model_legend(fig, view, extra, ncols=5)
+    fig.suptitle("Spectral saturation, anisotropy and the geometry of total dissent")
+    return fig
+
+
+def _mark(ax: Axes, view: View, model: str, y: np.ndarray | None, var: str, marker: str) -> None:
+    """A marker on the model's curve ``y`` at its step ``var`` (nothing where it is NaN)."""
+    step = view.scalar(var, model)
+    if y is None or not np.isfinite(step):
+        return
+    k = np.flatnonzero(view.steps == step)
+    if k.size and np.isfinite(y[k[0]]):
+        ax.plot(step, y[k[0]], marker, color=view.colors[model], ms=8, mec="k", mew=0.7, zorder=4)

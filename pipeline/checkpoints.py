@@ -13,19 +13,21 @@ fingerprints them.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import os
 import re
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
 from pipeline import olmo
 from pipeline.logs import quiet_transformers
-from pipeline.optimizer import OptimizerState, adamw_state, write_state
+from pipeline.optimizer import adamw_state, write_sgd_state, write_state
 from pipeline.toy.schedule import ToyModel, TrainConfig
 
 log = logging.getLogger(__name__)
@@ -40,7 +42,7 @@ def train_toy(
 ) -> list[int]:
     """Train one toy model on the toy corpus's training stream (``pipeline.toy.training``) and
     save ``out_dir/step{N}/`` as a Hugging Face model directory at every scheduled step, with
-    its AdamW state beside it (``pipeline.optimizer``), and the training loss of every step as
+    its optimizer's state beside it (``pipeline.optimizer``: AdamW's, or SGD's), and the training loss of every step as
     ``out_dir/train_loss.tsv`` (``pipeline.fit.write_train_curve``).
 
     A model with a head rank is saved as an ordinary GPT-NeoX model whose output layer is the
@@ -59,17 +61,23 @@ def train_toy(
 
     saved, losses = [], []
     for step, net, opt in toy_training(model, train, stream, vocab_size, losses):
-        _save(plain_model(net), out_dir / f"step{step}", adamw_state(opt, net))
+        if isinstance(opt, torch.optim.SGD):
+            write = functools.partial(write_sgd_state, opt, net, step)
+        else:
+            write = functools.partial(write_state, adamw_state(opt, net))
+        _save(plain_model(net), out_dir / f"step{step}", write)
         saved.append(step)
     write_train_curve(losses, out_dir / TRAIN_CURVE)
     return saved
 
 
-def _save(net, path: Path, optimizer: OptimizerState) -> None:
+def _save(net, path: Path, write_optimizer: Callable[[Path], None]) -> None:
+    """Save ``net`` and, with ``write_optimizer(directory)``, its optimizer's state at ``path``
+    (written beside it first, then moved into place)."""
     tmp = path.parent / f".{path.name}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     net.save_pretrained(tmp, safe_serialization=True)
-    write_state(optimizer, tmp)
+    write_optimizer(tmp)
     shutil.rmtree(path, ignore_errors=True)
     os.replace(tmp, path)
 

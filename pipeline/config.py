@@ -224,6 +224,13 @@ def check(config: dict) -> None:
                 f"{spec['hidden_size']}; the output layer's rank is at most d anyway: lower it "
                 "(or leave it out for an unfactored output layer)"
             )
+        corpus = (spec.get("train") or {}).get("corpus_tokens")
+        window = toy_train(config)["sequence_length"] + 1
+        if corpus is not None and corpus < window:
+            raise ConfigError(
+                f"models.{name}.train.corpus_tokens {corpus} is shorter than one training "
+                f"window (toy.train.sequence_length + 1 = {window}); raise it"
+            )
         if "language" in spec:
             try:
                 toy_language(config, spec["language"])
@@ -358,10 +365,12 @@ def digest(config: dict) -> str:
 
 def has_optimizer_states(model: dict) -> bool:
     """Whether a model's checkpoints carry optimizer states that the update stage can step: the
-    toy suite's (except those with a factored output layer, whose states are of the factors),
+    toy suite's (except those with a factored output layer, whose states are of the factors,
+    and those trained with SGD),
     and hub suites in OLMo's native format (``optim.pt`` beside every checkpoint)."""
     if model["source"] == "toy":
-        return model.get("head_rank") is None
+        sgd = (model.get("train") or {}).get("optimizer") == "sgd"
+        return model.get("head_rank") is None and not sgd
     return model.get("format") == "olmo"
 
 

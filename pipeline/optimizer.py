@@ -104,6 +104,35 @@ def adamw_state(
     )
 
 
+def write_sgd_state(
+    opt: torch.optim.SGD, model: torch.nn.Module, step: int, directory: str | os.PathLike
+) -> None:
+    """Write a live single-group ``SGD``'s state: ``optimizer.json`` with ``"optimizer":
+    "sgd"`` (``step`` steps taken, lr, momentum, weight decay) and the momentum buffers as
+    ``{name}.momentum_buffer`` in ``optimizer.safetensors``. ``read_state`` refuses it (the
+    update stage steps AdamW states only); it is kept so that training can be resumed."""
+    from safetensors.torch import save_file
+
+    group = opt.param_groups[0]
+    tensors = {}
+    for name, p in model.named_parameters():
+        buf = opt.state.get(p, {}).get("momentum_buffer")
+        tensors[f"{name}.momentum_buffer"] = (
+            buf.detach().float() if buf is not None else torch.zeros_like(p, dtype=torch.float32)
+        ).contiguous()
+    directory = Path(directory)
+    save_file(tensors, directory / MOMENTS_FILE, metadata={"format": str(FORMAT)})
+    settings = {
+        "format": FORMAT,
+        "optimizer": "sgd",
+        "step": int(step),
+        "lr": float(group["lr"]),
+        "momentum": float(group["momentum"]),
+        "weight_decay": float(group["weight_decay"]),
+    }
+    (directory / STATE_FILE).write_text(json.dumps(settings, indent=1) + "\n")
+
+
 def write_state(state: OptimizerState, directory: str | os.PathLike) -> None:
     """Write ``optimizer.safetensors`` and ``optimizer.json`` into ``directory``."""
     from safetensors.torch import save_file
@@ -141,7 +170,8 @@ def read_state(checkpoint: str | os.PathLike) -> OptimizerState:
     if s.get("format") != FORMAT or s.get("optimizer") != "adamw":
         raise ValueError(
             f"{path}: format {s.get('format')!r}, optimizer {s.get('optimizer')!r}; "
-            f"this version reads format {FORMAT} AdamW states"
+            f"this version steps format {FORMAT} AdamW states only: analyse this model along "
+            "the displacement between checkpoints (update.direction: displacement)"
         )
     try:
         tensors = load_file(checkpoint / MOMENTS_FILE)

@@ -40,6 +40,8 @@ class ToyLanguage:
     chain's id is drawn from the unigram distribution (``zipf_exponent=0``: uniform) and the
     Markov keys are unused; a chain as long as the evaluation window (context + 1) makes every
     evaluation sequence one id, with nothing left to chance after its first position.
+    ``dead_ids`` gives either kind a dead tail, as a BPE vocabulary has: its rarest ids almost
+    never occur (in the Markov chain as successors too, whose weights follow the unigram).
     """
 
     vocab_size: int = 2048
@@ -51,6 +53,8 @@ class ToyLanguage:
     seed: int = 0
     kind: str = "markov"
     chain_length: int = 1024
+    dead_ids: int = 0  # the rarest ids, whose unigram weight is multiplied by dead_weight
+    dead_weight: float = 1e-4  # (a BPE-like dead tail of ids that almost never occur)
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -123,9 +127,11 @@ class ToyLanguage:
         return np.log(p.reshape(V * C, V))
 
     def unigram(self) -> np.ndarray:
-        """The unigram distribution: id of frequency rank r ∝ r^-zipf_exponent, ids permuted."""
+        """The unigram distribution: id of frequency rank r ∝ r^-zipf_exponent, ids permuted;
+        the ``dead_ids`` rarest ids' weights multiplied by ``dead_weight``."""
         rank = np.random.default_rng(self.seed).permutation(self.vocab_size)
         p = (rank + 1.0) ** -self.zipf_exponent
+        p[rank >= self.vocab_size - self.dead_ids] *= self.dead_weight
         return p / p.sum()
 
     def _unigram_draws(self, n: int, seed: int) -> np.ndarray:

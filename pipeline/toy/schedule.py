@@ -43,6 +43,15 @@ class TrainConfig:
     weight_decay: float = 0.01
     save_every: int = 256
     seed: int = 0
+    optimizer: str = "adamw"  # "adamw", or "sgd" (with momentum; weight decay added to the loss
+    # gradient, PyTorch's SGD)
+    momentum: float = 0.9  # SGD's momentum
+    corpus_tokens: int | None = None  # train on the first this many ids of the stream only
+    # (a finite corpus repeated for epochs); None: the whole stream
+
+    def __post_init__(self) -> None:
+        if self.optimizer not in ("adamw", "sgd"):
+            raise ValueError(f"toy.train.optimizer {self.optimizer!r} is not adamw or sgd")
 
     def lr_factor(self, step: int) -> float:
         """The learning rate of optimizer step ``step + 1`` relative to the peak: a linear

@@ -1,6 +1,6 @@
 """Training the toy suite: small GPT-NeoX models (Pythia's architecture) on the toy corpus.
 
-AdamW from fixed seeds, Pythia's learning-rate shape (``TrainConfig.lr_factor``), random
+AdamW (or SGD with momentum) from fixed seeds, Pythia's learning-rate shape (``TrainConfig.lr_factor``), random
 training windows from the corpus's training stream. Training is deterministic: one intra-op
 thread, seeded initialisation and a seeded batch order, so two runs give identical weights.
 ``toy_training`` yields the model and its optimizer at every step of the checkpoint schedule;
@@ -103,6 +103,8 @@ def training_batches(train: TrainConfig, stream: np.ndarray) -> Iterator[torch.T
     """The training batches of steps 1, 2, …: ``batch_size`` windows of ``sequence_length + 1``
     ids at seeded random offsets of ``stream`` (the model shifts the labels itself)."""
     window = train.sequence_length + 1
+    if train.corpus_tokens is not None:
+        stream = stream[: train.corpus_tokens]
     if stream.size < window:
         raise ValueError(f"the training stream has {stream.size} ids, fewer than one sequence")
 
@@ -122,7 +124,7 @@ def toy_training(
     stream: np.ndarray,
     vocab_size: int,
     losses: list[tuple[int, float]] | None = None,
-) -> Iterator[tuple[int, torch.nn.Module, torch.optim.AdamW]]:
+) -> Iterator[tuple[int, torch.nn.Module, torch.optim.Optimizer]]:
     """Train one toy model on ``stream``, yielding ``(step, model, optimizer)`` at every step of
     the checkpoint schedule (step 0 first). The model is in training mode; neither may be changed.
     After step t the optimizer's learning rate is the one the schedule gives step t + 1.
@@ -135,9 +137,17 @@ def toy_training(
     net = build_toy_model(model, vocab_size, train.sequence_length, train.seed)
     n_params = sum(p.numel() for p in net.parameters())
     log.info("model d=%d, %d layers, %d parameters", model.hidden_size, model.layers, n_params)
-    opt = torch.optim.AdamW(
-        net.parameters(), lr=train.learning_rate, weight_decay=train.weight_decay
-    )
+    if train.optimizer == "sgd":
+        opt = torch.optim.SGD(
+            net.parameters(),
+            lr=train.learning_rate,
+            momentum=train.momentum,
+            weight_decay=train.weight_decay,
+        )
+    else:
+        opt = torch.optim.AdamW(
+            net.parameters(), lr=train.learning_rate, weight_decay=train.weight_decay
+        )
     sched = torch.optim.lr_scheduler.LambdaLR(opt, train.lr_factor)
     batches = training_batches(train, stream)
     progress = Progress(log, train.steps, "steps")

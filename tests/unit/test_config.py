@@ -145,6 +145,11 @@ def _indivisible_heads(c: dict) -> None:
             ["toy.languages.m.successors", "vocab_size"],
             id="named-language-successors",
         ),
+        pytest.param(
+            lambda c: _first_toy(c).update(train={"corpus_tokens": 10}),
+            ["models.toy-d16.train.corpus_tokens", "sequence_length"],
+            id="corpus-shorter-than-a-window",
+        ),
     ],
 )
 def test_each_broken_key_is_named(default, change, names):
@@ -336,3 +341,13 @@ def test_a_model_overrides_the_training_and_names_its_language(default):
     assert language["kind"] == "spam" and language["vocab_size"] == 64
     # the keys it does not set are toy.language's
     assert language["seed"] == toy_language(cfg)["seed"] == cfg["toy"]["language"]["seed"]
+
+
+def test_models_whose_saved_state_cannot_be_stepped_follow_displacements():
+    from pipeline.config import has_optimizer_states
+
+    toy = {"source": "toy", "hidden_size": 8, "layers": 1, "heads": 1}
+    assert has_optimizer_states(toy)
+    assert not has_optimizer_states({**toy, "head_rank": 2})  # the factors' moments
+    assert not has_optimizer_states({**toy, "train": {"optimizer": "sgd"}})
+    assert has_optimizer_states({**toy, "train": {"optimizer": "adamw"}})

@@ -96,3 +96,68 @@ def test_saving_does_not_change_the_training(saved):
     for _ in toy_training(SHAPE, TRAIN, stream, LANGUAGE.vocab_size, losses):
         pass
     np.testing.assert_array_equal(recorded, np.array([v for _, v in losses]))
+
+
+def test_sgd_training_takes_the_textbook_step_and_saves_a_state_the_update_stage_refuses(
+    tmp_path,
+):
+    """Step 1 of SGD with momentum and weight decay: θ₁ = θ₀ − lr (∇L(θ₀) + λθ₀) (the momentum
+    buffer starts as the gradient), computed here by autograd on the first training batch."""
+    from pipeline.toy.training import training_batches
+
+    train = TrainConfig(
+        steps=4,
+        batch_size=4,
+        sequence_length=16,
+        warmup_steps=2,
+        save_every=4,
+        optimizer="sgd",
+        learning_rate=0.1,
+        weight_decay=0.01,
+    )
+    shape = ToyModel(hidden_size=16, layers=1, heads=2)
+    stream = toy_streams(LANGUAGE, 4096, 512)["train"]
+    start = build_toy_model(shape, LANGUAGE.vocab_size, 16, seed=train.seed)
+    batch = next(training_batches(train, stream))
+    start(input_ids=batch, labels=batch).loss.backward()
+    lr = train.learning_rate * train.lr_factor(0)
+    expected = {
+        n: p.detach() - lr * (p.grad + 0.01 * p.detach()) for n, p in start.named_parameters()
+    }
+    for step, net, opt in toy_training(shape, train, stream, LANGUAGE.vocab_size):
+        if step == 1:
+            assert isinstance(opt, torch.optim.SGD)
+            for n, p in net.named_parameters():
+                torch.testing.assert_close(p.detach(), expected[n], rtol=1e-5, atol=1e-7)
+            break
+    write_corpus(LANGUAGE, 4096, 512, str(tmp_path / "corpus.zarr"))
+    train_toy(shape, train, tmp_path / "corpus.zarr", LANGUAGE.vocab_size, tmp_path / "m")
+    saved = json.loads((tmp_path / "m" / "step4" / "optimizer.json").read_text())
+    assert saved["optimizer"] == "sgd" and saved["step"] == 4 and saved["momentum"] == 0.9
+    with pytest.raises(ValueError, match="AdamW states only.*displacement"):
+        read_state(tmp_path / "m" / "step4")
+
+
+def test_a_finite_corpus_is_drawn_from_its_first_ids_only():
+    from pipeline.toy.training import training_batches
+
+    train = TrainConfig(batch_size=8, sequence_length=16, corpus_tokens=100)
+    batches = training_batches(train, np.arange(10_000))
+    seen = np.concatenate([next(batches).numpy().ravel() for _ in range(50)])
+    assert seen.max() < 100 and np.unique(seen).size == 100  # every id of the corpus, no other
+
+
+def test_the_dead_tail_almost_never_occurs():
+    live = ToyLanguage(vocab_size=256, successors=8, seed=1)
+    dead = ToyLanguage(vocab_size=256, successors=8, seed=1, dead_ids=32, dead_weight=1e-4)
+    rank = np.argsort(np.argsort(-live.unigram()))  # 0 = most frequent
+    tail = rank >= 256 - 32
+    np.testing.assert_allclose(
+        dead.unigram()[tail] / dead.unigram()[~tail].sum(),
+        1e-4 * live.unigram()[tail] / live.unigram()[~tail].sum(),
+        rtol=1e-9,
+    )
+    x = dead.sample(200, 256, seed=0).ravel()
+    share = np.isin(x, np.flatnonzero(tail)).mean()
+    assert share < 0.002  # a dead id appears only through the unigram noise, rarely
+    assert np.isin(live.sample(200, 256, seed=0).ravel(), np.flatnonzero(tail)).mean() > 0.01

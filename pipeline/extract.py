@@ -329,6 +329,8 @@ def to_dataset(meas: Measurements, ev: xr.Dataset, attrs: dict) -> xr.Dataset:
         )
         coords["rank_tokens"] = np.asarray(meas.rank_sizes, dtype=np.int64)
     data["head_singular_values"] = ("singular", meas.spectrum / meas.spectrum[0])
+    # the index i of σ_i: models of other widths stack along it (outer join) in the summary
+    coords["singular"] = np.arange(1, meas.spectrum.size + 1, dtype=np.int64)
     data.update({k: ((), v) for k, v in meas.geometry.items()})
     attrs = {
         **attrs,

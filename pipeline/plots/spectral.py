@@ -20,6 +20,7 @@ from matplotlib.cm import ScalarMappable
 from matplotlib.colors import ListedColormap, SymLogNorm
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
+from matplotlib.ticker import NullFormatter
 
 from pipeline.plots.common import (
     COS_DISSENT,
@@ -57,10 +58,14 @@ def plot_head_spectrum(ds: xr.Dataset) -> Figure:
         for k in done:
             row = s[k][np.isfinite(s[k]) & (s[k] > 0)]
             ax.plot(np.arange(1, row.size + 1), row, color=STEP_CMAP(norm(view.steps[k])), lw=1.1)
-        ax.set_xscale("log")
+        ax.set_xscale("log", base=2)
         ax.set_yscale("log")
+        top = int(np.isfinite(s[done]).sum(axis=1).max())
+        marks = 2 ** np.arange(int(np.log2(max(top, 1))) + 1)
+        ax.set_xticks(marks, [str(m) for m in marks])
+        ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_title(model)
-        ax.set_xlabel("singular value index i (log)")
+        ax.set_xlabel("singular value index i (log2)")
         ax.set_ylabel("σ_i / σ₁ (log)")
         ax.grid(True, which="major", alpha=0.3)
     hide_unused(axes, len(view.models))

@@ -145,6 +145,17 @@ def _toy(view: View, model: str) -> dict:
     return (view.ds.attrs.get("toy_models") or {}).get(model) or {}
 
 
+def _experiment(ds: xr.Dataset, select, title: str, missing: str, panel: tuple[float, float]):
+    """The view of the models whose toy training ``select(toy_models[m])`` picks and a row of
+    three panels, or a note figure saying ``missing`` where it picks none."""
+    view = View.of(ds)
+    models = [m for m in view.models if select(_toy(view, m))]
+    if not models:
+        return note_figure(title, missing)
+    view, fig, axes = panels(ds.sel(model=models), lambda n: (1, 3), panel=panel)
+    return view, fig, axes[0]
+
+
 def _final(view: View, var: str, model: str) -> float:
     """``var`` at the model's last step with a finite value; NaN if none."""
     v = view.values(var, model)
@@ -157,16 +168,17 @@ def _final(view: View, var: str, model: str) -> float:
 def plot_head_rank(ds: xr.Dataset) -> Figure:
     """Models whose output layer is factored through rank r (U = A·B): the evaluation loss and
     the suppressed share over training, and the final loss against r."""
-    view = View.of(ds)
-    models = [m for m in view.models if _toy(view, m).get("head_rank")]
-    if not models:
-        return note_figure(
-            "Head rank",
-            "no model of this run factors its output layer\n(models.<name>.head_rank; "
-            "config/bottleneck.yaml runs the sweep)",
-        )
-    view, fig, axes = panels(ds.sel(model=models), lambda n: (1, 3), panel=(4.4, 4.0))
-    ax_l, ax_s, ax_r = axes[0]
+    picked = _experiment(
+        ds,
+        lambda toy: bool(toy.get("head_rank")),
+        "Head rank",
+        "no model of this run factors its output layer\n(models.<name>.head_rank; "
+        "config/bottleneck.yaml runs the sweep)",
+        panel=(4.4, 4.0),
+    )
+    if isinstance(picked, Figure):
+        return picked
+    view, fig, (ax_l, ax_s, ax_r) = picked
     for model in view.models:
         c = view.colors[model]
         line(ax_l, view.steps, view.values(overall("loss"), model), color=c, lw=1.6)
@@ -204,16 +216,17 @@ def plot_spamlang(ds: xr.Dataset) -> Figure:
     """SpamLang models (every sequence one id repeated): the final evaluation loss over
     vocabulary size × learning rate at the sweep's width, the final loss as a share of ln V
     against V/d for every width, and the loss over training."""
-    view = View.of(ds)
-    models = [m for m in view.models if _toy(view, m).get("language_kind") == "spam"]
-    if not models:
-        return note_figure(
-            "SpamLang",
-            "no model of this run is trained on a SpamLang language\n(toy.languages with "
-            "kind: spam; config/bottleneck.yaml runs the sweep)",
-        )
-    view, fig, axes = panels(ds.sel(model=models), lambda n: (1, 3), panel=(4.6, 4.2))
-    ax_h, ax_v, ax_t = axes[0]
+    picked = _experiment(
+        ds,
+        lambda toy: toy.get("language_kind") == "spam",
+        "SpamLang",
+        "no model of this run is trained on a SpamLang language\n(toy.languages with "
+        "kind: spam; config/bottleneck.yaml runs the sweep)",
+        panel=(4.6, 4.2),
+    )
+    if isinstance(picked, Figure):
+        return picked
+    view, fig, (ax_h, ax_v, ax_t) = picked
     info = {m: _toy(view, m) for m in view.models}
     final = {m: _final(view, overall("loss"), m) for m in view.models}
     widths = [info[m]["hidden_size"] for m in view.models]

@@ -91,10 +91,17 @@ def test_data_stores(run_dir, config):
     np.testing.assert_array_equal(ev["bin"].values, freq["bin"].values[ev["target"].values])
 
 
+#: Figures of the toy suite's controlled experiments: the tiny suite has no head-rank or
+#: SpamLang models, so they are notes saying so (a few kB; tests/workflow/test_bottleneck_workflow.py
+#: draws them from a run that has such models).
+NOTES_HERE = {"head_rank", "spamlang"}
+
+
 def test_every_store_and_figure_is_written(run_dir, config):
     assert stores_of(run_dir) == expected_stores(config)
     for name in FIGURES:
-        assert (run_dir / f"results/figures/{name}.png").stat().st_size > 10_000, name
+        size = (run_dir / f"results/figures/{name}.png").stat().st_size
+        assert size > (2_000 if name in NOTES_HERE else 10_000), (name, size)
         assert (run_dir / f"results/figures/{name}.pdf").stat().st_size > 0, name
 
 

@@ -301,8 +301,6 @@ def _reduce(paths: list[str], model_name: str, cfg: ReduceConfig) -> xr.Dataset:
     for name in ("logit_grad_rank", "logit_grad_rank_kept", *(v.name for v in GEOMETRY)):
         if name in ds:
             red[name] = ds[name].compute()
-    if "singular" in red.dims and "singular" not in red.coords:  # stores without the index
-        red = red.assign_coords(singular=np.arange(1, red.sizes["singular"] + 1))
     red = red.merge(suppressed_by_step(ds))
     red = _saturation_and_dissent(red.transpose("step", "bin", ...), cfg)
     hidden = ds.attrs.get("hidden_size", -1)

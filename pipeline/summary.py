@@ -93,20 +93,20 @@ def language_w_errors(
     """W-error(d) of each toy model's language at the model's width d, from the spectra in its
     corpus store (``pipeline.data.write_corpus``): of the true log-probability matrix as it is
     and with its rows centred; NaN for the other models."""
-    out = {}
-    for name, var in (
-        ("language_w_error", "log_prob_singular_values"),
-        ("language_w_error_centred", "log_prob_centred_singular_values"),
-    ):
-        values = np.full(len(models), np.nan)
-        for i, m in enumerate(models):
-            path = corpus_paths.get(m)
-            if path is not None and widths[i] > 0:
-                corpus = open_store(path)
-                if var in corpus:  # corpora written before the spectra were stored lack it
-                    values[i] = w_error(corpus[var].values, int(widths[i]))
-        out[name] = ("model", values)
-    return out
+    names = {
+        "language_w_error": "log_prob_singular_values",
+        "language_w_error_centred": "log_prob_centred_singular_values",
+    }
+    out = {name: np.full(len(models), np.nan) for name in names}
+    corpora = {p: open_store(p) for p in sorted(set(corpus_paths.values()))}  # once per language
+    for i, m in enumerate(models):
+        corpus = corpora.get(corpus_paths.get(m))
+        if corpus is None or widths[i] <= 0:
+            continue
+        for name, var in names.items():
+            if var in corpus:  # corpora written before the spectra were stored lack it
+                out[name][i] = w_error(corpus[var].values, int(widths[i]))
+    return {name: ("model", v) for name, v in out.items()}
 
 
 def _shared_attrs(models: list[str], attrs: list[dict]) -> dict:

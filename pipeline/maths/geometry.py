@@ -33,8 +33,12 @@ def head_spectrum(U: torch.Tensor) -> np.ndarray:
     """The singular values of ``U`` (V × d), largest first, min(V, d) of them, in float64."""
     A = U.detach().double()
     gram = A.T @ A if A.shape[0] >= A.shape[1] else A @ A.T
-    eig = torch.linalg.eigvalsh(gram).cpu().numpy()[::-1]
-    return np.sqrt(np.clip(eig, 0.0, None))
+    return _from_gram(torch.linalg.eigvalsh(gram).cpu().numpy())
+
+
+def _from_gram(eigenvalues: np.ndarray) -> np.ndarray:
+    """Singular values, largest first, from a Gram matrix's ascending eigenvalues."""
+    return np.sqrt(np.clip(eigenvalues[::-1], 0.0, None))
 
 
 def kl_to_uniform(s: np.ndarray) -> float:
@@ -91,11 +95,10 @@ def log_prob_spectra(W: np.ndarray) -> dict[str, np.ndarray]:
     m = W.mean(1)
     b = W.T @ m
     centred = gram - b[:, None] - b[None, :] + m @ m
-
-    def values(g: np.ndarray) -> np.ndarray:
-        return np.sqrt(np.clip(np.linalg.eigvalsh(g)[::-1], 0.0, None))
-
-    return {"uncentred": values(gram), "centred": values(centred)}
+    return {
+        "uncentred": _from_gram(np.linalg.eigvalsh(gram)),
+        "centred": _from_gram(np.linalg.eigvalsh(centred)),
+    }
 
 
 def w_error(s: np.ndarray, d: int) -> float:

@@ -39,7 +39,7 @@ SHAPES = {  # (hidden, layers, heads, intermediate); vocabulary 50,304 rows
     "pythia-160m": (768, 12, 12, 3072),
     "pythia-1b": (2048, 16, 8, 8192),
     # the Zero-sum learning suite's OLMo configs (mlp_ratio 1: SwiGLU width d/2; tied), loaded as
-    # pipeline.olmo loads them
+    # pipeline.formats.olmo loads them
     "zsl-14m": (256, 4, 4, None),
     "zsl-144m": (1024, 16, 16, None),
     "zsl-472m": (2048, 16, 16, None),
@@ -51,7 +51,7 @@ def build(shape: str, dtype: torch.dtype, device: torch.device):
 
     d, layers, heads, inter = SHAPES[shape]
     if shape.startswith("zsl"):
-        from pipeline.olmo import build_model, hf_config
+        from pipeline.formats.olmo import build_model, hf_config
 
         olmo = {"d_model": d, "n_layers": layers, "n_heads": heads, "mlp_ratio": 1}
         olmo.update(layer_norm_type="rms", layer_norm_with_affine=False, include_bias=False)

@@ -4,11 +4,12 @@ any of them for extraction.
 The toy suite's models are trained here (``pipeline.toy.training``) and saved with
 ``save_pretrained`` on a Pythia-like schedule (step 0, powers of two, then evenly spaced).
 
-Hub suites (Pythia, OLMo, …) are fetched one revision at a time with ``fetch_revision`` into the
-shared hub cache, and ``results/checkpoints/{model}/step{N}/`` becomes a directory of links into
-it. From there on every checkpoint is treated alike: ``load_checkpoint`` reads a Hugging Face
-model directory (safetensors first, no remote code), checks the weights, and ``weights_sha256``
-fingerprints them.
+Hub suites (Pythia, OLMo, …) are fetched one revision (or one subfolder of a revision) at a
+time with ``fetch_revision`` into the shared hub cache, and a local run's checkpoints are read
+where they lie: ``results/checkpoints/{model}/step{N}/`` becomes a directory of links to the
+files its format reads (``pipeline.formats``). From there on every checkpoint is treated alike:
+``load_checkpoint`` loads it through its format (safetensors first, no remote code), checks
+the weights, and ``weights_sha256`` fingerprints them.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ import functools
 import hashlib
 import logging
 import os
-import re
 import shutil
 import time
 from collections.abc import Callable
@@ -25,7 +25,8 @@ from pathlib import Path
 
 import torch
 
-from pipeline import olmo
+from pipeline import formats
+from pipeline.hub import cached_revisions, list_revisions
 from pipeline.logs import quiet_transformers
 from pipeline.optimizer import adamw_state, write_sgd_state, write_state
 from pipeline.toy.schedule import ToyModel, TrainConfig
@@ -84,54 +85,16 @@ def _save(net, path: Path, write_optimizer: Callable[[Path], None]) -> None:
 
 # --- checkpoints from the Hugging Face hub --------------------------------------------------
 
-CONFIG_FILES = ["config.json", "generation_config.json"]
-TOKENIZER_FILES = [
-    "tokenizer.json",
-    "tokenizer_config.json",
-    "special_tokens_map.json",
-    "vocab.json",
-    "merges.txt",
-    "tokenizer.model",
-]
-SAFETENSORS_FILES = ["*.safetensors", "*.safetensors.index.json"]
-PICKLE_FILES = ["*.bin", "*.bin.index.json"]  # only with an explicit opt-in (allow_pickle)
 
-
-def hub_patterns(allow_pickle: bool = False, format: str = "transformers") -> list[str]:
-    """The files fetched for one revision: config, tokenizer, weights (safetensors first); for
-    an OLMo-native branch its config.yaml, model.pt and optim.pt (``pipeline.olmo``)."""
-    if format == "olmo":
-        return list(olmo.NATIVE_FILES)
-    return (
-        CONFIG_FILES + TOKENIZER_FILES + SAFETENSORS_FILES + (PICKLE_FILES if allow_pickle else [])
-    )
-
-
-def cached_revisions(repo_id: str) -> list[str]:
-    """Revisions of ``repo_id`` recorded in the local hub cache (its ``refs/``)."""
-    from huggingface_hub import constants
-
-    refs = Path(constants.HF_HUB_CACHE) / f"models--{repo_id.replace('/', '--')}" / "refs"
-    if not refs.is_dir():
-        return []
-    return sorted((str(p.relative_to(refs)) for p in refs.rglob("*") if p.is_file()), key=_natural)
-
-
-def _natural(name: str) -> list:
-    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name)]
-
-
-def known_revisions(repo_id: str) -> list[str]:
-    """The revisions of ``repo_id``: the hub's branches where it can be reached, else the cache's."""
-    from huggingface_hub import HfApi, constants
-
-    if not constants.HF_HUB_OFFLINE:
-        try:
-            refs = HfApi().list_repo_refs(repo_id)
-            return sorted((b.name for b in refs.branches), key=_natural)
-        except Exception:  # no network, unknown repository: fall back to the cache
-            pass
-    return cached_revisions(repo_id)
+def hub_patterns(
+    allow_pickle: bool = False, format: str | None = None, subfolder: str | None = None
+) -> list[str]:
+    """The files fetched for one revision (under ``subfolder`` where the checkpoints are
+    subfolders of one revision): the format's (``pipeline.formats``); with no format given, a
+    transformers directory's and a Trainer checkpoint's, detected once fetched."""
+    names = [format] if format else ["transformers", "trainer"]
+    pats = sorted({p for n in names for p in formats.get(n).patterns(allow_pickle)})
+    return [f"{subfolder}/{p}" for p in pats] if subfolder else pats
 
 
 def _shorten(names: list[str], n: int = 12) -> str:
@@ -162,7 +125,7 @@ def hub_snapshot(repo_id: str, revision: str, patterns: list[str], what: str) ->
         try:
             return Path(snapshot_download(repo_id, revision=revision, allow_patterns=patterns))
         except RevisionNotFoundError:
-            known = _shorten(known_revisions(repo_id))
+            known = _shorten(list_revisions(repo_id))
             raise ValueError(
                 f"{what}: {repo_id} has no revision {revision!r}; revisions: {known}"
             ) from None
@@ -192,86 +155,65 @@ def hub_snapshot(repo_id: str, revision: str, patterns: list[str], what: str) ->
 
 
 def fetch_revision(
-    repo_id: str, revision: str, allow_pickle: bool = False, format: str = "transformers"
+    repo_id: str,
+    revision: str,
+    allow_pickle: bool = False,
+    format: str | None = None,
+    subfolder: str | None = None,
 ) -> Path:
-    """Download (or find in the hub cache) one revision's config, tokenizer and weights (or, in
-    OLMo's native ``format``, its config.yaml, model.pt and optim.pt).
+    """Download (or find in the hub cache) one checkpoint: a revision, or ``subfolder`` of it
+    (a Trainer run pushed with ``hub_strategy="all_checkpoints"``), the files of its format.
 
     Uses ``hub_snapshot`` into the shared hub cache (``HF_HOME`` / ``HF_HUB_CACHE``), so
     revisions share blobs and nothing is copied per revision. With ``HF_HUB_OFFLINE=1`` a cached
     revision is found and a missing one is an error that says how to fetch it. Returns the
-    snapshot directory.
+    checkpoint's directory in the snapshot; a ``ValueError`` says why it is incomplete.
     """
-    what = f"checkpoint {repo_id}"
-    if format == "olmo":
-        if not allow_pickle:
-            raise ValueError(
-                f"{repo_id} revision {revision!r} is in OLMo's native format: model.pt and "
-                "optim.pt are pickles. Set allow_pickle: true on this model to read them (with "
-                "weights_only loading, which runs no code)"
-            )
-        path = hub_snapshot(repo_id, revision, hub_patterns(format="olmo"), what)
-        missing = [f for f in olmo.NATIVE_FILES if not (path / f).exists()]
-        if missing:
-            raise ValueError(
-                f"{repo_id} revision {revision!r} has no {', '.join(missing)}: it is not an "
-                "OLMo-native checkpoint (format: olmo) or its upload is incomplete"
-            )
-        return path
-    path = hub_snapshot(repo_id, revision, hub_patterns(allow_pickle), what)
-    if not any(path.glob("*.safetensors")) and not (allow_pickle and any(path.glob("*.bin"))):
-        fix = (
-            ""
-            if allow_pickle
-            else (
-                "; if it has .bin (pickle) weights only, set allow_pickle: true on this model to load "
-                "them (with weights_only=True)"
-            )
-        )
-        raise ValueError(f"{repo_id} revision {revision!r} has no .safetensors weights{fix}")
+    where = f"{repo_id} revision {revision!r}" + (f" subfolder {subfolder!r}" if subfolder else "")
+    path = hub_snapshot(
+        repo_id, revision, hub_patterns(allow_pickle, format, subfolder), f"checkpoint {where}"
+    )
+    path = path / subfolder if subfolder else path
+    if not path.is_dir():
+        raise ValueError(f"{where}: no such folder in the repository")
+    fmt = formats.resolve(path, format)
+    why = fmt.problem(path, allow_pickle)
+    if why is not None:
+        raise ValueError(f"{where} ({fmt.NAME}): {why}")
     return path
 
 
 def link_checkpoint(
-    src: str | os.PathLike, dst: str | os.PathLike, format: str = "transformers"
+    src: str | os.PathLike,
+    dst: str | os.PathLike,
+    format: str | None = None,
+    allow_pickle: bool = False,
 ) -> None:
-    """Make ``dst`` a Hugging Face model directory of symbolic links to the files of ``src``
-    (a hub snapshot): a pointer into the cache, no copy. An OLMo-native snapshot gets a
-    ``config.json`` of its transformers counterpart beside the links (``pipeline.olmo``).
-    Written atomically."""
+    """Make ``dst`` a checkpoint directory of symbolic links to the files of ``src`` (a hub
+    snapshot or a local checkpoint directory) that its format reads, beside a copy of its
+    ``config.json`` (for an OLMo-native checkpoint, that of its transformers counterpart): a
+    pointer, no copy of the weights, and a directory whose ``config.json`` stays when the
+    source is deleted, so that nothing re-runs. Written atomically."""
     src, dst = Path(src), Path(dst)
-    native = format == "olmo"
-    if not (src / ("config.yaml" if native else "config.json")).exists():
-        raise FileNotFoundError(
-            f"{src} is not "
-            + (
-                "an OLMo-native checkpoint (no config.yaml)"
-                if native
-                else "a Hugging Face model directory (no config.json)"
-            )
-        )
+    if not src.is_dir():
+        raise FileNotFoundError(f"{src}: no such checkpoint directory")
+    fmt = formats.resolve(src, format)
+    why = fmt.problem(src, allow_pickle)
+    if why is not None:
+        raise ValueError(f"{src} is not a complete {fmt.NAME} checkpoint: {why}")
     tmp = dst.parent / f".{dst.name}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    # an OLMo-native branch: only what is read (train.pt needs unrestricted unpickling)
-    files = [src / f for f in olmo.NATIVE_FILES] if native else list(src.iterdir())
-    for f in files:
+    for f in fmt.linked_files(src):
         (tmp / f.name).symlink_to(f.absolute())
-    if native:
-        olmo.hf_config(olmo.read_config(src), str(src / "config.yaml")).save_pretrained(tmp)
+    fmt.write_config(src, tmp)
     shutil.rmtree(dst, ignore_errors=True)
     os.replace(tmp, dst)
 
 
 def weight_files(path: str | os.PathLike) -> list[Path]:
-    """A checkpoint's weight files: its safetensors, else its pickle (.bin) files."""
-    path = Path(path)
-    files = sorted(path.glob("*.safetensors")) or sorted(path.glob("*.bin"))
-    if not files and olmo.is_native(path):
-        files = [path / olmo.MODEL_FILE]
-    if not files:
-        raise FileNotFoundError(f"no weights (.safetensors, .bin or OLMo's model.pt) in {path}")
-    return files
+    """A checkpoint's weight files, as its format names them."""
+    return formats.detect(path).weight_files(path)
 
 
 def weights_sha256(path: str | os.PathLike) -> str:
@@ -285,30 +227,23 @@ def weights_sha256(path: str | os.PathLike) -> str:
 
 
 def load_checkpoint(
-    path: str | os.PathLike, dtype: torch.dtype = torch.float32, allow_pickle: bool = False
+    path: str | os.PathLike,
+    dtype: torch.dtype = torch.float32,
+    allow_pickle: bool = False,
+    format: str | None = None,
 ):
-    """Load a causal LM from a Hugging Face model directory; no remote code is executed.
+    """Load the causal LM of a checkpoint directory through its format (``pipeline.formats``);
+    no remote code is executed.
 
     Weights load from safetensors; ``.bin`` (pickle) files only with ``allow_pickle``, and then
     with ``weights_only`` loading; an OLMo-native checkpoint (fetched only with that opt-in)
-    through ``pipeline.olmo.load_model``, also with ``weights_only`` loading. Raises a
-    ``ValueError`` that names the checkpoint if it cannot be read (a truncated file) or its
-    weights hold NaN or infinity.
+    also with ``weights_only`` loading. Raises a ``ValueError`` that names the checkpoint if it
+    cannot be read (a truncated file) or its weights hold NaN or infinity.
     """
-    from transformers import AutoModelForCausalLM
-
     quiet_transformers()
+    fmt = formats.resolve(path, format)
     try:
-        if olmo.is_native(path):
-            model = olmo.load_model(path, dtype)
-        else:
-            model = AutoModelForCausalLM.from_pretrained(
-                path,
-                dtype=dtype,
-                use_safetensors=None if allow_pickle else True,
-                trust_remote_code=False,
-                weights_only=True,
-            )
+        model = fmt.load_model(path, dtype, allow_pickle)
     except Exception as err:
         raise ValueError(
             f"cannot load checkpoint {path}: {err}. Delete it and re-run to fetch or train it again."

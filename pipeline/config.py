@@ -206,6 +206,14 @@ def check(config: dict) -> None:
     if uses_toy and "toy" not in config:
         raise ConfigError("the toy suite is used but the config has no 'toy' section; add one")
     for name, spec in config["models"].items():
+        if spec["source"] == "hub" and "{step}" not in spec.get("revision", "{step}") + spec.get(
+            "subfolder", ""
+        ):
+            raise ConfigError(
+                f"models.{name}: revision {spec['revision']!r} names one revision for every step; "
+                "give a template with {step} (step{step}) or a subfolder template "
+                "(subfolder: checkpoint-{step})"
+            )
         if spec.get("format") == "olmo" and not spec.get("allow_pickle"):
             raise ConfigError(
                 f"models.{name}: format olmo reads OLMo's model.pt and optim.pt, which are "
@@ -237,12 +245,13 @@ def check(config: dict) -> None:
             except ConfigError as err:
                 raise ConfigError(f"models.{name}.language: {err}") from None
     train = TrainConfig(**config["toy"]["train"]) if uses_toy else None
-    if toy_models:
+    for name in toy_models:
         saved = set(pythia_schedule(train.steps, train.save_every))
-        missing = sorted(set(config["steps"]) - saved)
+        listed = config["models"][name].get("steps", config["steps"])
+        missing = sorted(set(listed if listed != "all" else ()) - saved)
         if missing:
             raise ConfigError(
-                f"steps: {missing} are not saved by the toy training schedule "
+                f"steps of {name}: {missing} are not saved by the toy training schedule "
                 f"(toy.train.steps={train.steps}, save_every={train.save_every} saves "
                 f"{sorted(saved)}); pick steps from that list or change toy.train"
             )
@@ -367,11 +376,16 @@ def has_optimizer_states(model: dict) -> bool:
     """Whether a model's checkpoints carry optimizer states that the update stage can step: the
     toy suite's (except those with a factored output layer, whose states are of the factors,
     and those trained with SGD),
-    and hub suites in OLMo's native format (``optim.pt`` beside every checkpoint)."""
+    hub suites in OLMo's native format (``optim.pt`` beside every checkpoint), and Trainer
+    checkpoints (hub subfolders, local runs: ``pipeline.plan`` checks the files where they are
+    on disk)."""
     if model["source"] == "toy":
         sgd = (model.get("train") or {}).get("optimizer") == "sgd"
         return model.get("head_rank") is None and not sgd
-    return model.get("format") == "olmo"
+    if model["source"] == "local":
+        return model.get("format") in (None, "trainer", "olmo")
+    default = "trainer" if "subfolder" in model else "transformers"
+    return model.get("format", default) in ("olmo", "trainer")
 
 
 def _check_update(config: dict) -> None:
@@ -382,7 +396,9 @@ def _check_update(config: dict) -> None:
             f"update.alpha {alpha} must include 0 (the checkpoint) and 1 (the actual step)"
         )
     steps = update["steps"]
-    unknown = sorted(set(steps or ()) - set(config["steps"]))
+    lists = [spec.get("steps", config["steps"]) for spec in config["models"].values()]
+    known = set() if "all" in lists else set().union(*map(set, lists))
+    unknown = sorted(set(steps or ()) - known) if "all" not in lists else []
     if unknown:
         raise ConfigError(f"update.steps {unknown} are not in steps; pick steps from that list")
     stateful = [m for m, spec in config["models"].items() if has_optimizer_states(spec)]

@@ -46,9 +46,18 @@ def fit_model(reduce_path: str, out_path: str, cfg: FitConfig) -> BNSLFit:
     return fit
 
 
-def fit_train_curve(curve_path: str, model: str, out_path: str, cfg: FitConfig) -> BNSLFit:
-    """Fit a model's training-loss curve (``read_train_curve``); write the fit as JSON."""
-    steps, loss = read_train_curve(curve_path)
+def fit_train_curve(
+    curve_path: str, model: str, out_path: str, cfg: FitConfig, reader: str | None = None
+) -> BNSLFit:
+    """Fit a model's training-loss curve, a table (``read_train_curve``) or, with ``reader`` a
+    checkpoint format, the training-loss log of the checkpoint beside ``curve_path`` (a Trainer's
+    ``trainer_state.json``); write the fit as JSON."""
+    if reader is None:
+        steps, loss = read_train_curve(curve_path)
+    else:
+        from pipeline import formats
+
+        steps, loss = formats.get(reader).read_train_log(os.path.dirname(curve_path))
     fit = fit_bnsl(steps, loss, cfg)
     _write_fit(fit, model, "train", out_path)
     return fit

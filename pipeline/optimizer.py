@@ -10,9 +10,10 @@ A checkpoint directory that has an optimizer state holds, beside the Hugging Fac
   where ``step`` is the number of steps taken (AdamW's bias correction of the next step uses
   t + 1) and ``lr`` is the learning rate the schedule gives the *next* step.
 
-No pickle. (OLMo-native checkpoints carry OLMo's ``optim.pt`` instead, which
-``pipeline.olmo.read_optimizer`` maps onto the same ``OptimizerState``.) ``save_adamw`` writes a live ``torch.optim.AdamW``; ``read_state`` reads and checks
-the files; ``one_step`` restores model and optimizer from them and returns the update Δθ of one
+No pickle. Other checkpoint formats carry their own files (a Trainer's ``optimizer.pt``, OLMo's
+``optim.pt``), which their modules in ``pipeline.formats`` map onto the same ``OptimizerState``.
+``write_state`` writes a live ``torch.optim.AdamW``'s state; ``read_state`` reads and checks
+these files; ``one_step`` restores model and optimizer from them and returns the update Δθ of one
 step on a given loss, with the suite's own semantics (bias correction from the saved step
 count, the saved learning rate, decoupled weight decay, gradient clipping where training
 clipped).
@@ -52,6 +53,9 @@ class OptimizerState:
     #: number: the mean, as transformers and the toy training take it) or "inputs" (the number
     #: of input ids, one more per sequence: OLMo's trainer)
     loss_denominator: str = "labels"
+    #: where each setting came from, where a format knows more than one source (the update
+    #: store's attrs carry it)
+    provenance: dict = field(default_factory=dict)
 
     def settings(self) -> dict:
         """Everything but the moments, as written to ``optimizer.json``."""
@@ -67,11 +71,6 @@ class OptimizerState:
             "max_grad_norm": self.max_grad_norm,
             "loss_denominator": self.loss_denominator,
         }
-
-
-def has_state(checkpoint: str | os.PathLike) -> bool:
-    """Whether the checkpoint directory holds an optimizer state (ours, or OLMo's ``optim.pt``)."""
-    return (Path(checkpoint) / STATE_FILE).exists() or (Path(checkpoint) / "optim.pt").exists()
 
 
 def adamw_state(
@@ -152,10 +151,6 @@ def read_state(checkpoint: str | os.PathLike) -> OptimizerState:
 
     checkpoint = Path(checkpoint)
     path = checkpoint / STATE_FILE
-    if not path.exists() and (checkpoint / "optim.pt").exists():
-        from pipeline.olmo import read_optimizer
-
-        return read_optimizer(checkpoint)
     try:
         s = json.loads(path.read_text())
     except FileNotFoundError:

@@ -136,7 +136,8 @@ def load_tokenizer(spec: dict):
     if "path" in spec:
         path = spec["path"]
     else:
-        from pipeline.checkpoints import CONFIG_FILES, TOKENIZER_FILES, hub_snapshot
+        from pipeline.checkpoints import hub_snapshot
+        from pipeline.formats.transformers import CONFIG_FILES, TOKENIZER_FILES
 
         path = hub_snapshot(
             spec["repo_id"],

@@ -29,12 +29,13 @@ import torch.nn.functional as F
 import xarray as xr
 
 import pipeline
+from pipeline import formats
 from pipeline.checkpoints import load_checkpoint, weights_sha256
 from pipeline.config import UpdateConfig
 from pipeline.extract import resolve_device
 from pipeline.logs import Progress, console_warning
 from pipeline.maths.update import Coherence, change_summary, check_coherence, coherence
-from pipeline.optimizer import has_state, one_step, read_state
+from pipeline.optimizer import one_step
 from pipeline.schema import conform
 from pipeline.store import open_store, with_labels, write_zarr
 
@@ -237,11 +238,22 @@ def batch_backward(model, ids: torch.Tensor, micro: int, denominator: str = "lab
 
 
 def optimizer_steps(
-    model, checkpoint: str, step: int, update_path: str, k: int, device, micro: int
+    model,
+    checkpoint: str,
+    step: int,
+    update_path: str,
+    k: int,
+    device,
+    micro: int,
+    allow_pickle: bool = False,
+    max_grad_norm: float | None = None,
 ) -> Directions:
-    """One optimizer step from the checkpoint's saved state on each of the first ``k`` update
-    batches (in training mode, as training took its steps), ``micro`` sequences a pass."""
-    state = read_state(checkpoint)
+    """One optimizer step from the checkpoint's saved state (read by its format,
+    ``pipeline.formats``) on each of the first ``k`` update batches (in training mode, as
+    training took its steps), ``micro`` sequences a pass."""
+    state = formats.detect(checkpoint).read_optimizer(
+        checkpoint, model, allow_pickle=allow_pickle, max_grad_norm=max_grad_norm, step=step
+    )
     ub = open_store(update_path)
     if ub.sizes["batch"] < k:
         raise ValueError(
@@ -267,13 +279,17 @@ def optimizer_steps(
         "optimizer_step": state.step,
         "multi_step": 0,
         "update_batches": str(ub.attrs.get("source", update_path)),
+        "max_grad_norm": "none" if state.max_grad_norm is None else state.max_grad_norm,
+        **{f"optimizer_{k}_from": v for k, v in state.provenance.items()},
     }
     return Directions(deltas, attrs, batches, ub["bin"].values[:k])
 
 
-def displacement_to(model, next_checkpoint: str, step: int, next_step: int, device) -> Directions:
+def displacement_to(
+    model, next_checkpoint: str, step: int, next_step: int, device, allow_pickle: bool = False
+) -> Directions:
     """The displacement θ(t′) − θ(t) to the next listed checkpoint: one, multi-step, direction."""
-    later = load_checkpoint(next_checkpoint).to(device)
+    later = load_checkpoint(next_checkpoint, allow_pickle=allow_pickle).to(device)
     log.info("displacement to step %d", next_step)
     attrs = {
         "direction": "displacement",
@@ -379,14 +395,17 @@ def analyse_update(
     update_path: str | None = None,
     next_checkpoint: str | None = None,
     next_step: int | None = None,
+    allow_pickle: bool = False,
+    max_grad_norm: float | None = None,
 ) -> None:
     """Measure one step from ``checkpoint`` (its optimizer state and the update batches at
     ``update_path``), or the displacement to ``next_checkpoint``, and write ``out_path``
-    (``results/update/{model}/step{N}.zarr``)."""
+    (``results/update/{model}/step{N}.zarr``). ``cfg.direction`` is the planned one
+    (``pipeline.plan``): ``optimizer`` or ``displacement``."""
     where = f"{model_name} step {step}"
     device = resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)
-    model = load_checkpoint(checkpoint).to(device)
+    model = load_checkpoint(checkpoint, allow_pickle=allow_pickle).to(device)
     ev = open_store(eval_path)
     x = torch.from_numpy(ev["input_ids"].values.astype(np.int64)).to(device)
     y = torch.from_numpy(ev["targets"].values.astype(np.int64)).to(device)
@@ -394,11 +413,19 @@ def analyse_update(
     V = model.get_output_embeddings().weight.shape[0]
     # 16k tokens a pass, fewer where the (tokens × V) logits would pass 2^27 entries (512 MB)
     batch = cfg.batch_size or max(1, min(16384 // x.shape[1], 2**27 // (x.shape[1] * V)))
-    if cfg.direction == "optimizer" or (cfg.direction == "auto" and has_state(checkpoint)):
+    if cfg.direction == "optimizer":
         if update_path is None:
             raise ValueError(f"{where}: an optimizer step needs the update batches (update.zarr)")
         dirs = optimizer_steps(
-            model, checkpoint, step, update_path, cfg.batches, device, micro=batch
+            model,
+            checkpoint,
+            step,
+            update_path,
+            cfg.batches,
+            device,
+            micro=batch,
+            allow_pickle=allow_pickle,
+            max_grad_norm=max_grad_norm,
         )
     elif next_checkpoint is None or next_step is None:
         raise ValueError(
@@ -406,7 +433,7 @@ def analyse_update(
             "be analysed along a displacement"
         )
     else:
-        dirs = displacement_to(model, next_checkpoint, step, next_step, device)
+        dirs = displacement_to(model, next_checkpoint, step, next_step, device, allow_pickle)
     deltas, K = dirs.deltas, len(dirs.deltas)
     names = list(deltas[0])
     norms = np.array([[float(d[n].float().norm()) for n in names] for d in deltas])

@@ -1,6 +1,6 @@
-# The checkpoints stage: results/checkpoints/{model}/step{N}/ is a Hugging Face model directory,
-# trained here for the toy suite (one job per model, every saved step at once) or linked into
-# the shared hub cache for hub suites (one download job per (model, step)).
+# The checkpoints stage: results/checkpoints/{model}/step{N}/ is a checkpoint directory, trained
+# here for the toy suite (one job per model, every saved step at once), linked into the shared
+# hub cache for hub suites (one download job per (model, step)) or to a local run's directory.
 
 
 if TOY_MODELS:
@@ -59,7 +59,29 @@ rule download:
     params:
         repo_id=model_spec("repo_id"),
         revision=hub_revision,
+        subfolder=hub_subfolder,
         allow_pickle=model_spec("allow_pickle", False),
-        format=model_spec("format", "transformers"),
+        format=model_format,
     script:
         "../scripts/download.py"
+
+
+# A local run's checkpoints (source: local) are linked where they lie; no input on the source,
+# so that a checkpoint deleted (or rotated by save_total_limit) after it was linked re-runs
+# nothing.
+rule link_local:
+    output:
+        config="results/checkpoints/{model}/step{step}/config.json",
+    log:
+        "results/logs/checkpoints/link_{model}_step{step}.log",
+    wildcard_constraints:
+        model=one_of(LOCAL_MODELS),
+    localrule: True
+    conda:
+        "../envs/extract.yaml"
+    params:
+        path=local_path,
+        allow_pickle=model_spec("allow_pickle", False),
+        format=model_format,
+    script:
+        "../scripts/link_local.py"

@@ -2,6 +2,7 @@
 
 import re
 
+from snakemake.logging import logger as snakemake_logger
 from snakemake.utils import validate
 
 from pipeline.config import (
@@ -10,24 +11,27 @@ from pipeline.config import (
     check_types,
     digest,
     fit_configs,
-    has_optimizer_states,
     section,
     toy_language,
     toy_train,
 )
 from dataclasses import asdict
+from pipeline.plan import CHECKPOINT_CONFIG, EXTRACT, UPDATE as UPDATE_STORE, Plan
 from pipeline.plots import FIGURES
-from pipeline.toy.schedule import ToyModel, TrainConfig, pythia_schedule
+from pipeline.toy.schedule import ToyModel
 
 check_files(workflow.configfiles)
 check_types(config)
 validate(config, schema="../config/schema.yaml")
 check_config(config)
 
-MODELS = list(config["models"])
-TOY_MODELS = [m for m in MODELS if config["models"][m]["source"] == "toy"]
-HUB_MODELS = [m for m in MODELS if config["models"][m]["source"] == "hub"]
-STEPS = sorted(config["steps"])
+#: The plan (pipeline/plan.py): each model's steps (discovered for steps: all), where its
+#: checkpoints live, its update direction.
+PLAN = Plan(config)
+MODELS = PLAN.models
+TOY_MODELS = PLAN.of_source("toy")
+HUB_MODELS = PLAN.of_source("hub")
+LOCAL_MODELS = PLAN.of_source("local")
 EVAL = config["eval"]["name"]
 FREQ = config["frequency"]["name"]
 USES_TOY = bool(TOY_MODELS) or "toy" in (
@@ -155,8 +159,7 @@ def corpus_language(wildcards):
 
 def toy_schedule():
     """Every step the toy training saves (not only the configured ones: those may grow)."""
-    train = TrainConfig(**config["toy"]["train"])
-    return pythia_schedule(train.steps, train.save_every)
+    return PLAN.toy_schedule()
 
 
 def toy_model_spec(wildcards):
@@ -181,8 +184,20 @@ def toy_vocab_size(model):
 
 def hub_revision(wildcards):
     """The hub revision of one (model, step), from the model's revision template."""
-    spec = config["models"][wildcards.model]
-    return spec.get("revision", "step{step}").format(step=int(wildcards.step))
+    return PLAN.revision(wildcards.model, int(wildcards.step))
+
+
+def hub_subfolder(wildcards):
+    return PLAN.subfolder(wildcards.model, int(wildcards.step))
+
+
+def local_path(wildcards):
+    """Where a local model's checkpoint lies."""
+    return PLAN.source_dir(wildcards.model, int(wildcards.step))
+
+
+def model_format(wildcards):
+    return PLAN.format(wildcards.model)
 
 
 def model_spec(key, default=None):
@@ -191,8 +206,8 @@ def model_spec(key, default=None):
 
 
 def checkpoint_config(wildcards):
-    """The Hugging Face model directory of one (model, step), named by its config.json."""
-    return f"results/checkpoints/{wildcards.model}/step{wildcards.step}/config.json"
+    """The checkpoint directory of one (model, step), named by its config.json."""
+    return CHECKPOINT_CONFIG.format(model=wildcards.model, step=wildcards.step)
 
 
 # --- resources per model size (parameters in the model's config entry) --------------------
@@ -229,9 +244,7 @@ def extract_gpus(wildcards):
 
 def extract_stores(wildcards):
     """All step stores of one model: the reduction is per model, over every step."""
-    return expand(
-        "results/extract/{model}/step{step}.zarr", model=wildcards.model, step=STEPS
-    )
+    return expand(EXTRACT, model=wildcards.model, step=PLAN.steps(wildcards.model))
 
 
 # --- update -------------------------------------------------------------------------------
@@ -249,24 +262,8 @@ def update_dataset(model):
 
 #: The folders that need update batches: those of the models that take optimizer steps.
 UPDATE_DATASETS = sorted(
-    {
-        update_dataset(m)
-        for m in MODELS
-        if has_optimizer_states(config["models"][m])
-        and UPDATE["direction"] != "displacement"
-    }
+    {update_dataset(m) for m in MODELS if PLAN.direction(m) == "optimizer"}
 )
-
-
-def update_direction(model):
-    """``optimizer`` where the model's checkpoints carry optimizer states (and the config does
-    not ask for displacements), else ``displacement``."""
-    has_state = has_optimizer_states(config["models"][model])
-    return (
-        "optimizer"
-        if has_state and UPDATE["direction"] != "displacement"
-        else "displacement"
-    )
 
 
 def update_batches_inputs(wildcards):
@@ -297,25 +294,8 @@ def update_batches_language(wildcards):
     )
 
 
-def next_step(model, step):
-    """The next listed step after ``step`` (the partner of a displacement), or None."""
-    if update_direction(model) == "optimizer":
-        return None
-    return next((s for s in STEPS if s > step), None)
-
-
-def update_steps(model):
-    """The steps of ``model`` that get an update job."""
-    steps = sorted(UPDATE["steps"]) if UPDATE["steps"] is not None else STEPS
-    return [
-        s
-        for s in steps
-        if update_direction(model) == "optimizer" or next_step(model, s)
-    ]
-
-
 def update_stores(model):
-    return [f"results/update/{model}/step{s}.zarr" for s in update_steps(model)]
+    return [UPDATE_STORE.format(model=model, step=s) for s in PLAN.update_steps(model)]
 
 
 def update_inputs(wildcards):
@@ -324,27 +304,32 @@ def update_inputs(wildcards):
         "eval": model_eval_store(wildcards),
     }
     step = int(wildcards.step)
-    if update_direction(wildcards.model) == "optimizer":
+    if PLAN.direction(wildcards.model) == "optimizer":
         inputs["batches"] = (
             f"results/data/{update_dataset(wildcards.model)}/update.zarr"
         )
     else:
-        later = next_step(wildcards.model, step)
+        later = PLAN.next_step(wildcards.model, step)
         if later is None:
             raise ValueError(
                 f"{wildcards.model} step {step} is the last listed step: there is no next "
                 "checkpoint to take the displacement to"
             )
-        inputs["next_config"] = (
-            f"results/checkpoints/{wildcards.model}/step{later}/config.json"
-        )
+        inputs["next_config"] = CHECKPOINT_CONFIG.format(model=wildcards.model, step=later)
     return inputs
 
 
 def update_params(wildcards):
     """The update section without the list of steps (a per-checkpoint job must not depend on
-    it: adding a step re-runs only the jobs it touches)."""
-    return {k: v for k, v in UPDATE.items() if k != "steps"}
+    it: adding a step re-runs only the jobs it touches), with the planned direction."""
+    return {
+        **{k: v for k, v in UPDATE.items() if k != "steps"},
+        "direction": PLAN.direction(wildcards.model),
+    }
+
+
+def update_next_step(wildcards):
+    return PLAN.next_step(wildcards.model, int(wildcards.step))
 
 
 def update_mem_mb(wildcards, attempt):
@@ -356,20 +341,17 @@ def update_mem_mb(wildcards, attempt):
 
 # --- fit ------------------------------------------------------------------------------------
 
-#: Models with a training-loss curve: the toy suite's (recorded while training) and hub models
-#: that name one (``train_loss``).
-TRAIN_CURVE_MODELS = [
-    m
-    for m in MODELS
-    if config["models"][m]["source"] == "toy" or "train_loss" in config["models"][m]
-]
+#: Models with a training-loss curve: the toy suite's (recorded while training), hub models
+#: that name one (``train_loss``) and Trainer runs (their trainer_state.json).
+TRAIN_CURVE_MODELS = [m for m in MODELS if PLAN.train_curve(m) is not None]
 
 
 def train_curve(wildcards):
-    spec = config["models"][wildcards.model]
-    if spec["source"] == "toy":
-        return f"results/checkpoints/{wildcards.model}/train_loss.tsv"
-    return spec["train_loss"]
+    return PLAN.train_curve(wildcards.model)[0]
+
+
+def train_curve_format(wildcards):
+    return PLAN.train_curve(wildcards.model)[1]
 
 
 def fit_params(curve):
@@ -402,3 +384,10 @@ def summary_provenance():
         "fit": section(config, "fit"),
         **({"toy_models": toy} if toy else {}),
     }
+
+
+# what the plan noticed (checkpoints skipped as incomplete, displacements for lack of state)
+for model in MODELS:
+    PLAN.update_steps(model)
+for note in dict.fromkeys(PLAN.notes):
+    snakemake_logger.warning(note)

@@ -33,6 +33,7 @@ rule fit_bnsl_train:
         "../envs/analysis.yaml"
     params:
         fit=fit_params("train"),
+        reader=train_curve_format,
     script:
         "../scripts/fit_bnsl.py"
 

@@ -48,6 +48,8 @@ rule update:
         gpu=extract_gpus,
     params:
         section=update_params,
-        next_step=lambda w: next_step(w.model, int(w.step)),
+        next_step=update_next_step,
+        allow_pickle=model_spec("allow_pickle", False),
+        max_grad_norm=model_spec("max_grad_norm"),
     script:
         "../scripts/update.py"

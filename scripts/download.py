@@ -1,4 +1,4 @@
-"""Entry point of rule download: fetch one revision into the hub cache and link it."""
+"""Entry point of rule download: fetch one revision (or subfolder) into the hub cache and link it."""
 
 from pathlib import Path
 
@@ -7,5 +7,5 @@ from pipeline.logs import setup
 
 setup(snakemake.log[0])  # noqa: F821
 p = snakemake.params  # noqa: F821
-snapshot = fetch_revision(p.repo_id, p.revision, allow_pickle=p.allow_pickle, format=p.format)
-link_checkpoint(snapshot, Path(snakemake.output.config).parent, format=p.format)  # noqa: F821
+snapshot = fetch_revision(p.repo_id, p.revision, p.allow_pickle, p.format, p.subfolder)
+link_checkpoint(snapshot, Path(snakemake.output.config).parent, p.format, p.allow_pickle)  # noqa: F821

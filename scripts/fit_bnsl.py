@@ -12,6 +12,7 @@ if snakemake.rule == "fit_bnsl_train":  # noqa: F821
         snakemake.wildcards.model,  # noqa: F821
         snakemake.output[0],  # noqa: F821
         cfg,
+        reader=snakemake.params.reader,  # noqa: F821
     )
 else:
     fit_model(snakemake.input[0], snakemake.output[0], cfg)  # noqa: F821

@@ -9,9 +9,6 @@ from pipeline.update import analyse_update
 
 setup(snakemake.log[0])  # noqa: F821
 w, inp, p = snakemake.wildcards, snakemake.input, snakemake.params  # noqa: F821
-# the direction the workflow planned (rules/common.smk: update_inputs): the update batches for
-# an optimizer step, the next checkpoint for a displacement
-direction = "optimizer" if "batches" in inp.keys() else "displacement"
 analyse_update(
     checkpoint=str(Path(inp.config).parent),
     eval_path=inp.eval,
@@ -19,10 +16,12 @@ analyse_update(
     model_name=w.model,
     step=int(w.step),
     cfg=UpdateConfig(
-        **{**p.section, "direction": direction},
+        **p.section,  # with the direction the workflow planned (pipeline.plan)
         **execution(snakemake.config, "update"),  # noqa: F821
     ),
     update_path=inp.batches if "batches" in inp.keys() else None,
     next_checkpoint=str(Path(inp.next_config).parent) if "next_config" in inp.keys() else None,
     next_step=p.next_step,
+    allow_pickle=p.allow_pickle,
+    max_grad_norm=p.max_grad_norm,
 )

@@ -16,7 +16,7 @@ import pytest
 import torch
 import yaml
 
-from pipeline import olmo
+from pipeline.formats import olmo
 from pipeline.checkpoints import link_checkpoint, load_checkpoint, weights_sha256
 from pipeline.optimizer import has_state, one_step, read_state
 from pipeline.update import batch_backward
@@ -174,7 +174,7 @@ def test_a_learning_rate_of_zero_at_the_end_is_reset_and_logged(suite, tmp_path,
     for group in optim["param_groups"]:
         group["lr"] = 0.0
     torch.save(optim, ckpt / "optim.pt")
-    with caplog.at_level(logging.WARNING, logger="pipeline.olmo"):
+    with caplog.at_level(logging.WARNING, logger="pipeline.formats.olmo"):
         state = read_state(ckpt)
     assert state.lr == pytest.approx(3e-3)  # the peak rate of the reference's config
     assert "learning rate of 0" in caplog.text and "resetting" in caplog.text

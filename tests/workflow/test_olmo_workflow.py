@@ -16,7 +16,7 @@ import pytest
 import xarray as xr
 import yaml
 
-from pipeline import olmo
+from pipeline.formats import olmo
 from pipeline.summary import open_summary
 from tests.hubcache import TEXT, add_revision, make_tokenizer
 from tests.snake import run_snakemake

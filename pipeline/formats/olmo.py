@@ -24,27 +24,69 @@ import math
 import os
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
-
-from pipeline.optimizer import OptimizerState
+if TYPE_CHECKING:
+    import torch
 
 log = logging.getLogger(__name__)
 
+NAME = "olmo"
+DESCRIPTION = "OLMo's native files: config.yaml, model.pt and optim.pt (pickles)"
 CONFIG_FILE = "config.yaml"
 MODEL_FILE = "model.pt"
 OPTIM_FILE = "optim.pt"
-#: What the download rule fetches of an OLMo-native branch.
+#: What the download rule fetches of an OLMo-native branch, and all that is read of it.
 NATIVE_FILES = [CONFIG_FILE, MODEL_FILE, OPTIM_FILE]
+TRAIN_LOG = None
 
 #: Prefixes that FSDP, activation checkpointing, torch.compile and DDP put into names.
 _WRAPPERS = re.compile(r"(_fsdp_wrapped_module|_checkpoint_wrapped_module|_orig_mod)\.|^module\.")
 
 
-def is_native(path: str | os.PathLike) -> bool:
+def matches(path: str | os.PathLike) -> bool:
     """Whether a checkpoint directory holds OLMo-native files (``config.yaml`` + ``model.pt``)."""
     path = Path(path)
     return (path / CONFIG_FILE).exists() and (path / MODEL_FILE).exists()
+
+
+def patterns(allow_pickle: bool = False) -> list[str]:
+    return list(NATIVE_FILES)
+
+
+def problem(path: str | os.PathLike, allow_pickle: bool = False) -> str | None:
+    """Why ``path`` is not an OLMo-native checkpoint that can be read, or None."""
+    if not allow_pickle:
+        return (
+            "model.pt and optim.pt are pickles: set allow_pickle: true on this model to read "
+            "them (weights_only loading, no code runs)"
+        )
+    missing = [f for f in NATIVE_FILES if not (Path(path) / f).exists()]
+    if missing:
+        return f"no {', '.join(missing)}: not an OLMo-native checkpoint, or an incomplete one"
+    return None
+
+
+def linked_files(src: Path) -> list[Path]:
+    """Only what is read (train.pt needs unrestricted unpickling)."""
+    return [src / f for f in NATIVE_FILES]
+
+
+def write_config(src: Path, dst: Path) -> None:
+    """The ``config.json`` of the transformers counterpart of OLMo's config.yaml."""
+    hf_config(read_config(src), str(src / CONFIG_FILE)).save_pretrained(dst)
+
+
+def weight_files(path: str | os.PathLike) -> list[Path]:
+    return [Path(path) / MODEL_FILE]
+
+
+def has_optimizer(path: str | os.PathLike) -> bool:
+    return (Path(path) / OPTIM_FILE).exists()
+
+
+def read_train_log(path: str | os.PathLike):
+    raise ValueError(f"{path}: OLMo-native checkpoints carry no training-loss log here")
 
 
 def read_config(path: str | os.PathLike) -> dict:
@@ -122,9 +164,10 @@ def hf_config(olmo: dict, where: str = CONFIG_FILE):
     )
 
 
-def build_model(config, dtype: torch.dtype = torch.float32):
+def build_model(config, dtype=None):
     """A ``LlamaForCausalLM`` of ``config`` whose norm weights are constant ones (buffers, not
     parameters): OLMo's RMSNorm without an affine transform."""
+    import torch
     from transformers import LlamaForCausalLM
 
     model = LlamaForCausalLM(config)
@@ -134,7 +177,7 @@ def build_model(config, dtype: torch.dtype = torch.float32):
             ones = torch.ones_like(module.weight, requires_grad=False)
             del module.weight
             module.register_buffer("weight", ones, persistent=False)
-    return model.to(dtype)
+    return model.to(dtype or torch.float32)
 
 
 def _clean(name: str) -> str:
@@ -197,6 +240,8 @@ def hf_state_dict(native: dict[str, torch.Tensor], config, where: str) -> dict[s
 
 
 def _torch_load(file: Path, what: str):
+    import torch
+
     try:
         return torch.load(file, map_location="cpu", weights_only=True, mmap=True)
     except Exception as err:
@@ -206,9 +251,10 @@ def _torch_load(file: Path, what: str):
         ) from err
 
 
-def load_model(path: str | os.PathLike, dtype: torch.dtype = torch.float32):
+def load_model(path: str | os.PathLike, dtype=None, allow_pickle: bool = False):
     """The transformers model of an OLMo-native checkpoint directory (``config.json`` written
     by ``link_checkpoint`` beside the OLMo files, weights from ``model.pt``)."""
+    import torch
     from transformers import AutoConfig
 
     path = Path(path)
@@ -231,7 +277,7 @@ def load_model(path: str | os.PathLike, dtype: torch.dtype = torch.float32):
                     f"asks for {tuple(p.shape)}"
                 )
             p.copy_(state[name])
-    return model.to(dtype).eval()
+    return model.to(dtype or torch.float32).eval()
 
 
 # --- the learning-rate schedule and the optimizer state -------------------------------------
@@ -294,7 +340,7 @@ def scheduled_lr(cfg: dict, step: int, where: str = CONFIG_FILE) -> float:
     )
 
 
-def read_optimizer(path: str | os.PathLike) -> OptimizerState:
+def read_optimizer(path: str | os.PathLike, model=None, allow_pickle: bool = True, **_):
     """``optim.pt`` of an OLMo-native checkpoint as the update stage's ``OptimizerState``.
 
     Moments are split like the weights they belong to; the step count is the state's; betas,
@@ -305,6 +351,8 @@ def read_optimizer(path: str | os.PathLike) -> OptimizerState:
     learning authors did, and the log says so.
     """
     from transformers import AutoConfig
+
+    from pipeline.optimizer import OptimizerState
 
     path = Path(path)
     file = path / OPTIM_FILE

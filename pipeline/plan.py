@@ -1,0 +1,290 @@
+"""The workflow's plan: which checkpoints each model has, where they live, which jobs they get
+and what each job is told, decided once from the config (and, for ``steps: all``, from the
+checkpoints present), so that the rules only declare and the scripts receive decisions.
+
+Torch-free (Snakemake builds the DAG with it; a dry run imports neither torch nor matplotlib),
+and testable with plain dicts: ``Plan(config)``.
+
+Where a model's checkpoints live is its ``source``:
+
+* ``toy``: trained by this workflow (``rules/checkpoints.smk``), on the toy schedule;
+* ``hub``: a hub repository, one revision per checkpoint (``revision: "step{step}"``) and/or one
+  subfolder per checkpoint (``subfolder: "checkpoint-{step}"``, a Trainer run pushed with
+  ``hub_strategy="all_checkpoints"``);
+* ``local``: a directory template on disk (``path: runs/my-model/checkpoint-{step}``).
+
+What the files are is a format of ``pipeline.formats`` (the ``format`` key, else detected from
+the files). ``steps: all`` (the run's, or a model's own) lists the complete checkpoints present
+and those already linked under ``results/checkpoints/{model}/`` (a checkpoint deleted after it
+was measured stays in the run and re-runs nothing).
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import re
+from functools import cached_property
+from pathlib import Path
+
+from pipeline.config import ConfigError, has_optimizer_states, section
+from pipeline.toy.schedule import TrainConfig, pythia_schedule
+
+#: Every per-checkpoint path, declared once.
+CHECKPOINT = "results/checkpoints/{model}/step{step}"
+CHECKPOINT_CONFIG = CHECKPOINT + "/config.json"
+EXTRACT = "results/extract/{model}/step{step}.zarr"
+UPDATE = "results/update/{model}/step{step}.zarr"
+
+#: Formats whose checkpoints carry an optimizer state that the update stage steps.
+STEPPED_FORMATS = ("olmo", "trainer")
+
+
+def _template_regex(template: str) -> re.Pattern:
+    parts = template.split("{step}")
+    return re.compile("(\\d+)".join(re.escape(p) for p in parts) + "$")
+
+
+class Plan:
+    """The plan of one config; ``root`` is the working directory (the results' parent)."""
+
+    def __init__(self, config: dict, root: str | os.PathLike = "."):
+        self.config = config
+        self.root = Path(root)
+        self.models = list(config["models"])
+        self.update = section(config, "update")
+        self.notes: list[str] = []  # said on the console when the DAG is built
+
+    # --- models and their checkpoints -------------------------------------------------------
+
+    def spec(self, model: str) -> dict:
+        return self.config["models"][model]
+
+    def source(self, model: str) -> str:
+        return self.spec(model)["source"]
+
+    def of_source(self, source: str) -> list[str]:
+        return [m for m in self.models if self.source(m) == source]
+
+    def format(self, model: str) -> str | None:
+        """The model's checkpoint format: its ``format`` key; else, for a hub model with
+        subfolders, ``trainer``; for a local model, detected from its first checkpoint; None
+        (detected by the job) otherwise."""
+        spec = self.spec(model)
+        if self.source(model) == "toy":
+            return "transformers"
+        if "format" in spec:
+            return spec["format"]
+        if self.source(model) == "hub":
+            return "trainer" if "subfolder" in spec else None
+        found = self.found(model)
+        if not found:
+            return None
+        from pipeline import formats
+
+        return formats.detect(next(iter(found.values()))).NAME
+
+    def _listed(self, model: str):
+        steps = self.spec(model).get("steps", self.config["steps"])
+        return None if steps == "all" else sorted(steps)
+
+    def toy_schedule(self) -> list[int]:
+        train = TrainConfig(**self.config["toy"]["train"])
+        return pythia_schedule(train.steps, train.save_every)
+
+    def linked(self, model: str) -> list[int]:
+        """Steps already linked under results/checkpoints/{model}/ (measured or about to be)."""
+        pattern = str(self.root / CHECKPOINT_CONFIG).format(model=model, step="*")
+        rx = _template_regex(str(self.root / CHECKPOINT_CONFIG).format(model=model, step="{step}"))
+        return sorted(int(m.group(1)) for p in glob.glob(pattern) if (m := rx.match(p)))
+
+    def found(self, model: str) -> dict[int, str]:
+        """A local model's complete checkpoint directories present on disk, by step."""
+        return self._found[model]
+
+    @cached_property
+    def _found(self) -> dict[str, dict[int, str]]:
+        from pipeline import formats
+
+        out = {}
+        for model in self.of_source("local"):
+            spec = self.spec(model)
+            template = os.path.expanduser(spec["path"])
+            rx = _template_regex(template)
+            hits = {}
+            for path in glob.glob(template.replace("{step}", "*")):
+                match = rx.match(path)
+                if not match or not os.path.isdir(path):
+                    continue
+                try:
+                    fmt = formats.resolve(path, spec.get("format"))
+                    why = fmt.problem(path, spec.get("allow_pickle", False))
+                except ValueError as err:
+                    why = str(err)
+                if why is None:
+                    hits[int(match.group(1))] = path
+                else:
+                    self.notes.append(f"models.{model}: skipping {path}: {why}")
+            out[model] = dict(sorted(hits.items()))
+        return out
+
+    def steps(self, model: str) -> list[int]:
+        """The model's measured steps: its own ``steps``, else the run's; ``all`` discovers."""
+        return self._steps[model]
+
+    @cached_property
+    def _steps(self) -> dict[str, list[int]]:
+        out = {}
+        for model in self.models:
+            listed, source = self._listed(model), self.source(model)
+            if source == "toy":
+                out[model] = listed if listed is not None else self.toy_schedule()
+            elif listed is not None:
+                out[model] = listed
+            elif source == "local":
+                out[model] = sorted(set(self.found(model)) | set(self.linked(model)))
+            else:
+                out[model] = sorted(set(self.hub_steps(model)) | set(self.linked(model)))
+            if not out[model]:
+                where = self.spec(model).get("path") or self.spec(model).get("repo_id")
+                raise ConfigError(
+                    f"models.{model}: steps: all found no complete checkpoint at {where}; "
+                    "check the path template (it needs {step}) or wait for the first checkpoint"
+                )
+        self._check_distinct(out)
+        return out
+
+    def hub_steps(self, model: str) -> list[int]:
+        """A hub model's checkpoints: the revisions matching its revision template, or the
+        subfolders matching its subfolder template (the repository's file listing, read from
+        the local hub cache when offline)."""
+        from pipeline.hub import list_folders, list_revisions
+
+        spec = self.spec(model)
+        if "subfolder" in spec:
+            rx = _template_regex(spec["subfolder"])
+            names = list_folders(spec["repo_id"], spec.get("revision", "main"))
+        else:
+            rx = _template_regex(spec.get("revision", "step{step}"))
+            names = list_revisions(spec["repo_id"])
+        return sorted({int(m.group(1)) for n in names if (m := rx.match(n))})
+
+    def _check_distinct(self, steps: dict[str, list[int]]) -> None:
+        seen: dict[str, tuple[str, int]] = {}
+        for model in self.of_source("local"):
+            for step in steps[model]:
+                path = os.path.realpath(self.source_dir(model, step))
+                if path in seen:
+                    other = seen[path]
+                    raise ConfigError(
+                        f"models.{model} step {step} and models.{other[0]} step {other[1]} "
+                        f"resolve to the same directory {path}; give each model its own path"
+                    )
+                seen[path] = (model, step)
+
+    def source_dir(self, model: str, step: int) -> str:
+        """Where a local model's checkpoint lies (the path template at ``step``)."""
+        found = self.found(model).get(step)
+        return found or os.path.expanduser(self.spec(model)["path"]).format(step=step)
+
+    def revision(self, model: str, step: int) -> str:
+        spec = self.spec(model)
+        default = "main" if "subfolder" in spec else "step{step}"
+        return spec.get("revision", default).format(step=step)
+
+    def subfolder(self, model: str, step: int) -> str | None:
+        sub = self.spec(model).get("subfolder")
+        return sub.format(step=step) if sub else None
+
+    # --- the update stage ----------------------------------------------------------------------
+
+    def has_optimizer(self, model: str) -> bool:
+        """Whether the model's checkpoints carry a state the update stage can step."""
+        spec = self.spec(model)
+        if self.source(model) == "toy":
+            return has_optimizer_states(spec)
+        fmt = self.format(model)
+        if fmt not in STEPPED_FORMATS:
+            return False
+        if self.source(model) == "local":
+            from pipeline import formats
+
+            steps = self.update_candidates(model)
+            lacking = [
+                s
+                for s in steps
+                if s in self.found(model)
+                and not formats.get(fmt).has_optimizer(self.found(model)[s])
+            ]
+            if lacking:
+                self._no_state(model, f"checkpoints {lacking} have no optimizer state")
+                return False
+        if fmt == "trainer" and not spec.get("allow_pickle"):
+            self._no_state(
+                model, "the Trainer's optimizer.pt is a pickle and allow_pickle is not set"
+            )
+            return False
+        return True
+
+    def _no_state(self, model: str, why: str) -> None:
+        if self.update["direction"] == "optimizer":
+            raise ConfigError(
+                f"models.{model}: update.direction is optimizer, but {why}; use "
+                "update.direction: auto (displacements where there is no state)"
+            )
+        self.notes.append(
+            f"models.{model}: {why}; the update stage follows its displacements between checkpoints"
+        )
+
+    def direction(self, model: str) -> str:
+        """``optimizer`` where the model's checkpoints carry a state that is stepped (and the
+        config does not ask for displacements), else ``displacement``."""
+        return self._directions[model]
+
+    @cached_property
+    def _directions(self) -> dict[str, str]:
+        wanted = self.update["direction"]
+        return {
+            m: "optimizer" if wanted != "displacement" and self.has_optimizer(m) else "displacement"
+            for m in self.models
+        }
+
+    def update_candidates(self, model: str) -> list[int]:
+        steps = self.steps(model)
+        listed = self.update["steps"]
+        return [s for s in (sorted(listed) if listed is not None else steps) if s in steps]
+
+    def next_step(self, model: str, step: int) -> int | None:
+        """The next measured step after ``step`` (the partner of a displacement), or None."""
+        if self.direction(model) == "optimizer":
+            return None
+        return next((s for s in self.steps(model) if s > step), None)
+
+    def update_steps(self, model: str) -> list[int]:
+        """The steps of ``model`` that get an update job."""
+        steps = self.update_candidates(model)
+        if self.direction(model) == "optimizer":
+            return steps
+        kept = [s for s in steps if self.next_step(model, s) is not None]
+        if steps and not kept:
+            self.notes.append(
+                f"models.{model}: update.steps {steps} have no later checkpoint to take the "
+                "displacement to; no update job is planned for this model"
+            )
+        return kept
+
+    # --- the training-loss curve ---------------------------------------------------------------
+
+    def train_curve(self, model: str) -> tuple[str, str | None] | None:
+        """The model's training-loss log and the format that reads it (None: a table), or None:
+        the toy's table, a hub model's ``train_loss`` table, or the ``trainer_state.json`` of a
+        Trainer run's last checkpoint."""
+        spec = self.spec(model)
+        if self.source(model) == "toy":
+            return f"results/checkpoints/{model}/train_loss.tsv", None
+        if "train_loss" in spec:
+            return spec["train_loss"], None
+        if self.format(model) == "trainer":
+            last = self.steps(model)[-1]
+            return CHECKPOINT_CONFIG.format(model=model, step=last), "trainer"
+        return None

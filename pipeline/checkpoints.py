@@ -170,6 +170,8 @@ def fetch_revision(
     checkpoint's directory in the snapshot; a ``ValueError`` says why it is incomplete.
     """
     where = f"{repo_id} revision {revision!r}" + (f" subfolder {subfolder!r}" if subfolder else "")
+    if format is not None and formats.get(format).PICKLES_ONLY and not allow_pickle:
+        raise ValueError(f"{where} ({format}): {formats.get(format).problem('.', False)}")
     path = hub_snapshot(
         repo_id, revision, hub_patterns(allow_pickle, format, subfolder), f"checkpoint {where}"
     )

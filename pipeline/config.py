@@ -179,13 +179,24 @@ def _resolve(schema: dict, root: dict) -> dict:
     return root
 
 
+def _branches(schema: dict, root: dict) -> list[dict]:
+    """``schema`` and every conditional (then/else, nested) or alternative (oneOf) branch."""
+    out = [schema]
+    for key in ("then", "else"):
+        if key in schema:
+            out += _branches(_resolve(schema[key], root), root)
+    for alternative in schema.get("oneOf", []):
+        out += _branches(_resolve(alternative, root), root)
+    return out
+
+
 def _integers(value, schema: dict, where: str, root: dict) -> None:
     schema = _resolve(schema, root)
     kinds = schema.get("type", [])
     kinds = [kinds] if isinstance(kinds, str) else kinds
     if "integer" in kinds and isinstance(value, float):
         raise ConfigError(f"{where}: {value!r} is not an integer; write it without a decimal point")
-    branches = [schema, *(schema.get(k, {}) for k in ("then", "else"))]
+    branches = _branches(schema, root)
     if isinstance(value, dict):
         for key, item in value.items():
             for branch in branches:
@@ -194,9 +205,11 @@ def _integers(value, schema: dict, where: str, root: dict) -> None:
                     sub = branch["additionalProperties"]
                 if sub is not None:
                     _integers(item, sub, f"{where}.{key}" if where else str(key), root)
-    elif isinstance(value, list) and isinstance(schema.get("items"), dict):
-        for i, item in enumerate(value):
-            _integers(item, schema["items"], f"{where}[{i}]", root)
+    elif isinstance(value, list):
+        for branch in branches:
+            if isinstance(branch.get("items"), dict):
+                for i, item in enumerate(value):
+                    _integers(item, branch["items"], f"{where}[{i}]", root)
 
 
 def check(config: dict) -> None:
@@ -251,7 +264,7 @@ def check(config: dict) -> None:
         missing = sorted(set(listed if listed != "all" else ()) - saved)
         if missing:
             raise ConfigError(
-                f"steps of {name}: {missing} are not saved by the toy training schedule "
+                f"steps: {missing} are not saved by the toy training schedule of {name} "
                 f"(toy.train.steps={train.steps}, save_every={train.save_every} saves "
                 f"{sorted(saved)}); pick steps from that list or change toy.train"
             )

@@ -315,7 +315,9 @@ def update_inputs(wildcards):
                 f"{wildcards.model} step {step} is the last listed step: there is no next "
                 "checkpoint to take the displacement to"
             )
-        inputs["next_config"] = CHECKPOINT_CONFIG.format(model=wildcards.model, step=later)
+        inputs["next_config"] = CHECKPOINT_CONFIG.format(
+            model=wildcards.model, step=later
+        )
     return inputs
 
 

@@ -38,6 +38,8 @@ MODEL_FILE = "model.pt"
 OPTIM_FILE = "optim.pt"
 #: What the download rule fetches of an OLMo-native branch, and all that is read of it.
 NATIVE_FILES = [CONFIG_FILE, MODEL_FILE, OPTIM_FILE]
+#: whether every file it reads is a pickle (read only with allow_pickle)
+PICKLES_ONLY = True
 TRAIN_LOG = None
 
 #: Prefixes that FSDP, activation checkpointing, torch.compile and DDP put into names.

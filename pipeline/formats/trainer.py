@@ -40,6 +40,8 @@ OPTIMIZER_FILE = "optimizer.pt"
 SCHEDULER_FILE = "scheduler.pt"
 ARGS_FILE = "training_args.bin"
 PICKLES = [OPTIMIZER_FILE, SCHEDULER_FILE, ARGS_FILE]
+#: whether every file it reads is a pickle (read only with allow_pickle)
+PICKLES_ONLY = False
 TRAIN_LOG = STATE_FILE
 
 
@@ -140,13 +142,13 @@ def args_types() -> list:
             for v in vars(module).values()
             if isinstance(v, type) and issubclass(v, enum.Enum) and v.__module__ == module.__name__
         ]
-    try:  # the accelerator's settings, a dataclass of plain values
-        from transformers.trainer_pt_utils import AcceleratorConfig
+    # the accelerator's settings and process state: dataclasses of plain values, rebuilt
+    # without running their constructors
+    from accelerate.state import PartialState
+    from accelerate.utils.dataclasses import DistributedType
+    from transformers.trainer_pt_utils import AcceleratorConfig
 
-        types.append(AcceleratorConfig)
-    except ImportError:
-        pass
-    return types
+    return [*types, AcceleratorConfig, PartialState, DistributedType]
 
 
 def read_training_args(path: str | os.PathLike):
@@ -306,11 +308,18 @@ def read_optimizer(
         clip = max_grad_norm
         provenance["max_grad_norm"] = f"the config's max_grad_norm ({why})"
         provenance["schedule"] = f"not checked ({why})"
-    if lr == 0:
-        raise ValueError(
-            f"{file}: the learning rate of step {saved_step + 1} is 0 (the end of the schedule): "
-            "a step from it moves nothing; analyse an earlier checkpoint"
+    if lr == 0:  # the end of a schedule that decays to 0: as for OLMo's (pipeline.formats.olmo)
+        lr = float(g0.get("initial_lr") or 0) or (args.learning_rate if args else 0)
+        if lr == 0:
+            raise ValueError(
+                f"{file}: the next step's learning rate is 0 and no peak rate is saved"
+            )
+        log.warning(
+            "%s: the schedule gives step %d a learning rate of 0 (its end); resetting it to the "
+            "peak rate %.4g, as the Zero-sum learning authors did",
+            *(path, saved_step + 1, lr),
         )
+        provenance["learning_rate"] = "the peak rate (the schedule's next rate is 0, its end)"
     return OptimizerState(
         step=saved_step,
         lr=lr,

@@ -27,6 +27,8 @@ TOKENIZER_FILES = [
 ]
 SAFETENSORS_FILES = ["*.safetensors", "*.safetensors.index.json"]
 PICKLE_FILES = ["*.bin", "*.bin.index.json"]  # only with an explicit opt-in (allow_pickle)
+#: whether every file it reads is a pickle (read only with allow_pickle)
+PICKLES_ONLY = False
 TRAIN_LOG = None
 
 

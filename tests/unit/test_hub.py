@@ -38,7 +38,8 @@ def test_cached_revision_loads_offline(hub_cache, tmp_path):
     dst = tmp_path / "results/checkpoints/m/step1"
     dst.parent.mkdir(parents=True)
     link_checkpoint(snapshot, dst)
-    assert (dst / "config.json").is_symlink()  # a pointer into the cache, not a copy
+    assert (dst / "model.safetensors").is_symlink()  # a pointer into the cache, not a copy
+    assert not (dst / "config.json").is_symlink()  # copied: it outlives the cache
     from safetensors import safe_open
 
     with safe_open(dst / "model.safetensors", "pt") as fh:

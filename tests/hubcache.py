@@ -80,9 +80,10 @@ def add_revision(cache: Path, repo_id: str, revision: str, files: dict[str, byte
         blob = storage / "blobs" / etag
         if not blob.exists():
             blob.write_bytes(content)
-        link = snapshot / name
+        link = snapshot / name  # a name may have folders (a Trainer run's checkpoint-N/…)
+        link.parent.mkdir(parents=True, exist_ok=True)
         if not link.is_symlink():
-            link.symlink_to(os.path.relpath(blob, snapshot))
+            link.symlink_to(os.path.relpath(blob, link.parent))
     (storage / "refs").mkdir(exist_ok=True)
     (storage / "refs" / revision).write_text(commit)
     return commit

@@ -236,3 +236,22 @@ def test_duplicate_warning_reaches_the_console_and_failure_needs_no_table(tmp_pa
     with pytest.raises(ValueError) as err:
         check_duplicates(paths, "fail", str(tmp_path / "d.tsv"), "m")
     assert "d.tsv" not in str(err.value)  # Snakemake deletes a failed job's outputs
+
+
+def test_a_trainer_checkpoint_in_a_hub_subfolder_loads_offline(hub_cache, tmp_path):
+    """A Trainer run pushed with hub_strategy="all_checkpoints": checkpoint-N/ folders in one
+    revision, fetched one subfolder at a time and linked like any revision."""
+    from tests.hubcache import add_revision, make_model_files
+
+    make_model_files(tmp_path / "model", seed=3)
+    files = {f"checkpoint-4/{f.name}": f.read_bytes() for f in (tmp_path / "model").iterdir()}
+    files["checkpoint-4/trainer_state.json"] = b'{"global_step": 4, "log_history": []}'
+    files["checkpoint-8/config.json"] = files["checkpoint-4/config.json"]  # incomplete upload
+    add_revision(hub_cache, "me/run", "main", files)
+    path = fetch_revision("me/run", "main", subfolder="checkpoint-4", format="trainer")
+    assert path.name == "checkpoint-4"
+    link_checkpoint(path, tmp_path / "step4", format="trainer")
+    model = load_checkpoint(tmp_path / "step4", format="trainer")
+    assert model.config.hidden_size == 16
+    with pytest.raises(ValueError, match="checkpoint-8.*no trainer_state.json|checkpoint-8.*not"):
+        fetch_revision("me/run", "main", subfolder="checkpoint-8", format="trainer")

@@ -1,0 +1,127 @@
+"""The plan (``pipeline.plan``) driven with plain dicts: steps found on disk and in an offline
+hub cache, incomplete checkpoints skipped, per-model steps, update directions and the errors
+that name the model and the fix."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from pipeline.config import ConfigError
+from pipeline.plan import Plan
+
+
+def checkpoint(path: Path, step: int, optimizer: bool = True, weights: bool = True) -> Path:
+    """The files a Trainer checkpoint is recognised and judged complete by (contents are not
+    read when planning)."""
+    path.mkdir(parents=True)
+    (path / "config.json").write_text("{}")
+    (path / "trainer_state.json").write_text(json.dumps({"global_step": step, "log_history": []}))
+    if weights:
+        (path / "model.safetensors").write_bytes(b"")
+    if optimizer:
+        (path / "optimizer.pt").write_bytes(b"")
+    return path
+
+
+def config(tmp: Path, **model) -> dict:
+    spec = {"source": "local", "path": str(tmp / "run/checkpoint-{step}"), "allow_pickle": True}
+    return {"models": {"m": {**spec, **model}}, "steps": "all", "update": {}}
+
+
+def test_steps_all_finds_complete_checkpoints_only(tmp_path):
+    for step in (4, 8):
+        checkpoint(tmp_path / f"run/checkpoint-{step}", step)
+    checkpoint(tmp_path / "run/tmp-checkpoint-12", 12)  # being saved: not the template's
+    checkpoint(tmp_path / "run/checkpoint-16", 16, weights=False)  # still being written
+    plan = Plan(config(tmp_path), root=tmp_path)
+    assert plan.steps("m") == [4, 8]
+    assert plan.format("m") == "trainer" and plan.direction("m") == "optimizer"
+    assert any("checkpoint-16" in n and "no .safetensors" in n for n in plan.notes)
+
+
+def test_a_linked_checkpoint_stays_after_its_source_is_deleted(tmp_path):
+    checkpoint(tmp_path / "run/checkpoint-8", 8)
+    (tmp_path / "results/checkpoints/m/step4").mkdir(parents=True)
+    (tmp_path / "results/checkpoints/m/step4/config.json").write_text("{}")
+    assert Plan(config(tmp_path), root=tmp_path).steps("m") == [4, 8]
+
+
+def test_a_model_carries_its_own_steps(tmp_path):
+    for step in (4, 8):
+        checkpoint(tmp_path / f"run/checkpoint-{step}", step)
+    cfg = config(tmp_path, steps=[8])
+    cfg["steps"] = [0, 1]
+    assert Plan(cfg, root=tmp_path).steps("m") == [8]
+
+
+def test_a_template_that_matches_nothing_is_an_error(tmp_path):
+    with pytest.raises(ConfigError, match=r"models.m: steps: all found no complete checkpoint"):
+        Plan(config(tmp_path), root=tmp_path).steps("m")
+
+
+def test_two_templates_that_resolve_to_one_directory_are_an_error(tmp_path):
+    checkpoint(tmp_path / "run/checkpoint-4", 4)
+    cfg = config(tmp_path)
+    cfg["models"]["twin"] = {
+        **cfg["models"]["m"],
+        "path": str(tmp_path / "run/../run/checkpoint-{step}"),
+    }
+    with pytest.raises(ConfigError, match="resolve to the same directory"):
+        Plan(cfg, root=tmp_path).steps("m")
+
+
+def test_without_optimizer_pt_the_update_follows_displacements(tmp_path):
+    checkpoint(tmp_path / "run/checkpoint-4", 4, optimizer=False)
+    checkpoint(tmp_path / "run/checkpoint-8", 8)
+    plan = Plan(config(tmp_path), root=tmp_path)
+    assert plan.direction("m") == "displacement"
+    assert plan.update_steps("m") == [4] and plan.next_step("m", 4) == 8
+    assert any("[4] have no optimizer state" in n for n in plan.notes)
+    cfg = config(tmp_path)
+    cfg["update"] = {"direction": "optimizer"}
+    with pytest.raises(ConfigError, match="update.direction is optimizer, but checkpoints"):
+        Plan(cfg, root=tmp_path).direction("m")
+
+
+def test_without_the_pickle_opt_in_the_update_follows_displacements(tmp_path):
+    checkpoint(tmp_path / "run/checkpoint-4", 4)
+    plan = Plan(config(tmp_path, allow_pickle=False), root=tmp_path)
+    assert plan.direction("m") == "displacement"
+    assert any("allow_pickle" in n for n in plan.notes)
+
+
+def test_a_displacement_from_the_last_step_is_said_not_planned(tmp_path):
+    for step in (4, 8):
+        checkpoint(tmp_path / f"run/checkpoint-{step}", step)
+    cfg = config(tmp_path)
+    cfg["update"] = {"direction": "displacement", "steps": [8]}
+    plan = Plan(cfg, root=tmp_path)
+    assert plan.update_steps("m") == []
+    assert any("no later checkpoint" in n for n in plan.notes)
+
+
+def test_the_training_curve_is_the_last_checkpoints_trainer_state(tmp_path):
+    for step in (4, 8):
+        checkpoint(tmp_path / f"run/checkpoint-{step}", step)
+    assert Plan(config(tmp_path), root=tmp_path).train_curve("m") == (
+        "results/checkpoints/m/step8/config.json",
+        "trainer",
+    )
+
+
+def test_hub_subfolders_are_found_in_the_offline_cache(hub_cache):
+    from tests.hubcache import add_revision
+
+    files = {f"checkpoint-{s}/config.json": b"{}" for s in (10, 20)}
+    add_revision(Path(hub_cache), "me/run", "main", {**files, "README.md": b""})
+    cfg = {
+        "models": {"r": {"source": "hub", "repo_id": "me/run", "subfolder": "checkpoint-{step}"}},
+        "steps": "all",
+        "update": {},
+    }
+    plan = Plan(cfg)
+    assert plan.steps("r") == [10, 20] and plan.format("r") == "trainer"
+    assert (plan.revision("r", 10), plan.subfolder("r", 10)) == ("main", "checkpoint-10")

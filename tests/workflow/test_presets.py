@@ -13,7 +13,23 @@ from tests.snake import REPO, job_stats, run_snakemake
 pytestmark = pytest.mark.workflow
 
 PRESETS = sorted((REPO / "config").glob("*.yaml"))
-PRESETS = [p for p in PRESETS if p.name != "schema.yaml"]
+#: own-run.yaml is a template for the user's own checkpoints (tested below)
+PRESETS = [p for p in PRESETS if p.name not in ("schema.yaml", "own-run.yaml")]
+
+
+def test_the_own_run_template_names_what_is_missing(tmp_path):
+    """Before its checkpoints are complete, the own-run template says where it looked, what it
+    skipped and what to do."""
+    r = run_snakemake(tmp_path, REPO / "config" / "own-run.yaml", "-n")
+    assert r.returncode != 0 and "checkpoint-1000 is not a directory" in r.stdout + r.stderr
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data/heldout.txt").write_text("text")
+    (tmp_path / "runs/my-model/checkpoint-1000").mkdir(parents=True)  # training just began
+    r = run_snakemake(tmp_path, REPO / "config" / "own-run.yaml", "-n")
+    out = r.stdout + r.stderr
+    assert r.returncode != 0
+    assert "models.my-model: steps: all found no complete checkpoint at" in out
+    assert "runs/my-model/checkpoint-{step}" in out
 
 
 @pytest.mark.parametrize("preset", PRESETS, ids=lambda p: p.stem)

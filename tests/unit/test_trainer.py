@@ -183,3 +183,18 @@ def test_a_missing_shard_is_incomplete(checkpoint):
         json.dumps({"weight_map": {"x": "model-00002-of-00002.safetensors"}})
     )
     assert "missing" in fmt.problem(checkpoint, allow_pickle=True)
+
+
+def test_a_sharded_checkpoint_works(checkpoint, tmp_path):
+    """Weights in shards with a safetensors index (large models) link and load as one."""
+    model = load_checkpoint(checkpoint)
+    (checkpoint / "model.safetensors").unlink()
+    model.save_pretrained(checkpoint, max_shard_size="20KB")
+    assert len(list(checkpoint.glob("model-*.safetensors"))) > 1
+    assert fmt.problem(checkpoint, allow_pickle=True) is None
+    link_checkpoint(checkpoint, tmp_path / "step8", allow_pickle=True)
+    again = load_checkpoint(tmp_path / "step8")
+    for (n, p), (_, q) in zip(model.named_parameters(), again.named_parameters()):
+        assert torch.equal(p, q), n
+    state = fmt.read_optimizer(tmp_path / "step8", again, allow_pickle=True, step=8)
+    assert state.step == 8

@@ -35,6 +35,7 @@ CHECKPOINT = "results/checkpoints/{model}/step{step}"
 CHECKPOINT_CONFIG = CHECKPOINT + "/config.json"
 EXTRACT = "results/extract/{model}/step{step}.zarr"
 UPDATE = "results/update/{model}/step{step}.zarr"
+DATA = "results/data/{dataset}/{what}.zarr"  # what: corpus, frequency, eval, update
 
 #: Formats whose checkpoints carry an optimizer state that the update stage steps.
 STEPPED_FORMATS = ("olmo", "trainer")
@@ -272,6 +273,88 @@ class Plan:
                 "displacement to; no update job is planned for this model"
             )
         return kept
+
+    def language_of(self, model: str) -> str | None:
+        """The named toy language (toy.languages) a model is trained and measured on, or None:
+        the run's own data (toy.language, eval, frequency, update.data)."""
+        spec = self.spec(model)
+        return spec.get("language") if spec["source"] == "toy" else None
+
+    @property
+    def languages(self) -> list[str]:
+        """Toy languages beside the run's own (toy.languages), each a dataset of its own."""
+        return list((self.config.get("toy") or {}).get("languages") or {})
+
+    def eval_store(self, model: str | None = None) -> str:
+        """The evaluation set a model is measured on (its language's, else the run's)."""
+        name = (self.language_of(model) if model else None) or self.config["eval"]["name"]
+        return DATA.format(dataset=name, what="eval")
+
+    @property
+    def update_data(self) -> dict:
+        """Where models with optimizer states take their steps: the toy language's batches by
+        default (a model on a named toy language takes them from that language)."""
+        return self.update["data"] or {"name": "toy", "source": "toy"}
+
+    def update_dataset(self, model: str) -> str:
+        """The results/data/ folder of a model's update batches."""
+        return self.language_of(model) or self.update_data["name"]
+
+    @property
+    def update_datasets(self) -> list[str]:
+        """The folders that need update batches: those of the models that take optimizer steps."""
+        stepped = [m for m in self.models if self.direction(m) == "optimizer"]
+        return sorted({self.update_dataset(m) for m in stepped})
+
+    def update_batches_data(self, dataset: str) -> dict:
+        """The update.data section of a folder of update batches (a named language's: toy)."""
+        if dataset in self.languages:
+            return {"name": dataset, "source": "toy"}
+        return self.update_data
+
+    def update_batches_inputs(self, dataset: str) -> dict:
+        """The update batches' inputs: the frequency table (for bins), and the files they read."""
+        if dataset in self.languages:
+            return {"frequency": DATA.format(dataset=dataset, what="frequency")}
+        data = self.update_data
+        inputs = {
+            "frequency": DATA.format(dataset=self.config["frequency"]["name"], what="frequency")
+        }
+        if data["source"] == "text":
+            inputs["texts"] = data["paths"]
+        elif data["source"] == "tokens":
+            inputs["tokens"] = data["path"]
+        return inputs
+
+    def update_inputs(self, model: str, step: int) -> dict:
+        """An update job's inputs: the checkpoint, the evaluation set and, for an optimizer
+        step, the update batches; for a displacement, the next checkpoint."""
+        inputs = {
+            "config": CHECKPOINT_CONFIG.format(model=model, step=step),
+            "eval": self.eval_store(model),
+        }
+        if self.direction(model) == "optimizer":
+            inputs["batches"] = DATA.format(dataset=self.update_dataset(model), what="update")
+            return inputs
+        later = self.next_step(model, step)
+        if later is None:
+            raise ValueError(
+                f"{model} step {step} is the last listed step: there is no next checkpoint to "
+                "take the displacement to"
+            )
+        inputs["next_config"] = CHECKPOINT_CONFIG.format(model=model, step=later)
+        return inputs
+
+    def update_params(self, model: str) -> dict:
+        """The update section without the list of steps (a per-checkpoint job must not depend
+        on it: adding a step re-runs only the jobs it touches), with the planned direction."""
+        return {
+            **{k: v for k, v in self.update.items() if k != "steps"},
+            "direction": self.direction(model),
+        }
+
+    def update_stores(self, model: str) -> list[str]:
+        return [UPDATE.format(model=model, step=s) for s in self.update_steps(model)]
 
     # --- the training-loss curve ---------------------------------------------------------------
 

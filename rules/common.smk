@@ -40,7 +40,7 @@ USES_TOY = bool(TOY_MODELS) or "toy" in (
 )
 #: Toy languages beside the run's own (toy.languages), each with its corpus, frequency table,
 #: evaluation set and update batches in results/data/{name}/, for the toy models that name it.
-LANGUAGES = list((config.get("toy") or {}).get("languages") or {})
+LANGUAGES = PLAN.languages
 
 
 def one_of(names):
@@ -65,10 +65,7 @@ def final_targets():
 
 
 def language_of(model):
-    """The named toy language (toy.languages) a model is trained and measured on, or None: the
-    run's own data (toy.language, eval, frequency, update.data)."""
-    spec = config["models"][model]
-    return spec.get("language") if spec["source"] == "toy" else None
+    return PLAN.language_of(model)
 
 
 def eval_store(wildcards=None):
@@ -77,8 +74,7 @@ def eval_store(wildcards=None):
 
 
 def model_eval_store(wildcards):
-    """The evaluation set a model is measured on: its language's, else the run's."""
-    return f"results/data/{language_of(wildcards.model) or EVAL}/eval.zarr"
+    return PLAN.eval_store(wildcards.model)
 
 
 def frequency_store(wildcards=None):
@@ -249,85 +245,40 @@ def extract_stores(wildcards):
 
 # --- update -------------------------------------------------------------------------------
 
-UPDATE = section(config, "update")
-#: Where models with optimizer states take their steps: the toy language's batches by default
-#: (a model on a named toy language takes them from that language).
-UPDATE_DATA = UPDATE["data"] or {"name": "toy", "source": "toy"}
+UPDATE = PLAN.update
+UPDATE_DATASETS = PLAN.update_datasets
 
 
 def update_dataset(model):
-    """The results/data/ folder of a model's update batches."""
-    return language_of(model) or UPDATE_DATA["name"]
-
-
-#: The folders that need update batches: those of the models that take optimizer steps.
-UPDATE_DATASETS = sorted(
-    {update_dataset(m) for m in MODELS if PLAN.direction(m) == "optimizer"}
-)
+    return PLAN.update_dataset(model)
 
 
 def update_batches_inputs(wildcards):
-    """The update batches' inputs: the frequency table (for bins), and the files they read."""
-    if wildcards.dataset in LANGUAGES:
-        return {"frequency": f"results/data/{wildcards.dataset}/frequency.zarr"}
-    inputs = {"frequency": frequency_store()}
-    if UPDATE_DATA["source"] == "text":
-        inputs["texts"] = UPDATE_DATA["paths"]
-    elif UPDATE_DATA["source"] == "tokens":
-        inputs["tokens"] = UPDATE_DATA["path"]
-    return inputs
+    return PLAN.update_batches_inputs(wildcards.dataset)
 
 
 def update_batches_data(wildcards):
-    """The update.data section of a folder of update batches (a named language's: toy)."""
-    if wildcards.dataset in LANGUAGES:
-        return {"name": wildcards.dataset, "source": "toy"}
-    return UPDATE_DATA
+    return PLAN.update_batches_data(wildcards.dataset)
 
 
 def update_batches_language(wildcards):
     """The toy language the batches are drawn from, where their source is toy."""
-    if update_batches_data(wildcards)["source"] != "toy":
+    if PLAN.update_batches_data(wildcards.dataset)["source"] != "toy":
         return None
-    return toy_language(
-        config, wildcards.dataset if wildcards.dataset in LANGUAGES else None
-    )
+    language = wildcards.dataset if wildcards.dataset in LANGUAGES else None
+    return toy_language(config, language)
 
 
 def update_stores(model):
-    return [UPDATE_STORE.format(model=model, step=s) for s in PLAN.update_steps(model)]
+    return PLAN.update_stores(model)
 
 
 def update_inputs(wildcards):
-    inputs = {
-        "config": checkpoint_config(wildcards),
-        "eval": model_eval_store(wildcards),
-    }
-    step = int(wildcards.step)
-    if PLAN.direction(wildcards.model) == "optimizer":
-        inputs["batches"] = (
-            f"results/data/{update_dataset(wildcards.model)}/update.zarr"
-        )
-    else:
-        later = PLAN.next_step(wildcards.model, step)
-        if later is None:
-            raise ValueError(
-                f"{wildcards.model} step {step} is the last listed step: there is no next "
-                "checkpoint to take the displacement to"
-            )
-        inputs["next_config"] = CHECKPOINT_CONFIG.format(
-            model=wildcards.model, step=later
-        )
-    return inputs
+    return PLAN.update_inputs(wildcards.model, int(wildcards.step))
 
 
 def update_params(wildcards):
-    """The update section without the list of steps (a per-checkpoint job must not depend on
-    it: adding a step re-runs only the jobs it touches), with the planned direction."""
-    return {
-        **{k: v for k, v in UPDATE.items() if k != "steps"},
-        "direction": PLAN.direction(wildcards.model),
-    }
+    return PLAN.update_params(wildcards.model)
 
 
 def update_next_step(wildcards):

@@ -14,6 +14,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+from pipeline import formats
 from pipeline.toy.schedule import TrainConfig, pythia_schedule
 
 
@@ -227,7 +228,11 @@ def check(config: dict) -> None:
                 "give a template with {step} (step{step}) or a subfolder template "
                 "(subfolder: checkpoint-{step})"
             )
-        if spec.get("format") == "olmo" and not spec.get("allow_pickle"):
+        if (
+            "format" in spec
+            and formats.get(spec["format"]).PICKLES_ONLY
+            and not spec.get("allow_pickle")
+        ):
             raise ConfigError(
                 f"models.{name}: format olmo reads OLMo's model.pt and optim.pt, which are "
                 "pickles; set allow_pickle: true to read them (weights_only loading, no code runs)"
@@ -395,10 +400,10 @@ def has_optimizer_states(model: dict) -> bool:
     if model["source"] == "toy":
         sgd = (model.get("train") or {}).get("optimizer") == "sgd"
         return model.get("head_rank") is None and not sgd
-    if model["source"] == "local":
-        return model.get("format") in (None, "trainer", "olmo")
+    if model["source"] == "local" and "format" not in model:
+        return True  # the files decide (pipeline.plan)
     default = "trainer" if "subfolder" in model else "transformers"
-    return model.get("format", default) in ("olmo", "trainer")
+    return formats.get(model.get("format", default)).OPTIMIZER_EXPECTED
 
 
 def _check_update(config: dict) -> None:

@@ -37,9 +37,6 @@ EXTRACT = "results/extract/{model}/step{step}.zarr"
 UPDATE = "results/update/{model}/step{step}.zarr"
 DATA = "results/data/{dataset}/{what}.zarr"  # what: corpus, frequency, eval, update
 
-#: Formats whose checkpoints carry an optimizer state that the update stage steps.
-STEPPED_FORMATS = ("olmo", "trainer")
-
 
 def _template_regex(template: str) -> re.Pattern:
     parts = template.split("{step}")
@@ -204,12 +201,12 @@ class Plan:
         spec = self.spec(model)
         if self.source(model) == "toy":
             return has_optimizer_states(spec)
+        from pipeline import formats
+
         fmt = self.format(model)
-        if fmt not in STEPPED_FORMATS:
+        if fmt is None or not formats.get(fmt).OPTIMIZER_EXPECTED:
             return False
         if self.source(model) == "local":
-            from pipeline import formats
-
             steps = self.update_candidates(model)
             lacking = [
                 s
@@ -220,10 +217,8 @@ class Plan:
             if lacking:
                 self._no_state(model, f"checkpoints {lacking} have no optimizer state")
                 return False
-        if fmt == "trainer" and not spec.get("allow_pickle"):
-            self._no_state(
-                model, "the Trainer's optimizer.pt is a pickle and allow_pickle is not set"
-            )
+        if formats.get(fmt).OPTIMIZER_PICKLED and not spec.get("allow_pickle"):
+            self._no_state(model, "its optimizer state is a pickle and allow_pickle is not set")
             return False
         return True
 
@@ -367,7 +362,10 @@ class Plan:
             return f"results/checkpoints/{model}/train_loss.tsv", None
         if "train_loss" in spec:
             return spec["train_loss"], None
-        if self.format(model) == "trainer":
+        from pipeline import formats
+
+        fmt = self.format(model)
+        if fmt is not None and formats.get(fmt).TRAIN_LOG is not None:
             last = self.steps(model)[-1]
-            return CHECKPOINT_CONFIG.format(model=model, step=last), "trainer"
+            return CHECKPOINT_CONFIG.format(model=model, step=last), fmt
         return None

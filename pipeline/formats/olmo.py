@@ -38,6 +38,10 @@ MODEL_FILE = "model.pt"
 OPTIM_FILE = "optim.pt"
 #: What the download rule fetches of an OLMo-native branch, and all that is read of it.
 NATIVE_FILES = [CONFIG_FILE, MODEL_FILE, OPTIM_FILE]
+#: whether its checkpoints are expected to carry an optimizer state, and whether that state is
+#: a pickle (read only with allow_pickle)
+OPTIMIZER_EXPECTED = True
+OPTIMIZER_PICKLED = True
 #: whether every file it reads is a pickle (read only with allow_pickle)
 PICKLES_ONLY = True
 TRAIN_LOG = None

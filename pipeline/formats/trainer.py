@@ -40,6 +40,10 @@ OPTIMIZER_FILE = "optimizer.pt"
 SCHEDULER_FILE = "scheduler.pt"
 ARGS_FILE = "training_args.bin"
 PICKLES = [OPTIMIZER_FILE, SCHEDULER_FILE, ARGS_FILE]
+#: whether its checkpoints are expected to carry an optimizer state, and whether that state is
+#: a pickle (read only with allow_pickle)
+OPTIMIZER_EXPECTED = True
+OPTIMIZER_PICKLED = True
 #: whether every file it reads is a pickle (read only with allow_pickle)
 PICKLES_ONLY = False
 TRAIN_LOG = STATE_FILE

@@ -27,6 +27,10 @@ TOKENIZER_FILES = [
 ]
 SAFETENSORS_FILES = ["*.safetensors", "*.safetensors.index.json"]
 PICKLE_FILES = ["*.bin", "*.bin.index.json"]  # only with an explicit opt-in (allow_pickle)
+#: whether its checkpoints are expected to carry an optimizer state, and whether that state is
+#: a pickle (read only with allow_pickle)
+OPTIMIZER_EXPECTED = False
+OPTIMIZER_PICKLED = False
 #: whether every file it reads is a pickle (read only with allow_pickle)
 PICKLES_ONLY = False
 TRAIN_LOG = None

@@ -93,7 +93,7 @@ def test_write_failing_halfway_leaves_no_half_store(tmp_path, monkeypatch):
     "changes,message",
     [
         ({"modles": {}}, "modles"),  # an unknown key
-        ({"steps": "all"}, "steps"),  # a wrong type
+        ({"steps": "every"}, "steps"),  # a wrong type ("all" or a list)
         ({"models": {}}, "models"),  # an empty model list
         ({"reduce": {"saturation_tolerance": "1%"}}, "saturation_tolerance"),
         ({"steps": [0, 3]}, "steps: [3] are not saved by the toy training schedule"),

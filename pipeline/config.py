@@ -250,12 +250,19 @@ def check(config: dict) -> None:
                 f"{spec['hidden_size']}; the output layer's rank is at most d anyway: lower it "
                 "(or leave it out for an unfactored output layer)"
             )
-        corpus = (spec.get("train") or {}).get("corpus_tokens")
+        corpus = toy_train(config, name).get("corpus_tokens")
         window = toy_train(config)["sequence_length"] + 1
         if corpus is not None and corpus < window:
             raise ConfigError(
                 f"models.{name}.train.corpus_tokens {corpus} is shorter than one training "
                 f"window (toy.train.sequence_length + 1 = {window}); raise it"
+            )
+        stream = config["toy"]["train_tokens"]
+        if corpus is not None and corpus > stream:
+            raise ConfigError(
+                f"models.{name}.train.corpus_tokens {corpus} exceeds the training stream "
+                f"(toy.train_tokens = {stream}): the model would train on the whole stream, as "
+                "without it; lower it, or raise toy.train_tokens"
             )
         if "language" in spec:
             try:
@@ -280,6 +287,8 @@ def check(config: dict) -> None:
                 "maximum context; lower it"
             )
         _check_toy_languages(config, toy_models)
+    if uses_toy:
+        _check_no_ops(config, toy_models)
     _check_eval_inputs(config["eval"])
     _check_update(config)
     try:
@@ -482,6 +491,12 @@ def _check_toy_languages(config: dict, toy_models: list[str]) -> None:
                 f"({language['vocab_size']}): an id cannot have more distinct successors than "
                 "there are ids; lower it"
             )
+        if language["dead_ids"] >= language["vocab_size"]:
+            raise ConfigError(
+                f"{where}.dead_ids ({language['dead_ids']}) is not below its vocab_size "
+                f"({language['vocab_size']}): every id would be scaled alike and there would be "
+                "no dead tail; lower it (0 for none)"
+            )
         if name in stepped and language["chain_length"] < window:
             raise ConfigError(
                 f"{where}: chain_length {language['chain_length']} is shorter than a training "
@@ -496,6 +511,43 @@ def _check_toy_languages(config: dict, toy_models: list[str]) -> None:
                 f"eval.sequences × (eval.context_length + 1) = {need} ids, but "
                 f"toy.heldout_tokens is {config['toy']['heldout_tokens']}; lower eval.sequences "
                 "or raise toy.heldout_tokens"
+            )
+
+
+def _check_no_ops(config: dict, toy_models: list[str]) -> None:
+    """A setting changed from its default where it changes nothing is a mistake to name, not
+    to ignore (the default written out, as config.yaml documents it, is fine)."""
+    from dataclasses import fields
+
+    from pipeline.toy.language import ToyLanguage
+
+    default_momentum = next(f.default for f in fields(TrainConfig) if f.name == "momentum")
+    default_dead_weight = next(f.default for f in fields(ToyLanguage) if f.name == "dead_weight")
+    toy = config["toy"]
+    for where, raw, name in [
+        ("toy.train", toy.get("train") or {}, None),
+        *((f"models.{m}.train", config["models"][m].get("train") or {}, m) for m in toy_models),
+    ]:
+        if (
+            raw.get("momentum", default_momentum) != default_momentum
+            and toy_train(config, name)["optimizer"] != "sgd"
+        ):
+            raise ConfigError(
+                f"{where}.momentum is SGD's, but the optimizer there is "
+                f"{toy_train(config, name)['optimizer']}; remove it or set optimizer: sgd"
+            )
+    languages = toy.get("languages") or {}
+    for where, raw, name in [
+        ("toy.language", toy.get("language") or {}, None),
+        *((f"toy.languages.{n}", languages[n] or {}, n) for n in languages),
+    ]:
+        if (
+            raw.get("dead_weight", default_dead_weight) != default_dead_weight
+            and not toy_language(config, name)["dead_ids"]
+        ):
+            raise ConfigError(
+                f"{where}.dead_weight scales the dead tail, but dead_ids is 0 there: give "
+                "dead_ids (how many of the rarest ids are dead) or remove dead_weight"
             )
 
 

@@ -27,8 +27,15 @@ import re
 from functools import cached_property
 from pathlib import Path
 
-from pipeline.config import ConfigError, has_optimizer_states, section
-from pipeline.toy.schedule import TrainConfig, pythia_schedule
+from pipeline.config import (
+    ConfigError,
+    digest,
+    has_optimizer_states,
+    section,
+    toy_language,
+    toy_train,
+)
+from pipeline.toy.schedule import ToyModel, TrainConfig, pythia_schedule
 
 #: Every per-checkpoint path, declared once.
 CHECKPOINT = "results/checkpoints/{model}/step{step}"
@@ -89,6 +96,39 @@ class Plan:
     def toy_schedule(self) -> list[int]:
         train = TrainConfig(**self.config["toy"]["train"])
         return pythia_schedule(train.steps, train.save_every)
+
+    def toy_shape(self, model: str) -> dict:
+        """A toy model's shape (ToyModel's keys): its entry less where and how it is trained."""
+        spec = self.spec(model)
+        drop = ("source", "language", "train", "steps")
+        return {k: spec[k] for k in sorted(spec) if k not in drop}
+
+    def parameters(self, model: str) -> float:
+        """A model's parameter count (a toy's from its shape, others' ``parameters``, else 1e9):
+        what the resources of its jobs are sized by."""
+        if self.source(model) == "toy":
+            vocab = self.toy_language(self.language_of(model))["vocab_size"]
+            return ToyModel(**self.toy_shape(model)).n_params(vocab)
+        return self.spec(model).get("parameters", 1e9)
+
+    def provenance(self) -> dict:
+        """What the summary records of the run: the config's digest, the fit settings and how
+        each toy model was trained (its language, training settings and head rank)."""
+        toy = {}
+        for m in self.of_source("toy"):
+            language = self.toy_language(self.language_of(m))
+            toy[m] = {
+                "language": self.language_of(m) or "toy",
+                **{f"language_{k}": language[k] for k in ("kind", "vocab_size") if k in language},
+                "learning_rate": self.toy_train(m)["learning_rate"],
+                "hidden_size": self.spec(m)["hidden_size"],
+                "head_rank": self.spec(m).get("head_rank"),
+            }
+        return {
+            "config_sha256": digest(self.config),
+            "fit": section(self.config, "fit"),
+            **({"toy_models": toy} if toy else {}),
+        }
 
     def linked(self, model: str) -> list[int]:
         """Steps already linked under results/checkpoints/{model}/ (measured or about to be)."""
@@ -256,6 +296,31 @@ class Plan:
             return None
         return next((s for s in self.steps(model) if s > step), None)
 
+    def check_update_steps(self) -> None:
+        """Every step listed in ``update.steps`` gets a job for some model, else ``ConfigError``
+        (a step no model measures, or the last checkpoint of models that follow displacements,
+        would silently plan nothing)."""
+        planned = {s for m in self.models for s in self.update_steps(m)}  # (notes too)
+        listed = self.update["steps"]
+        if not listed:
+            return
+        idle = sorted(set(listed) - planned)
+        if not idle:
+            return
+        last = sorted(
+            {s for m in self.models for s in idle if self.steps(m) and s == self.steps(m)[-1]}
+        )
+        why = (
+            f"{last} {'is' if len(last) == 1 else 'are'} the last checkpoint of models that "
+            "follow displacements, which need a later checkpoint"
+            if last
+            else "no model measures them (they are not in steps)"
+        )
+        raise ConfigError(
+            f"update.steps: {idle} get no update job: {why}; drop them from update.steps, or "
+            "add the checkpoints they need to steps"
+        )
+
     def update_steps(self, model: str) -> list[int]:
         """The steps of ``model`` that get an update job."""
         steps = self.update_candidates(model)
@@ -269,6 +334,12 @@ class Plan:
             )
         return kept
 
+    # --- datasets ----------------------------------------------------------------------------
+    # A dataset is a folder of results/data/: the run's own (named by eval.name, frequency.name
+    # and update.data.name) or a named toy language (toy.languages). Each store of a folder is
+    # built from a section (eval, frequency, update.data): the run's own section, or for a named
+    # language the run's cut for its toy stream; the files a section reads follow from its source.
+
     def language_of(self, model: str) -> str | None:
         """The named toy language (toy.languages) a model is trained and measured on, or None:
         the run's own data (toy.language, eval, frequency, update.data)."""
@@ -280,16 +351,110 @@ class Plan:
         """Toy languages beside the run's own (toy.languages), each a dataset of its own."""
         return list((self.config.get("toy") or {}).get("languages") or {})
 
+    @property
+    def uses_toy(self) -> bool:
+        """Whether the run's own toy language is trained on or sampled (its corpus is built)."""
+        sources = (self.config["eval"]["source"], self.config["frequency"]["source"])
+        return bool(self.of_source("toy")) or "toy" in sources
+
+    @property
+    def corpora(self) -> list[str]:
+        """The toy corpora built: the run's own (``toy``) where used, and each named language's."""
+        return (["toy"] if self.uses_toy else []) + self.languages
+
+    def toy_language(self, language: str | None = None) -> dict:
+        """A toy language's spec (None or ``toy``: toy.language; else toy.languages')."""
+        return toy_language(self.config, None if language in (None, "toy") else language)
+
+    def toy_train(self, model: str) -> dict:
+        """A toy model's training settings: toy.train with its own ``train`` overrides."""
+        return toy_train(self.config, model)
+
+    def corpus(self, language: str | None = None) -> str:
+        """The corpus store of a toy language (None: the run's own)."""
+        return DATA.format(dataset=language or "toy", what="corpus")
+
+    def store(self, dataset: str, what: str) -> str:
+        return DATA.format(dataset=dataset, what=what)
+
     def eval_store(self, model: str | None = None) -> str:
         """The evaluation set a model is measured on (its language's, else the run's)."""
         name = (self.language_of(model) if model else None) or self.config["eval"]["name"]
-        return DATA.format(dataset=name, what="eval")
+        return self.store(name, "eval")
+
+    def _frequency_of(self, dataset: str) -> str:
+        """The frequency table that bins a dataset's tokens (a language's own, else the run's)."""
+        name = dataset if dataset in self.languages else self.config["frequency"]["name"]
+        return self.store(name, "frequency")
+
+    def eval_params(self, dataset: str) -> dict:
+        """The eval section of a dataset; a named language's held-out stream is cut alike."""
+        spec = section(self.config, "eval")
+        if dataset in self.languages:
+            keep = {k: spec[k] for k in ("sequences", "context_length")}
+            spec = {"name": dataset, "source": "toy", **keep}
+        return dict(sorted(spec.items()))
+
+    def frequency_params(self, dataset: str) -> dict:
+        """The frequency section of a dataset, with the toy language's vocabulary where the
+        source is toy (a named language: the counts of its own training stream)."""
+        if dataset in self.languages:
+            spec = {"name": dataset, "source": "toy"}
+            spec["vocab_size"] = self.toy_language(dataset)["vocab_size"]
+        else:
+            spec = dict(self.config["frequency"])
+            if spec["source"] == "toy":
+                spec.setdefault("vocab_size", self.toy_language()["vocab_size"])
+        return dict(sorted(spec.items()))
 
     @property
     def update_data(self) -> dict:
         """Where models with optimizer states take their steps: the toy language's batches by
         default (a model on a named toy language takes them from that language)."""
         return self.update["data"] or {"name": "toy", "source": "toy"}
+
+    def update_batches_data(self, dataset: str) -> dict:
+        """The update.data section of a folder of update batches (a named language's: toy)."""
+        if dataset in self.languages:
+            return {"name": dataset, "source": "toy"}
+        return self.update_data
+
+    def update_batches_language(self, dataset: str) -> dict | None:
+        """The toy language update batches are drawn from (fresh from its generator: batches
+        no model has trained on), where their source is toy."""
+        if self.update_batches_data(dataset)["source"] != "toy":
+            return None
+        return self.toy_language(dataset if dataset in self.languages else None)
+
+    def _source_files(self, spec: dict, dataset: str) -> dict:
+        """The files a data section reads, by its source."""
+        source = spec["source"]
+        if source == "toy":
+            return {"corpus": self.corpus(dataset if dataset in self.languages else None)}
+        if source == "text":
+            return {"texts": spec["paths"]}
+        if source in ("tokens", "counts"):
+            return {source: spec["path"]}
+        if source == "megatron":
+            return {"shards": [f"{p}.{ext}" for p in spec["paths"] for ext in ("bin", "idx")]}
+        return {}  # hub datasets are downloaded by the job
+
+    def eval_inputs(self, dataset: str) -> dict:
+        """The evaluation set's inputs: the frequency table, and the files its source reads."""
+        spec = self.eval_params(dataset)
+        return {"frequency": self._frequency_of(dataset), **self._source_files(spec, dataset)}
+
+    def frequency_inputs(self, dataset: str) -> dict:
+        return self._source_files(self.frequency_params(dataset), dataset)
+
+    def update_batches_inputs(self, dataset: str) -> dict:
+        """The update batches' inputs: the frequency table (for bins), and the files they read
+        (toy batches are drawn from the language itself, not from its corpus)."""
+        spec = self.update_batches_data(dataset)
+        files = {} if spec["source"] == "toy" else self._source_files(spec, dataset)
+        return {"frequency": self._frequency_of(dataset), **files}
+
+    # --- the update stage ----------------------------------------------------------------------
 
     def update_dataset(self, model: str) -> str:
         """The results/data/ folder of a model's update batches."""
@@ -300,26 +465,6 @@ class Plan:
         """The folders that need update batches: those of the models that take optimizer steps."""
         stepped = [m for m in self.models if self.direction(m) == "optimizer"]
         return sorted({self.update_dataset(m) for m in stepped})
-
-    def update_batches_data(self, dataset: str) -> dict:
-        """The update.data section of a folder of update batches (a named language's: toy)."""
-        if dataset in self.languages:
-            return {"name": dataset, "source": "toy"}
-        return self.update_data
-
-    def update_batches_inputs(self, dataset: str) -> dict:
-        """The update batches' inputs: the frequency table (for bins), and the files they read."""
-        if dataset in self.languages:
-            return {"frequency": DATA.format(dataset=dataset, what="frequency")}
-        data = self.update_data
-        inputs = {
-            "frequency": DATA.format(dataset=self.config["frequency"]["name"], what="frequency")
-        }
-        if data["source"] == "text":
-            inputs["texts"] = data["paths"]
-        elif data["source"] == "tokens":
-            inputs["tokens"] = data["path"]
-        return inputs
 
     def update_inputs(self, model: str, step: int) -> dict:
         """An update job's inputs: the checkpoint, the evaluation set and, for an optimizer

@@ -37,7 +37,7 @@ if TOY_MODELS:
             runtime=60,
         params:
             model=toy_model_spec,
-            train=lambda w: toy_train(config, w.model),
+            train=lambda w: PLAN.toy_train(w.model),
             vocab_size=lambda w: toy_vocab_size(w.model),
         script:
             "../scripts/train_toy.py"

@@ -5,20 +5,17 @@ import re
 from snakemake.logging import logger as snakemake_logger
 from snakemake.utils import validate
 
+from dataclasses import asdict
+
 from pipeline.config import (
     check as check_config,
     check_files,
     check_types,
-    digest,
     fit_configs,
     section,
-    toy_language,
-    toy_train,
 )
-from dataclasses import asdict
 from pipeline.plan import CHECKPOINT_CONFIG, EXTRACT, UPDATE as UPDATE_STORE, Plan
 from pipeline.plots import FIGURES
-from pipeline.toy.schedule import ToyModel
 
 check_files(workflow.configfiles)
 check_types(config)
@@ -34,10 +31,6 @@ HUB_MODELS = PLAN.of_source("hub")
 LOCAL_MODELS = PLAN.of_source("local")
 EVAL = config["eval"]["name"]
 FREQ = config["frequency"]["name"]
-USES_TOY = bool(TOY_MODELS) or "toy" in (
-    config["eval"]["source"],
-    config["frequency"]["source"],
-)
 #: Toy languages beside the run's own (toy.languages), each with its corpus, frequency table,
 #: evaluation set and update batches in results/data/{name}/, for the toy models that name it.
 LANGUAGES = PLAN.languages
@@ -70,7 +63,7 @@ def language_of(model):
 
 def eval_store(wildcards=None):
     """The run's evaluation set (the summary's token counts are of it)."""
-    return f"results/data/{EVAL}/eval.zarr"
+    return PLAN.store(EVAL, "eval")
 
 
 def model_eval_store(wildcards):
@@ -78,76 +71,27 @@ def model_eval_store(wildcards):
 
 
 def frequency_store(wildcards=None):
-    return f"results/data/{FREQ}/frequency.zarr"
-
-
-def toy_corpus_input(source, language=None):
-    return (
-        {"corpus": f"results/data/{language or 'toy'}/corpus.zarr"}
-        if source == "toy"
-        else {}
-    )
+    return PLAN.store(FREQ, "frequency")
 
 
 def eval_inputs(wildcards):
-    """The evaluation set's inputs: the frequency table, and the files its source reads."""
-    if wildcards.dataset in LANGUAGES:
-        return {
-            "frequency": f"results/data/{wildcards.dataset}/frequency.zarr",
-            **toy_corpus_input("toy", wildcards.dataset),
-        }
-    spec = config["eval"]
-    inputs = {"frequency": frequency_store(), **toy_corpus_input(spec["source"])}
-    if spec["source"] == "text":
-        inputs["texts"] = spec["paths"]
-    elif spec["source"] == "tokens":
-        inputs["tokens"] = spec["path"]
-    return inputs
+    return PLAN.eval_inputs(wildcards.dataset)
 
 
 def eval_params(wildcards):
-    """The eval section; for a named language, its held-out stream cut alike."""
-    spec = section(config, "eval")
-    if wildcards.dataset in LANGUAGES:
-        keep = ("sequences", "context_length")
-        spec = {
-            "name": wildcards.dataset,
-            "source": "toy",
-            **{k: spec[k] for k in keep},
-        }
-    return dict(sorted(spec.items()))
+    return PLAN.eval_params(wildcards.dataset)
 
 
 def frequency_inputs(wildcards):
-    if wildcards.dataset in LANGUAGES:
-        return toy_corpus_input("toy", wildcards.dataset)
-    spec = config["frequency"]
-    inputs = toy_corpus_input(spec["source"])
-    if spec["source"] == "counts":
-        inputs["counts"] = spec["path"]
-    elif spec["source"] == "megatron":
-        inputs["shards"] = [
-            f"{p}.{ext}" for p in spec["paths"] for ext in ("bin", "idx")
-        ]
-    return inputs
+    return PLAN.frequency_inputs(wildcards.dataset)
 
 
 def frequency_params(wildcards):
-    """The frequency section, with the toy language's vocabulary where the source is toy; for
-    a named language, the counts of its own training stream."""
-    if wildcards.dataset in LANGUAGES:
-        spec = {"name": wildcards.dataset, "source": "toy"}
-        spec["vocab_size"] = toy_language(config, wildcards.dataset)["vocab_size"]
-    else:
-        spec = dict(config["frequency"])
-        if spec["source"] == "toy":
-            spec.setdefault("vocab_size", config["toy"]["language"]["vocab_size"])
-    return dict(sorted(spec.items()))
+    return PLAN.frequency_params(wildcards.dataset)
 
 
 def corpus_language(wildcards):
-    """The language spec of a corpus: ``toy`` is toy.language, others toy.languages'."""
-    return toy_language(config, None if wildcards.corpus == "toy" else wildcards.corpus)
+    return PLAN.toy_language(wildcards.corpus)
 
 
 # --- checkpoints --------------------------------------------------------------------------
@@ -159,15 +103,12 @@ def toy_schedule():
 
 
 def toy_model_spec(wildcards):
-    """The model's shape (ToyModel's keys)."""
-    spec = config["models"][wildcards.model]
-    drop = ("source", "language", "train")
-    return {k: spec[k] for k in sorted(spec) if k not in drop}
+    return PLAN.toy_shape(wildcards.model)
 
 
 def toy_corpus_of(model):
     """The corpus a toy model is trained on: its language's."""
-    return f"results/data/{language_of(model) or 'toy'}/corpus.zarr"
+    return PLAN.corpus(language_of(model))
 
 
 def toy_corpus(wildcards):
@@ -175,7 +116,7 @@ def toy_corpus(wildcards):
 
 
 def toy_vocab_size(model):
-    return toy_language(config, language_of(model))["vocab_size"]
+    return PLAN.toy_language(language_of(model))["vocab_size"]
 
 
 def hub_revision(wildcards):
@@ -210,13 +151,7 @@ def checkpoint_config(wildcards):
 
 
 def model_size(wildcards):
-    spec = config["models"][wildcards.model]
-    if spec["source"] == "toy":
-        shape = ToyModel(
-            spec["hidden_size"], spec["layers"], spec["heads"], spec.get("head_rank")
-        )
-        return shape.n_params(toy_vocab_size(wildcards.model))
-    return spec.get("parameters", 1e9)
+    return PLAN.parameters(wildcards.model)
 
 
 def extract_mem_mb(wildcards, attempt):
@@ -262,11 +197,7 @@ def update_batches_data(wildcards):
 
 
 def update_batches_language(wildcards):
-    """The toy language the batches are drawn from, where their source is toy."""
-    if PLAN.update_batches_data(wildcards.dataset)["source"] != "toy":
-        return None
-    language = wildcards.dataset if wildcards.dataset in LANGUAGES else None
-    return toy_language(config, language)
+    return PLAN.update_batches_language(wildcards.dataset)
 
 
 def update_stores(model):
@@ -314,33 +245,10 @@ def fit_params(curve):
 
 
 def summary_provenance():
-    """What the summary records of the run: the config's digest, the fit settings and how each
-    toy model was trained (its language, training settings and head rank)."""
-    toy = {
-        m: {
-            "language": language_of(m) or "toy",
-            **{
-                f"language_{k}": v
-                for k, v in toy_language(config, language_of(m)).items()
-                if k in ("kind", "vocab_size")
-            },
-            **{
-                k: v for k, v in toy_train(config, m).items() if k in ("learning_rate",)
-            },
-            "hidden_size": config["models"][m]["hidden_size"],
-            "head_rank": config["models"][m].get("head_rank"),
-        }
-        for m in TOY_MODELS
-    }
-    return {
-        "config_sha256": digest(config),
-        "fit": section(config, "fit"),
-        **({"toy_models": toy} if toy else {}),
-    }
+    return PLAN.provenance()
 
 
 # what the plan noticed (checkpoints skipped as incomplete, displacements for lack of state)
-for model in MODELS:
-    PLAN.update_steps(model)
+PLAN.check_update_steps()
 for note in dict.fromkeys(PLAN.notes):
     snakemake_logger.warning(note)

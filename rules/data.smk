@@ -2,7 +2,7 @@
 # results/data/{name}/: the run's own, and one folder per named toy language (toy.languages).
 
 
-CORPORA = (["toy"] if USES_TOY else []) + LANGUAGES
+CORPORA = PLAN.corpora
 
 if CORPORA:
 

@@ -150,6 +150,26 @@ def _indivisible_heads(c: dict) -> None:
             ["models.toy-d16.train.corpus_tokens", "sequence_length"],
             id="corpus-shorter-than-a-window",
         ),
+        pytest.param(
+            lambda c: _first_toy(c).update(train={"corpus_tokens": c["toy"]["train_tokens"] + 1}),
+            ["models.toy-d16.train.corpus_tokens", "toy.train_tokens", "whole stream"],
+            id="corpus-longer-than-the-stream",
+        ),
+        pytest.param(
+            lambda c: c["toy"]["language"].update(dead_ids=c["toy"]["language"]["vocab_size"]),
+            ["toy.language.dead_ids", "vocab_size", "no dead tail"],
+            id="every-id-dead",
+        ),
+        pytest.param(
+            lambda c: c["toy"]["language"].update(dead_ids=0, dead_weight=1e-3),
+            ["toy.language.dead_weight", "dead_ids is 0"],
+            id="dead-weight-without-dead-ids",
+        ),
+        pytest.param(
+            lambda c: c["toy"]["train"].update(optimizer="adamw", momentum=0.5),
+            ["toy.train.momentum", "SGD's", "adamw"],
+            id="momentum-without-sgd",
+        ),
     ],
 )
 def test_each_broken_key_is_named(default, change, names):

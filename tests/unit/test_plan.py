@@ -93,13 +93,36 @@ def test_without_the_pickle_opt_in_the_update_follows_displacements(tmp_path):
     assert any("allow_pickle" in n for n in plan.notes)
 
 
-def test_a_displacement_from_the_last_step_is_said_not_planned(tmp_path):
+def test_a_displacement_from_the_last_step_is_refused(tmp_path):
     for step in (4, 8):
         checkpoint(tmp_path / f"run/checkpoint-{step}", step)
     cfg = config(tmp_path)
     cfg["update"] = {"direction": "displacement", "steps": [8]}
     plan = Plan(cfg, root=tmp_path)
     assert plan.update_steps("m") == []
+    with pytest.raises(
+        ConfigError, match=r"update.steps: \[8\] get no update job: \[8\] is the last"
+    ):
+        plan.check_update_steps()
+
+
+def test_an_update_step_no_model_measures_is_refused(tmp_path):
+    for step in (4, 8):
+        checkpoint(tmp_path / f"run/checkpoint-{step}", step)
+    cfg = config(tmp_path)
+    cfg["update"] = {"steps": [4, 6]}
+    with pytest.raises(ConfigError, match=r"\[6\] get no update job: no model measures them"):
+        Plan(cfg, root=tmp_path).check_update_steps()
+    cfg["update"] = {"steps": [4]}
+    Plan(cfg, root=tmp_path).check_update_steps()  # planned: nothing to say
+
+
+def test_a_displacement_suite_without_listed_steps_says_what_it_skips(tmp_path):
+    checkpoint(tmp_path / "run/checkpoint-8", 8)
+    cfg = config(tmp_path)
+    cfg["update"] = {"direction": "displacement"}
+    plan = Plan(cfg, root=tmp_path)
+    plan.check_update_steps()
     assert any("no later checkpoint" in n for n in plan.notes)
 
 
@@ -125,3 +148,58 @@ def test_hub_subfolders_are_found_in_the_offline_cache(hub_cache):
     plan = Plan(cfg)
     assert plan.steps("r") == [10, 20] and plan.format("r") == "trainer"
     assert (plan.revision("r", 10), plan.subfolder("r", 10)) == ("main", "checkpoint-10")
+
+
+def toy_run(**sections) -> dict:
+    """A toy run with one named language beside the run's own, its data from text files."""
+    return {
+        "models": {
+            "a": {"source": "toy", "hidden_size": 8, "steps": [0, 4]},
+            "b": {"source": "toy", "hidden_size": 8, "language": "spam"},
+        },
+        "steps": [0, 4],
+        "toy": {"language": {"vocab_size": 64}, "languages": {"spam": {"vocab_size": 96}}},
+        "eval": {
+            "name": "mine",
+            "source": "text",
+            "paths": ["held-out.txt"],
+            "sequences": 4,
+            "context_length": 16,
+        },
+        "frequency": {"name": "counts", "source": "megatron", "paths": ["data/shard"]},
+        "update": {},
+        **sections,
+    }
+
+
+def test_a_named_language_is_a_dataset_like_the_runs_own():
+    plan = Plan(toy_run())
+    assert plan.eval_inputs("mine") == {
+        "frequency": "results/data/counts/frequency.zarr",
+        "texts": ["held-out.txt"],
+    }
+    assert plan.frequency_inputs("counts") == {"shards": ["data/shard.bin", "data/shard.idx"]}
+    # the language's eval set is binned by its own counts and cut from its own corpus
+    assert plan.eval_inputs("spam") == {
+        "frequency": "results/data/spam/frequency.zarr",
+        "corpus": "results/data/spam/corpus.zarr",
+    }
+    assert plan.frequency_params("spam") == {"name": "spam", "source": "toy", "vocab_size": 96}
+    assert plan.eval_store("b") == "results/data/spam/eval.zarr"
+    assert plan.eval_store("a") == "results/data/mine/eval.zarr"
+    assert plan.corpora == ["toy", "spam"]  # the toy models train on the run's own language
+
+
+def test_toy_batches_are_drawn_from_the_language_not_its_corpus():
+    plan = Plan(toy_run(update={"data": {"name": "mine", "source": "toy"}}))
+    assert plan.update_batches_inputs("mine") == {"frequency": "results/data/counts/frequency.zarr"}
+    assert plan.update_batches_language("spam")["vocab_size"] == 96
+    assert plan.update_batches_language("mine")["vocab_size"] == 64
+
+
+def test_a_toy_models_shape_leaves_out_where_and_how_it_is_trained():
+    plan = Plan(toy_run())
+    assert plan.toy_shape("a") == {"hidden_size": 8} == plan.toy_shape("b")
+    assert plan.steps("a") == [0, 4]
+    # one V × d head, embeddings untied: the vocabulary enters twice
+    assert plan.parameters("b") > plan.parameters("a")

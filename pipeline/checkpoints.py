@@ -14,6 +14,7 @@ the weights, and ``weights_sha256`` fingerprints them.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import logging
@@ -65,11 +66,17 @@ def train_toy(
         if isinstance(opt, torch.optim.SGD):
             write = functools.partial(write_sgd_state, opt, net, step)
         else:
-            write = functools.partial(write_state, adamw_state(opt, net))
+            write = functools.partial(_write_adamw, adamw_state(opt, net))
         _save(plain_model(net), out_dir / f"step{step}", write)
         saved.append(step)
     write_train_curve(losses, out_dir / TRAIN_CURVE)
     return saved
+
+
+def _write_adamw(state, directory: Path) -> None:
+    """AdamW's state, with the sha256 of the weights saved beside it (the update stage checks
+    that they belong together)."""
+    write_state(dataclasses.replace(state, weights_sha256=weights_sha256(directory)), directory)
 
 
 def _save(net, path: Path, write_optimizer: Callable[[Path], None]) -> None:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -30,10 +31,14 @@ from pathlib import Path
 
 import torch
 
+# the file names of this project's own optimizer state, declared with its checkpoint format
+from pipeline.formats.transformers import MOMENTS_FILE
+from pipeline.formats.transformers import OPTIMIZER_FILE as STATE_FILE
+
 log = logging.getLogger(__name__)
 
-STATE_FILE = "optimizer.json"
-MOMENTS_FILE = "optimizer.safetensors"
+#: the keys an AdamW ``optimizer.json`` must hold
+REQUIRED = ("step", "lr", "betas", "eps", "weight_decay")
 FORMAT = 1
 
 
@@ -56,6 +61,9 @@ class OptimizerState:
     #: where each setting came from, where a format knows more than one source (the update
     #: store's attrs carry it)
     provenance: dict = field(default_factory=dict)
+    #: sha256 of the weights the state was saved with (``pipeline.checkpoints.weights_sha256``),
+    #: where the format records it (this project's own files do)
+    weights_sha256: str | None = None
 
     def settings(self) -> dict:
         """Everything but the moments, as written to ``optimizer.json``."""
@@ -70,6 +78,7 @@ class OptimizerState:
             "no_weight_decay": sorted(self.no_weight_decay),
             "max_grad_norm": self.max_grad_norm,
             "loss_denominator": self.loss_denominator,
+            **({"weights_sha256": self.weights_sha256} if self.weights_sha256 else {}),
         }
 
 
@@ -162,11 +171,20 @@ def read_state(checkpoint: str | os.PathLike) -> OptimizerState:
         raise ValueError(
             f"{path} is not valid JSON ({err}); delete the checkpoint and re-run"
         ) from err
+    if not isinstance(s, dict):
+        raise ValueError(f"{path} is not a JSON object; delete the checkpoint and re-run")
     if s.get("format") != FORMAT or s.get("optimizer") != "adamw":
         raise ValueError(
             f"{path}: format {s.get('format')!r}, optimizer {s.get('optimizer')!r}; "
             f"this version steps format {FORMAT} AdamW states only: analyse this model along "
             "the displacement between checkpoints (update.direction: displacement)"
+        )
+    missing = [k for k in REQUIRED if k not in s]
+    if missing:
+        raise ValueError(
+            f"{path} lacks {', '.join(missing)} (an AdamW state needs {', '.join(REQUIRED)}); "
+            "the file is damaged or was not written by this workflow: delete the checkpoint and "
+            "re-run its training"
         )
     try:
         tensors = load_file(checkpoint / MOMENTS_FILE)
@@ -191,7 +209,52 @@ def read_state(checkpoint: str | os.PathLike) -> OptimizerState:
         no_weight_decay=list(s.get("no_weight_decay", [])),
         max_grad_norm=s.get("max_grad_norm"),
         loss_denominator=s.get("loss_denominator", "labels"),
+        weights_sha256=s.get("weights_sha256"),
     )
+
+
+def check_state(
+    state: OptimizerState,
+    where: str,
+    step: int,
+    lr: float | None = None,
+    weights_sha256: str | None = None,
+) -> None:
+    """Raise ``ValueError`` unless ``state`` belongs to the checkpoint it was read from
+    (``where``, its optimizer file): its step count is the checkpoint's ``step``, its learning
+    rate the schedule's ``lr`` for the next step (where the schedule is known), the weights'
+    sha256 the one it records (where it records one), and every moment finite (the second
+    non-negative). Each message names the file, both values and the fix."""
+    if state.step != step:
+        raise ValueError(
+            f"{where}: the optimizer state has taken {state.step} steps, but it lies beside the "
+            f"checkpoint of step {step}: it belongs to another checkpoint; copy the optimizer "
+            "files saved with this checkpoint, or re-save it"
+        )
+    if lr is not None and not math.isclose(state.lr, lr, rel_tol=1e-6, abs_tol=1e-12):
+        raise ValueError(
+            f"{where}: learning rate {state.lr:.6g} for step {step + 1}, but the training "
+            f"schedule gives {lr:.6g}: the state was saved by another schedule or edited; "
+            "re-save the checkpoint, or fix the schedule in the config"
+        )
+    if state.weights_sha256 and weights_sha256 and state.weights_sha256 != weights_sha256:
+        raise ValueError(
+            f"{where}: saved with weights of sha256 {state.weights_sha256[:12]}…, but the "
+            f"checkpoint's weights hash to {weights_sha256[:12]}…: the state belongs to other "
+            "weights; copy the optimizer files saved with these weights, or re-save both"
+        )
+    for name, (m, v) in state.moments.items():
+        bad = [k for k, t in (("exp_avg", m), ("exp_avg_sq", v)) if not torch.isfinite(t).all()]
+        if bad:
+            raise ValueError(
+                f"{where}: {name}.{bad[0]} holds non-finite values (NaN or inf): a step from it "
+                "would be NaN; the state is damaged, re-save the checkpoint"
+            )
+        if (v < 0).any():
+            raise ValueError(
+                f"{where}: {name}.exp_avg_sq has negative entries (a second moment cannot be): "
+                "the state is damaged; re-save the checkpoint"
+            )
 
 
 def restore(model: torch.nn.Module, state: OptimizerState) -> torch.optim.AdamW:

@@ -493,6 +493,14 @@ class Plan:
             "direction": self.direction(model),
         }
 
+    def update_schedule(self, model: str) -> dict | None:
+        """The training settings whose schedule a toy model's saved learning rates must follow
+        (the update stage checks them), for a toy model that takes optimizer steps; else None
+        (other formats check their own schedule: a Trainer's scheduler.pt, OLMo's config)."""
+        if self.source(model) != "toy" or self.direction(model) != "optimizer":
+            return None
+        return self.toy_train(model)
+
     def update_stores(self, model: str) -> list[str]:
         return [UPDATE.format(model=model, step=s) for s in self.update_steps(model)]
 

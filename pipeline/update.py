@@ -22,6 +22,7 @@ import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -35,7 +36,7 @@ from pipeline.config import UpdateConfig
 from pipeline.extract import resolve_device
 from pipeline.logs import Progress, console_warning
 from pipeline.maths.update import Coherence, change_summary, check_coherence, coherence
-from pipeline.optimizer import one_step
+from pipeline.optimizer import check_state, one_step
 from pipeline.schema import conform
 from pipeline.store import open_store, with_labels, write_zarr
 
@@ -247,12 +248,23 @@ def optimizer_steps(
     micro: int,
     allow_pickle: bool = False,
     max_grad_norm: float | None = None,
+    lr: float | None = None,
 ) -> Directions:
     """One optimizer step from the checkpoint's saved state (read by its format,
-    ``pipeline.formats``) on each of the first ``k`` update batches (in training mode, as
-    training took its steps), ``micro`` sequences a pass."""
-    state = formats.detect(checkpoint).read_optimizer(
+    ``pipeline.formats``, and checked to belong to the checkpoint: its step, the schedule's
+    learning rate ``lr`` where known, the weights' sha256, finite moments) on each of the first
+    ``k`` update batches (in training mode, as training took its steps), ``micro`` sequences a
+    pass."""
+    fmt = formats.detect(checkpoint)
+    state = fmt.read_optimizer(
         checkpoint, model, allow_pickle=allow_pickle, max_grad_norm=max_grad_norm, step=step
+    )
+    check_state(
+        state,
+        str(Path(checkpoint) / fmt.OPTIMIZER_FILE),
+        step,
+        lr=lr,
+        weights_sha256=weights_sha256(checkpoint) if state.weights_sha256 else None,
     )
     ub = open_store(update_path)
     if ub.sizes["batch"] < k:
@@ -385,6 +397,32 @@ def gradient_measures(
     return data, tokens
 
 
+def update_norms(deltas: list[Params], where: str, meaning: str) -> tuple[np.ndarray, np.ndarray]:
+    """‖Δθ_k‖ per parameter (batch, parameter) and overall (batch). A non-finite update is an
+    error naming the parameter and the batch; an update that is exactly zero is said (from the
+    norms), since every loss change is then 0 and its cosines NaN."""
+    names = list(deltas[0])
+    norms = np.array([[float(d[n].float().norm()) for n in names] for d in deltas])
+    if not np.isfinite(norms).all():
+        k, i = np.argwhere(~np.isfinite(norms))[0]
+        raise ValueError(
+            f"{where}: the update of {names[i]} is not finite (NaN or inf) for batch {k} "
+            f"({meaning}); nothing was written. Check the checkpoint's weights and optimizer "
+            "state for non-finite values"
+        )
+    norm = np.sqrt((norms**2).sum(1))
+    zero = np.flatnonzero(norm == 0).tolist()
+    if zero:
+        console_warning(
+            log,
+            f"{where}: the update is exactly zero for batch(es) {zero} ({meaning}). For a "
+            "displacement this means two revisions with identical weights (a known fault of "
+            "some Pythia branches; see the reduction's duplicates table): every loss change is "
+            "0, and the direction's cosines and C.4 sums are NaN.",
+        )
+    return norms, norm
+
+
 def analyse_update(
     checkpoint: str,
     eval_path: str,
@@ -397,11 +435,13 @@ def analyse_update(
     next_step: int | None = None,
     allow_pickle: bool = False,
     max_grad_norm: float | None = None,
+    lr: float | None = None,
 ) -> None:
     """Measure one step from ``checkpoint`` (its optimizer state and the update batches at
     ``update_path``), or the displacement to ``next_checkpoint``, and write ``out_path``
     (``results/update/{model}/step{N}.zarr``). ``cfg.direction`` is the planned one
-    (``pipeline.plan``): ``optimizer`` or ``displacement``."""
+    (``pipeline.plan``): ``optimizer`` or ``displacement``; ``lr``, where the training
+    schedule is known (the toy suite's), the learning rate the saved state must hold."""
     where = f"{model_name} step {step}"
     device = resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)
@@ -426,6 +466,7 @@ def analyse_update(
             micro=batch,
             allow_pickle=allow_pickle,
             max_grad_norm=max_grad_norm,
+            lr=lr,
         )
     elif next_checkpoint is None or next_step is None:
         raise ValueError(
@@ -436,17 +477,7 @@ def analyse_update(
         dirs = displacement_to(model, next_checkpoint, step, next_step, device, allow_pickle)
     deltas, K = dirs.deltas, len(dirs.deltas)
     names = list(deltas[0])
-    norms = np.array([[float(d[n].float().norm()) for n in names] for d in deltas])
-    norm = np.sqrt((norms**2).sum(1))
-    if not (norm > 0).all():
-        console_warning(
-            log,
-            f"{where}: the update is exactly zero for batch(es) {np.flatnonzero(norm == 0).tolist()} "
-            f"({dirs.attrs['direction_meaning']}). For a displacement this means two revisions "
-            "with identical weights (a known fault of some Pythia branches; see the reduction's "
-            "duplicates table): every loss change is 0, and the direction's cosines and C.4 sums "
-            "are NaN.",
-        )
+    norms, norm = update_norms(deltas, where, dirs.attrs["direction_meaning"])
 
     loss, actual, pred = changes(model, x, y, deltas, batch)
     if not np.isfinite(actual).any():

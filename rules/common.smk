@@ -212,6 +212,10 @@ def update_params(wildcards):
     return PLAN.update_params(wildcards.model)
 
 
+def update_schedule(wildcards):
+    return PLAN.update_schedule(wildcards.model)
+
+
 def update_next_step(wildcards):
     return PLAN.next_step(wildcards.model, int(wildcards.step))
 

@@ -51,5 +51,6 @@ rule update:
         next_step=update_next_step,
         allow_pickle=model_spec("allow_pickle", False),
         max_grad_norm=model_spec("max_grad_norm"),
+        schedule=update_schedule,
     script:
         "../scripts/update.py"

@@ -5,6 +5,7 @@ from pathlib import Path
 
 from pipeline.config import UpdateConfig, execution
 from pipeline.logs import setup
+from pipeline.toy.schedule import TrainConfig
 from pipeline.update import analyse_update
 
 setup(snakemake.log[0])  # noqa: F821
@@ -24,4 +25,6 @@ analyse_update(
     next_step=p.next_step,
     allow_pickle=p.allow_pickle,
     max_grad_norm=p.max_grad_norm,
+    # the learning rate the toy schedule gives the next step (others check their own schedule)
+    lr=TrainConfig(**p.schedule).lr_after(int(w.step)) if p.schedule else None,
 )

@@ -12,6 +12,7 @@ A format module says, as module-level names:
 * ``has_optimizer(path)`` and ``read_optimizer(path, model, allow_pickle)``: its optimizer state
   as the update stage's ``pipeline.optimizer.OptimizerState`` (names, moments, step count, the
   next step's learning rate, weight decay per tensor, clipping, loss normalisation);
+* ``OPTIMIZER_FILE``: the file its optimizer state is read from (named in its errors);
 * ``OPTIMIZER_EXPECTED`` (its checkpoints carry an optimizer state), ``OPTIMIZER_PICKLED`` and
   ``PICKLES_ONLY`` (what is read only with the ``allow_pickle`` opt-in);
 * ``TRAIN_LOG``: the file of a checkpoint that holds the training-loss log, or None, and

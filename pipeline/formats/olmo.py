@@ -36,6 +36,7 @@ DESCRIPTION = "OLMo's native files: config.yaml, model.pt and optim.pt (pickles)
 CONFIG_FILE = "config.yaml"
 MODEL_FILE = "model.pt"
 OPTIM_FILE = "optim.pt"
+OPTIMIZER_FILE = OPTIM_FILE
 #: What the download rule fetches of an OLMo-native branch, and all that is read of it.
 NATIVE_FILES = [CONFIG_FILE, MODEL_FILE, OPTIM_FILE]
 #: whether its checkpoints are expected to carry an optimizer state, and whether that state is

@@ -29,6 +29,7 @@ SAFETENSORS_FILES = ["*.safetensors", "*.safetensors.index.json"]
 PICKLE_FILES = ["*.bin", "*.bin.index.json"]  # only with an explicit opt-in (allow_pickle)
 #: whether its checkpoints are expected to carry an optimizer state, and whether that state is
 #: a pickle (read only with allow_pickle)
+OPTIMIZER_FILE = "optimizer.json"  # pipeline.optimizer.STATE_FILE (beside optimizer.safetensors)
 OPTIMIZER_EXPECTED = False
 OPTIMIZER_PICKLED = False
 #: whether every file it reads is a pickle (read only with allow_pickle)
@@ -47,10 +48,19 @@ def matches(path: str | os.PathLike) -> bool:
     return (Path(path) / "config.json").exists()
 
 
+#: this project's optimizer moments (``pipeline.optimizer.MOMENTS_FILE``): safetensors, not weights
+MOMENTS_FILE = "optimizer.safetensors"
+
+
+def _safetensors(path: Path) -> list[Path]:
+    return sorted(f for f in path.glob("*.safetensors") if f.name != MOMENTS_FILE)
+
+
 def weight_files(path: str | os.PathLike) -> list[Path]:
-    """The weight files: safetensors (every shard), else pickle (.bin) files."""
+    """The weight files: safetensors (every shard; not the optimizer's moments), else pickle
+    (.bin) files."""
     path = Path(path)
-    files = sorted(path.glob("*.safetensors")) or sorted(path.glob("*.bin"))
+    files = _safetensors(path) or sorted(path.glob("*.bin"))
     if not files:
         raise FileNotFoundError(f"no weights (.safetensors or .bin) in {path}")
     return files
@@ -62,7 +72,7 @@ def problem(path: str | os.PathLike, allow_pickle: bool = False) -> str | None:
     path = Path(path)
     if not (path / "config.json").exists():
         return "no config.json"
-    weights = list(path.glob("*.safetensors")) or (list(path.glob("*.bin")) if allow_pickle else [])
+    weights = _safetensors(path) or (list(path.glob("*.bin")) if allow_pickle else [])
     if not weights:
         return "no .safetensors weights" + ("" if allow_pickle else " (.bin needs allow_pickle)")
     for index in path.glob("*.index.json"):

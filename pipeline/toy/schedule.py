@@ -53,6 +53,10 @@ class TrainConfig:
         if self.optimizer not in ("adamw", "sgd"):
             raise ValueError(f"toy.train.optimizer {self.optimizer!r} is not adamw or sgd")
 
+    def lr_after(self, step: int) -> float:
+        """The learning rate the optimizer holds after ``step`` steps (that of step + 1)."""
+        return self.learning_rate * self.lr_factor(step)
+
     def lr_factor(self, step: int) -> float:
         """The learning rate of optimizer step ``step + 1`` relative to the peak: a linear
         warm-up, then a cosine decay to 10% of the peak, as Pythia's."""

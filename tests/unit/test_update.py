@@ -12,16 +12,23 @@ import pytest
 import torch
 from scipy.stats import pearsonr, spearmanr
 
-from pipeline.checkpoints import load_checkpoint, train_toy
+from pipeline.checkpoints import load_checkpoint, train_toy, weights_sha256
 from pipeline.data import write_corpus
 from pipeline.maths.interference import loss_change_interference
 from pipeline.maths.update import check_coherence, coherence, correlations
-from pipeline.optimizer import MOMENTS_FILE, STATE_FILE, one_step, read_state
+from pipeline.optimizer import MOMENTS_FILE, STATE_FILE, check_state, one_step, read_state
 from pipeline.store import open_store
 from pipeline.toy.language import ToyLanguage, update_batches
 from pipeline.toy.schedule import ToyModel, TrainConfig
 from pipeline.toy.training import build_toy_model, training_batches
-from pipeline.update import batch_backward, first_order, landscape, token_gradients, token_losses
+from pipeline.update import (
+    batch_backward,
+    first_order,
+    landscape,
+    token_gradients,
+    token_losses,
+    update_norms,
+)
 from tests.reference import (
     adamw_training,
     coherence_from_products,
@@ -116,6 +123,103 @@ def test_optimizer_state_errors_name_the_file(suite, tmp_path):
         one_step(
             other, read_state(tmp / "ckpt/step2"), lambda: model.lm_head.weight.sum().backward()
         )
+
+
+def _state_copy(tmp, tmp_path, step, source=None):
+    """A copy of checkpoint ``step`` whose optimizer files come from ``source`` (default: its own)."""
+    import shutil
+
+    ckpt = tmp_path / f"step{step}"
+    shutil.copytree(tmp / f"ckpt/step{step}", ckpt)
+    for name in (STATE_FILE, MOMENTS_FILE):
+        shutil.copy(tmp / f"ckpt/step{source if source is not None else step}/{name}", ckpt)
+    return ckpt
+
+
+def _edit(ckpt, **changes):
+    settings = json.loads((ckpt / STATE_FILE).read_text())
+    for key, value in changes.items():
+        if value is None:
+            del settings[key]
+        else:
+            settings[key] = value
+    (ckpt / STATE_FILE).write_text(json.dumps(settings))
+
+
+def _check(ckpt, step):
+    check_state(
+        read_state(ckpt),
+        str(ckpt / STATE_FILE),
+        step,
+        lr=TRAIN.lr_after(step),
+        weights_sha256=weights_sha256(ckpt),
+    )
+
+
+def test_every_saved_state_belongs_to_its_checkpoint(suite):
+    tmp, _ = suite
+    for t in range(TRAIN.steps + 1):
+        assert read_state(tmp / f"ckpt/step{t}").weights_sha256 == weights_sha256(
+            tmp / f"ckpt/step{t}"
+        )
+        _check(tmp / f"ckpt/step{t}", t)
+
+
+@pytest.mark.parametrize(
+    "fault, message",
+    [
+        (
+            lambda c: _edit(c, step=999),
+            "has taken 999 steps, but it lies beside the checkpoint of step 3",
+        ),
+        (lambda c: _edit(c, lr=10 * TRAIN.lr_after(3)), "but the training schedule gives"),
+        (lambda c: _edit(c, eps=None), "lacks eps"),
+    ],
+    ids=["step", "lr", "missing-key"],
+)
+def test_a_state_that_is_not_its_checkpoints_is_refused(suite, tmp_path, fault, message):
+    tmp, _ = suite
+    ckpt = _state_copy(tmp, tmp_path, 3)
+    fault(ckpt)
+    with pytest.raises(ValueError, match=message) as err:
+        _check(ckpt, 3)
+    assert str(ckpt / STATE_FILE) in str(err.value)
+
+
+def test_copied_optimizer_files_are_refused(suite, tmp_path):
+    tmp, _ = suite
+    ckpt = _state_copy(tmp, tmp_path, 5, source=2)  # step 2's files copied into step 5
+    with pytest.raises(ValueError, match="has taken 2 steps, but .* step 5"):
+        _check(ckpt, 5)
+    # and with its step and rate edited to fit, the weights' hash still tells
+    _edit(ckpt, step=5, lr=TRAIN.lr_after(5))
+    with pytest.raises(ValueError, match="belongs to other weights"):
+        _check(ckpt, 5)
+
+
+@pytest.mark.parametrize("moment, value", [("exp_avg", float("nan")), ("exp_avg_sq", -1.0)])
+def test_a_damaged_moment_is_refused(suite, tmp_path, moment, value):
+    from safetensors.torch import load_file, save_file
+
+    tmp, _ = suite
+    ckpt = _state_copy(tmp, tmp_path, 3)
+    tensors = load_file(ckpt / MOMENTS_FILE)
+    name = sorted(tensors)[0].rsplit(".", 1)[0]
+    tensors[f"{name}.{moment}"].view(-1)[0] = value
+    save_file(tensors, ckpt / MOMENTS_FILE)
+    with pytest.raises(ValueError, match=f"{name}.{moment}"):
+        _check(ckpt, 3)
+
+
+def test_a_non_finite_update_is_an_error_and_a_zero_one_is_said(caplog):
+    ok = {"w": torch.ones(3), "b": torch.zeros(2)}
+    bad = {"w": torch.tensor([1.0, float("nan"), 0.0]), "b": torch.zeros(2)}
+    with pytest.raises(ValueError, match="the update of w is not finite .* for batch 1"):
+        update_norms([ok, bad], "m step 4", "one step")
+    zero = {"w": torch.zeros(3), "b": torch.zeros(2)}
+    norms, norm = update_norms([ok, zero], "m step 4", "one step")
+    np.testing.assert_allclose(norm, [np.sqrt(3), 0])
+    assert "exactly zero for batch(es) [1]" in caplog.text
 
 
 @pytest.fixture(scope="module")

@@ -10,10 +10,14 @@ live writers of one store waste the work of one).
 
 **Verifiable.** Every chunk is written, even one that holds only the fill value, and a
 manifest, ``.manifest.json`` inside the store, is written last: per array its shape, its chunk
-count and a sha256 over its chunk files. ``open_store`` checks a store against its manifest
-before a stage reads it, so a deleted, truncated or altered chunk, or a store that was never
-completed, is an error that names the store and what is wrong, never a silent fill value. The
-manifest is hidden from Zarr: plain ``xarray.open_zarr`` reads every store as usual.
+count and a sha256 over its chunk files, and the sha256 of every metadata file (each
+``zarr.json``, the root's with the consolidated metadata). ``open_store`` checks a store
+against its manifest before a stage reads it, so a deleted, truncated or altered chunk, an
+edited or unparsable metadata file (a ``scale_factor`` added to an array's attributes would
+rescale it silently), or a store that was never completed, is an error that names the store and
+what is wrong, never a silent fill value. The manifest is hidden from Zarr: plain
+``xarray.open_zarr`` reads every store as usual. ``python -m pipeline.verify results/`` checks a
+whole results tree.
 
 **Labels.** Zarr v3 does not yet specify a string data type, so dimensions labelled by names
 (``model``, ``param``) get integer coordinates and the names go into ``attrs["labels"][dim]``;
@@ -143,11 +147,26 @@ def _writer_is_dead(lock: Path) -> bool:
 # --- the manifest ---------------------------------------------------------------------------
 
 
+#: The manifest's format: 2 covers the metadata files too (format 1, chunks only, is still read).
+MANIFEST_FORMAT = 2
+
+
+def _metadata_files(root: Path) -> list[Path]:
+    return sorted(root.rglob("zarr.json"))
+
+
 def _arrays(root: Path) -> dict[str, dict]:
-    """Each array of the Zarr v3 store at ``root``: its metadata (``zarr.json``), by path."""
+    """Each array of the Zarr v3 store at ``root``: its metadata (``zarr.json``), by path; a
+    metadata file that is not JSON is a ``StoreError`` naming it."""
     out = {}
-    for meta in sorted(root.rglob("zarr.json")):
-        doc = json.loads(meta.read_text())
+    for meta in _metadata_files(root):
+        try:
+            doc = json.loads(meta.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise StoreError(
+                f"store {root} is damaged: {meta.relative_to(root)} is not valid JSON ({err}); "
+                "delete it and re-run the workflow to write it again"
+            ) from None
         if doc.get("node_type") == "array":
             out[meta.parent.relative_to(root).as_posix()] = doc
     return out
@@ -183,7 +202,11 @@ def build_manifest(root: str | os.PathLike) -> dict:
             "files": len(files),
             "sha256": _digest(root, files),
         }
-    return {"format": 1, "arrays": arrays}
+    metadata = {
+        f.relative_to(root).as_posix(): hashlib.sha256(f.read_bytes()).hexdigest()
+        for f in _metadata_files(root)
+    }
+    return {"format": MANIFEST_FORMAT, "arrays": arrays, "metadata": metadata}
 
 
 def check_complete(root: Path, manifest: dict) -> None:
@@ -209,6 +232,22 @@ def verify_store(path: str | os.PathLike) -> None:
             f"store {path} has no readable manifest ({MANIFEST}): it was not completely written, "
             f"or by an older version of this workflow; {fix}"
         ) from err
+    problems = []
+    if "metadata" in manifest:  # (format 1 manifests cover the chunks only)
+        now = {
+            f.relative_to(path).as_posix(): hashlib.sha256(f.read_bytes()).hexdigest()
+            for f in _metadata_files(path)
+        }
+        was = manifest["metadata"]
+        problems += [f"metadata file {n} is missing" for n in sorted(set(was) - set(now))]
+        problems += [f"metadata file {n} was added" for n in sorted(set(now) - set(was))]
+        problems += [
+            f"metadata file {n} differs from what was written (checksum)"
+            for n in sorted(set(was) & set(now))
+            if was[n] != now[n]
+        ]
+        if problems:
+            raise StoreError(f"store {path} is damaged: {'; '.join(problems)}; {fix}")
     found = build_manifest(path)["arrays"]
     expected = manifest["arrays"]
     problems = [f"array {n!r} is missing" for n in sorted(set(expected) - set(found))]

@@ -68,6 +68,39 @@ def test_a_changed_chunk_is_an_error(store):
         verify_store(store)
 
 
+@pytest.mark.filterwarnings("ignore:Object at .manifest.json")
+def test_an_edited_attribute_is_an_error(store):
+    """A scale_factor added to an array's attributes would rescale it in every reader."""
+    meta = store / "x/zarr.json"
+    doc = json.loads(meta.read_text())
+    doc.setdefault("attributes", {})["scale_factor"] = 2.0
+    meta.write_text(json.dumps(doc))
+    unchecked = xr.open_zarr(store, consolidated=False)["x"]  # what a reader would see
+    np.testing.assert_array_equal(unchecked, 2 * dataset()["x"])
+    with pytest.raises(StoreError, match=rf"store {store} is damaged: metadata file x/zarr.json"):
+        open_store(store)
+
+
+def test_an_edited_consolidated_metadata_is_an_error(store):
+    meta = store / "zarr.json"
+    meta.write_text(meta.read_text().replace('"token"', '"tokens"', 1))
+    with pytest.raises(StoreError, match="metadata file zarr.json differs"):
+        verify_store(store)
+
+
+def test_a_truncated_metadata_file_is_named(store):
+    meta = store / "fill/zarr.json"
+    meta.write_bytes(meta.read_bytes()[:20])
+    with pytest.raises(StoreError, match="fill/zarr.json differs.*delete it and re-run"):
+        verify_store(store)
+    # and without the manifest's checksums (an older manifest), the parse error names the file
+    manifest = json.loads((store / MANIFEST).read_text())
+    del manifest["metadata"]
+    (store / MANIFEST).write_text(json.dumps(manifest))
+    with pytest.raises(StoreError, match="fill/zarr.json is not valid JSON"):
+        verify_store(store)
+
+
 def test_a_store_without_manifest_is_an_error(store):
     (store / MANIFEST).unlink()
     with pytest.raises(StoreError, match="no readable manifest.*delete it and re-run"):
@@ -137,3 +170,20 @@ def test_leftovers_of_stores_no_longer_written_are_removed(tmp_path):
     write_zarr(dataset(), tmp_path / "step0.zarr")
     assert remove_dead_writers_in(tmp_path) == [gone]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["step0.zarr"]
+
+
+def test_verify_names_every_damaged_store_in_a_tree(tmp_path, capsys):
+    from pipeline.verify import main
+
+    for name in ("a/one.zarr", "a/two.zarr", "b/three.zarr"):
+        write_zarr(dataset(), tmp_path / name)
+    (tmp_path / "a/.two.zarr.tmp-host-1-abcd").mkdir()  # a writer's temporary: not a store
+    assert main([str(tmp_path)]) == 0
+    assert "3 stores checked" in capsys.readouterr().out
+    meta = tmp_path / "b/three.zarr/x/zarr.json"
+    meta.write_text(meta.read_text().replace("}", ', "x": 1}', 1))
+    assert main([str(tmp_path)]) == 1
+    out = capsys.readouterr().out
+    assert f"DAMAGED  {tmp_path / 'b/three.zarr'}" in out and "x/zarr.json differs" in out
+    assert "3 stores checked" in out and ": 1 damaged" in out
+    assert main([str(tmp_path / "nowhere")]) == 2

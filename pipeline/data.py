@@ -177,19 +177,16 @@ def windows_from_source(
         freq = open_store(frequency_path)
         counted = freq.attrs.get("counted_ids", freq.sizes["vocab"])
         tokenizer = sources.load_tokenizer(spec["tokenizer"])
-        if len(tokenizer) > counted:
-            raise ValueError(
-                f"the tokenizer ({spec['tokenizer']}) has {len(tokenizer)} ids but the "
-                f"frequency counts ({frequency_path}, from {freq.attrs.get('source')}) cover "
-                f"{counted}: they come from another tokenizer (or a modified copy of it); use the "
-                "tokenizer the counts were made with"
-            )
+        where = str(spec["tokenizer"])
+        counts = f"{frequency_path}, from {freq.attrs.get('source')}"
+        sources.check_tokenizer(tokenizer, counted, where, counts)
         pool = spec["pool_tokens"] or 4 * n * (L + 1)
         if source == "text":
             texts, label = sources.read_texts(spec["paths"], spec["text_field"]), "text files"
         else:
             texts, label = sources.dataset_texts(spec["dataset"]), _dataset_label(spec["dataset"])
         stream = sources.tokenize_stream(texts, tokenizer, pool, spec["tokenizer"].get("eos_id"))
+        sources.check_stream(stream, tokenizer, counted, where)
         log.info("tokenized %d ids from %s", stream.size, label)
         return sources.sample_windows(stream, n, L, seed), label
     if source == "tokens":

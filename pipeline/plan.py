@@ -22,8 +22,10 @@ was measured stays in the run and re-runs nothing).
 from __future__ import annotations
 
 import glob
+import json
 import os
 import re
+from collections import Counter
 from functools import cached_property
 from pathlib import Path
 
@@ -48,6 +50,30 @@ DATA = "results/data/{dataset}/{what}.zarr"  # what: corpus, frequency, eval, up
 def _template_regex(template: str) -> re.Pattern:
     parts = template.split("{step}")
     return re.compile("(\\d+)".join(re.escape(p) for p in parts) + "$")
+
+
+#: The config.json keys that fix a model's architecture (those present are compared).
+ARCHITECTURE_KEYS = (
+    "model_type",
+    "vocab_size",
+    "hidden_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "num_key_value_heads",
+    "intermediate_size",
+    "max_position_embeddings",
+    "head_rank",
+)
+
+
+def _architecture(config_json: str) -> dict:
+    try:
+        doc = json.loads(Path(config_json).read_text())
+    except (OSError, ValueError) as err:
+        raise ConfigError(
+            f"{config_json} cannot be read ({err}); delete its checkpoint directory and re-run"
+        ) from None
+    return {k: doc[k] for k in ARCHITECTURE_KEYS if k in doc}
 
 
 class Plan:
@@ -135,6 +161,49 @@ class Plan:
         pattern = str(self.root / CHECKPOINT_CONFIG).format(model=model, step="*")
         rx = _template_regex(str(self.root / CHECKPOINT_CONFIG).format(model=model, step="{step}"))
         return sorted(int(m.group(1)) for p in glob.glob(pattern) if (m := rx.match(p)))
+
+    def expected_architecture(self, model: str) -> dict | None:
+        """What a toy model's checkpoints' config.json must say (its entry's shape, its
+        language's vocabulary, the training context); None for others (their checkpoints must
+        agree with each other)."""
+        if self.source(model) != "toy":
+            return None
+        shape = self.toy_shape(model)
+        expected = {
+            "vocab_size": self.toy_language(self.language_of(model))["vocab_size"],
+            "hidden_size": shape["hidden_size"],
+            "num_hidden_layers": shape.get("layers", 2),
+            "num_attention_heads": shape.get("heads", 1),
+            "max_position_embeddings": self.toy_train(model)["sequence_length"],
+        }
+        if shape.get("head_rank") is not None:
+            expected["head_rank"] = shape["head_rank"]
+        return expected
+
+    def check_checkpoints(self, model: str, paths: list[str] | None = None) -> None:
+        """Raise ``ConfigError`` naming a checkpoint (its config.json) that belongs to another
+        model: a toy model's that contradicts its entry, another model's that disagrees in its
+        architecture with the model's other checkpoints (the odd one out is named). ``paths``:
+        config.json files to check, by default every linked one."""
+        if paths is None:
+            pattern = str(self.root / CHECKPOINT_CONFIG).format(model=model, step="*")
+            paths = sorted(glob.glob(pattern))
+        archs = {p: _architecture(p) for p in paths}
+        expected = self.expected_architecture(model)
+        if expected is None and len(archs) > 1:
+            counts = Counter(json.dumps(a, sort_keys=True) for a in archs.values())
+            usual = counts.most_common(1)[0][0]
+            expected, whose = json.loads(usual), f"the model's other {counts[usual]} checkpoints"
+        else:
+            whose = f"models.{model}"
+        for path, arch in archs.items():
+            wrong = {k: (arch.get(k), v) for k, v in (expected or {}).items() if arch.get(k) != v}
+            if wrong:
+                detail = ", ".join(f"{k} {a} (not {b})" for k, (a, b) in wrong.items())
+                raise ConfigError(
+                    f"{path}: {detail}, as {whose} say: this checkpoint belongs to another "
+                    "model; delete its directory and re-run, which links or trains it again"
+                )
 
     def found(self, model: str) -> dict[int, str]:
         """A local model's complete checkpoint directories present on disk, by step."""

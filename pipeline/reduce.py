@@ -119,8 +119,32 @@ def open_steps(paths: list[str]) -> xr.Dataset:
             ", ".join(partial),
         )
         parts = [p.drop_vars([v for v in partial if v in p]) for p in parts]
+    check_sizes(paths, parts)
     ds = xr.concat(parts, dim="step", coords="minimal", compat="override", join="exact")
     return ds.sortby("step")
+
+
+def check_sizes(paths: list[str], parts: list[xr.Dataset]) -> None:
+    """Raise ``ValueError`` naming the step stores whose sizes differ from the model's other
+    stores' (the most common size of each dimension): a store extracted from another model's
+    checkpoint, or on another evaluation set."""
+    from collections import Counter
+
+    odd = []
+    for dim in sorted(set().union(*(p.sizes for p in parts)) - {"step"}):
+        sizes = [p.sizes.get(dim) for p in parts]
+        usual, count = Counter(sizes).most_common(1)[0]
+        for path, size in zip(paths, sizes):
+            if size != usual:
+                odd.append(f"{path} has {dim} {size}, the model's other {count} have {usual}")
+    if odd:
+        raise ValueError(
+            "step stores of one model disagree in their sizes: "
+            + "; ".join(odd)
+            + ". The odd store was measured on another model's checkpoint or another "
+            "evaluation set: check its checkpoint (results/checkpoints/…), delete the store and "
+            "re-run"
+        )
 
 
 def _per_bin(func, args: list, bins: Bins, width: int, **kwargs):

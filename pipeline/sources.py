@@ -93,6 +93,62 @@ def tokenize_stream(
     return np.concatenate(parts)[:max_tokens]
 
 
+def ids_beyond(tokenizer, counted: int) -> list[tuple[int, str, bool]]:
+    """The tokenizer's ids at or above ``counted`` (those the frequency counts do not cover):
+    (id, token string, whether transformers added it, not the tokenizer's own vocabulary)."""
+    added = getattr(tokenizer, "added_tokens_decoder", {}) or {}
+    return [
+        (i, str(tokenizer.convert_ids_to_tokens(i)), i in added)
+        for i in range(counted, len(tokenizer))
+    ]
+
+
+def check_tokenizer(tokenizer, counted: int, where: str, counts: str) -> None:
+    """Refuse a tokenizer whose own vocabulary reaches beyond the frequency counts (``counted``
+    ids, from ``counts``): the counts were made with another tokenizer. Ids beyond them that
+    transformers added (a pad token the tokenizer file lacks: GPT-NeoX's ``<|padding|>``) are
+    only warned about here; ``check_stream`` refuses them if the text produces them."""
+    from pipeline.logs import console_warning
+
+    beyond = ids_beyond(tokenizer, counted)
+    own = [b for b in beyond if not b[2]]
+    if own:
+        listing = ", ".join(f"{i} {t!r}" for i, t, _ in own[:5])
+        raise ValueError(
+            f"the tokenizer ({where}) has {len(tokenizer)} ids, and its own vocabulary reaches "
+            f"beyond the {counted} ids the frequency counts ({counts}) cover: {listing}"
+            f"{' …' if len(own) > 5 else ''}. The counts come from another tokenizer (or a "
+            "modified copy of it): use the tokenizer the counts were made with"
+        )
+    if beyond:
+        listing = ", ".join(f"{i} {t!r}" for i, t, _ in beyond[:5])
+        console_warning(
+            log,
+            f"the tokenizer ({where}) has {len(tokenizer)} ids, {len(beyond)} more than the "
+            f"frequency counts ({counts}) cover: {listing}, added by transformers as special "
+            "tokens (not in the tokenizer's own vocabulary). They are fine as long as the text "
+            "never produces them (checked); to be rid of them, set the tokenizer's pad_token to "
+            "an existing token (e.g. its eos token)",
+        )
+
+
+def check_stream(stream: np.ndarray, tokenizer, counted: int, where: str) -> None:
+    """Refuse a tokenized stream holding ids the frequency counts do not cover, naming them."""
+    bad = np.unique(stream[stream >= counted])
+    if bad.size:
+        added = getattr(tokenizer, "added_tokens_decoder", {}) or {}
+        listing = ", ".join(
+            f"{int(i)} {tokenizer.convert_ids_to_tokens(int(i))!r}"
+            + (" (added by transformers as a special token)" if int(i) in added else "")
+            for i in bad[:5]
+        )
+        raise ValueError(
+            f"the text tokenized with {where} holds ids the frequency counts do not cover "
+            f"({counted} ids): {listing}. Set eval.tokenizer.eos_id (or the tokenizer's "
+            "pad_token) to an id the counts cover, or remove that token from the text"
+        )
+
+
 def sample_windows(
     stream: np.ndarray, n_sequences: int, context_length: int, seed: int
 ) -> np.ndarray:

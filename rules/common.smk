@@ -254,5 +254,7 @@ def summary_provenance():
 
 # what the plan noticed (checkpoints skipped as incomplete, displacements for lack of state)
 PLAN.check_update_steps()
+for model in MODELS:  # a checkpoint copied from another model is named before any job
+    PLAN.check_checkpoints(model)
 for note in dict.fromkeys(PLAN.notes):
     snakemake_logger.warning(note)

@@ -5,9 +5,12 @@ from pathlib import Path
 from pipeline.config import ExtractConfig, execution
 from pipeline.extract import extract_checkpoint
 from pipeline.logs import setup
+from pipeline.plan import Plan
 
 setup(snakemake.log[0])  # noqa: F821
 w = snakemake.wildcards  # noqa: F821
+# the checkpoint belongs to this model (its entry; its other checkpoints)
+Plan(snakemake.config).check_checkpoints(w.model)  # noqa: F821
 extract_checkpoint(
     checkpoint=str(Path(snakemake.input.config).parent),  # noqa: F821
     eval_path=snakemake.input.eval,  # noqa: F821

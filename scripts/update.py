@@ -5,11 +5,14 @@ from pathlib import Path
 
 from pipeline.config import UpdateConfig, execution
 from pipeline.logs import setup
+from pipeline.plan import Plan
 from pipeline.toy.schedule import TrainConfig
 from pipeline.update import analyse_update
 
 setup(snakemake.log[0])  # noqa: F821
 w, inp, p = snakemake.wildcards, snakemake.input, snakemake.params  # noqa: F821
+# the checkpoint belongs to this model (its entry; its other checkpoints)
+Plan(snakemake.config).check_checkpoints(w.model)  # noqa: F821
 analyse_update(
     checkpoint=str(Path(inp.config).parent),
     eval_path=inp.eval,

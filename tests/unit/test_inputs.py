@@ -3,6 +3,9 @@ the problem and the fix; what is doubtful but legal is warned about on the conso
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
 import xarray as xr
@@ -85,11 +88,68 @@ def test_a_tokenizer_with_more_ids_than_the_counts_is_refused(hub_cache, tmp_pat
         "sequences": 2,
         "context_length": 8,
     }
-    with pytest.raises(ValueError, match=rf"has {len(tokenizer)} ids but the frequency counts"):
+    with pytest.raises(ValueError, match=rf"has {len(tokenizer)} ids, and its own vocabulary"):
         build_eval(spec, str(tmp_path / "f.zarr"), str(tmp_path / "e.zarr"))
     write_frequency(np.ones(320, dtype=np.int64), str(tmp_path / "g.zarr"), source="full")
     build_eval(spec, str(tmp_path / "g.zarr"), str(tmp_path / "e.zarr"))  # the right counts
     assert xr.open_zarr(tmp_path / "e.zarr")["targets"].shape == (2, 8)
+
+
+def neox_style_tokenizer(out: Path) -> int:
+    """A tokenizer directory as the GPT-NeoX repository ships 20B_tokenizer.json: a BPE whose
+    specials are <|endoftext|> (id 0) and <|unk|> (id 1), no <|padding|>, and a config naming
+    <|padding|> as the pad token, which transformers then appends. Returns the file's ids."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    from tests.hubcache import TEXT
+
+    tok = Tokenizer(models.BPE(unk_token="<|unk|>"))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=100,
+        special_tokens=["<|endoftext|>", "<|unk|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
+    tok.train_from_iterator([TEXT], trainer)
+    out.mkdir()
+    tok.save(str(out / "tokenizer.json"))
+    config = {
+        "tokenizer_class": "PreTrainedTokenizerFast",
+        "eos_token": "<|endoftext|>",
+        "unk_token": "<|unk|>",
+        "pad_token": "<|padding|>",
+    }
+    (out / "tokenizer_config.json").write_text(json.dumps(config))
+    return tok.get_vocab_size()
+
+
+def test_a_pad_token_transformers_appended_is_a_warning_not_a_refusal(tmp_path, capfd):
+    from transformers import AutoTokenizer
+
+    ids = neox_style_tokenizer(tmp_path / "tok")
+    tokenizer = AutoTokenizer.from_pretrained(tmp_path / "tok")
+    assert tokenizer.convert_ids_to_tokens(1) == "<|unk|>"
+    assert len(tokenizer) == ids + 1 and tokenizer.pad_token_id == ids  # appended
+    write_frequency(np.ones(ids, dtype=np.int64), str(tmp_path / "f.zarr"), source="counts")
+    text = tmp_path / "a.txt"
+    text.write_text("the model learns the frequent tokens first. " * 40)
+    spec = {
+        "source": "text",
+        "paths": [str(text)],
+        "tokenizer": {"path": str(tmp_path / "tok")},
+        "sequences": 2,
+        "context_length": 8,
+    }
+    build_eval(spec, str(tmp_path / "f.zarr"), str(tmp_path / "e.zarr"))
+    err = capfd.readouterr().err
+    assert f"{ids} '<|padding|>'" in err and "added by transformers" in err
+    assert "pad_token" in err
+    # a text that produces the appended token is refused, naming it
+    text.write_text("the model <|padding|> learns. " * 40)
+    with pytest.raises(ValueError, match=rf"{ids} '<\|padding\|>' \(added by transformers"):
+        build_eval(spec, str(tmp_path / "f.zarr"), str(tmp_path / "e2.zarr"))
+    assert not (tmp_path / "e2.zarr").exists()
 
 
 def test_an_offline_tokenizer_error_names_repository_revision_and_role(hub_cache):

@@ -203,3 +203,35 @@ def test_a_toy_models_shape_leaves_out_where_and_how_it_is_trained():
     assert plan.steps("a") == [0, 4]
     # one V × d head, embeddings untied: the vocabulary enters twice
     assert plan.parameters("b") > plan.parameters("a")
+
+
+def _linked(root: Path, model: str, step: int, **config) -> Path:
+    path = root / f"results/checkpoints/{model}/step{step}/config.json"
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps(config))
+    return path
+
+
+def test_a_toy_checkpoint_of_another_model_is_named(tmp_path):
+    cfg = toy_run()
+    cfg["toy"]["train"] = {"sequence_length": 32}
+    own = {"vocab_size": 64, "hidden_size": 8, "num_hidden_layers": 2, "num_attention_heads": 1}
+    own["max_position_embeddings"] = 32
+    _linked(tmp_path, "a", 0, model_type="gpt_neox", **own)
+    Plan(cfg, root=tmp_path).check_checkpoints("a")
+    wrong = _linked(tmp_path, "a", 4, **{**own, "hidden_size": 16})
+    with pytest.raises(ConfigError, match=rf"{wrong}: hidden_size 16 \(not 8\), as models.a say"):
+        Plan(cfg, root=tmp_path).check_checkpoints("a")
+
+
+def test_the_odd_checkpoint_of_a_local_model_is_named(tmp_path):
+    arch = {"model_type": "gpt_neox", "hidden_size": 64, "num_hidden_layers": 2}
+    for step in (4, 8, 12):
+        _linked(tmp_path, "m", step, **arch)
+    odd = _linked(tmp_path, "m", 16, **{**arch, "num_hidden_layers": 6})
+    checkpoint(tmp_path / "run/checkpoint-4", 4)
+    plan = Plan(config(tmp_path), root=tmp_path)
+    with pytest.raises(
+        ConfigError, match=rf"{odd}: num_hidden_layers 6 \(not 2\), as the model's other 3"
+    ):
+        plan.check_checkpoints("m")

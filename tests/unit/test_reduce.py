@@ -226,3 +226,15 @@ def test_reduction_on_a_distributed_cluster_matches_local_threads(tmp_path):
     xr.testing.assert_identical(
         xr.open_zarr(tmp_path / "local.zarr").load(), xr.open_zarr(tmp_path / "remote.zarr").load()
     )
+
+
+def test_a_step_store_of_another_model_is_named():
+    from pipeline.reduce import check_sizes
+
+    def part(d):
+        return xr.Dataset({"singular": (("step", "singular"), np.ones((1, d)))})
+
+    paths = ["m/step0.zarr", "m/step4.zarr", "m/step8.zarr"]
+    check_sizes(paths, [part(16), part(16), part(16)])
+    with pytest.raises(ValueError, match=r"m/step4.zarr has singular 8, the model's other 2 have 16"):
+        check_sizes(paths, [part(16), part(8), part(16)])

@@ -26,6 +26,8 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from pipeline.formats import pickles
+
 if TYPE_CHECKING:
     import torch
 
@@ -247,15 +249,7 @@ def hf_state_dict(native: dict[str, torch.Tensor], config, where: str) -> dict[s
 
 
 def _torch_load(file: Path, what: str):
-    import torch
-
-    try:
-        return torch.load(file, map_location="cpu", weights_only=True, mmap=True)
-    except Exception as err:
-        raise ValueError(
-            f"cannot read {what} {file} with weights_only loading: {err}. Delete the checkpoint "
-            "and re-run to fetch it again"
-        ) from err
+    return pickles.load(file, what, mmap=True)
 
 
 def load_model(path: str | os.PathLike, dtype=None, allow_pickle: bool = False):

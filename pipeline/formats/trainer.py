@@ -26,6 +26,7 @@ import math
 import os
 from pathlib import Path
 
+from pipeline.formats import pickles
 from pipeline.formats import transformers as plain
 
 log = logging.getLogger(__name__)
@@ -123,12 +124,7 @@ def read_train_log(path: str | os.PathLike):
 
 
 def _torch_load(file: Path, what: str):
-    import torch
-
-    try:
-        return torch.load(file, map_location="cpu", weights_only=True)
-    except Exception as err:
-        raise ValueError(f"cannot read {what} {file} with weights_only loading: {err}") from err
+    return pickles.load(file, what)
 
 
 def args_types() -> list:
@@ -157,16 +153,14 @@ def args_types() -> list:
 
 def read_training_args(path: str | os.PathLike):
     """``training_args.bin`` through the allowlist ``args_types()``; (args, None) or (None, why)."""
-    import torch
 
     file = Path(path) / ARGS_FILE
     if not file.exists():
         return None, f"no {ARGS_FILE}"
     try:
-        with torch.serialization.safe_globals(args_types()):
-            args = torch.load(file, map_location="cpu", weights_only=True)
-    except Exception as err:  # a type outside the allowlist: refused, never executed
-        return None, f"{ARGS_FILE} holds types outside the allowlist ({str(err).splitlines()[0]})"
+        args = pickles.load(file, "the Trainer's arguments", allowed=args_types())
+    except ValueError as err:  # a type outside the allowlist: refused, never executed
+        return None, str(err)
     return args, None
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import hashlib
+import json
 import logging
 import os
 import shutil
@@ -30,6 +30,7 @@ from pipeline import formats
 from pipeline.hub import cached_revisions, list_revisions
 from pipeline.logs import quiet_transformers
 from pipeline.optimizer import adamw_state, write_sgd_state, write_state
+from pipeline.provenance import SOURCE_FILE, snapshot_commit
 from pipeline.toy.schedule import ToyModel, TrainConfig
 
 log = logging.getLogger(__name__)
@@ -62,11 +63,25 @@ def train_toy(
     from pipeline.fit import TRAIN_CURVE, write_train_curve
 
     saved, losses = [], []
+    origin = {
+        "kind": "toy",
+        "shape": dataclasses.asdict(model),
+        "train": dataclasses.asdict(train),
+        "vocab_size": vocab_size,
+        "corpus": str(corpus_path),
+        "format": "transformers",
+    }
     for step, net, opt in toy_training(model, train, stream, vocab_size, losses):
         if isinstance(opt, torch.optim.SGD):
-            write = functools.partial(write_sgd_state, opt, net, step)
+            state = functools.partial(write_sgd_state, opt, net, step)
         else:
-            write = functools.partial(_write_adamw, adamw_state(opt, net))
+            state = functools.partial(_write_adamw, adamw_state(opt, net))
+
+        def write(directory, state=state, step=step):
+            state(directory)
+            source = {**origin, "step": step, "weights_sha256": weights_sha256(directory)}
+            (directory / SOURCE_FILE).write_text(json.dumps(source, indent=1) + "\n")
+
         _save(plain_model(net), out_dir / f"step{step}", write)
         saved.append(step)
     write_train_curve(losses, out_dir / TRAIN_CURVE)
@@ -189,6 +204,15 @@ def fetch_revision(
     why = fmt.problem(path, allow_pickle)
     if why is not None:
         raise ValueError(f"{where} ({fmt.NAME}): {why}")
+    files = sorted(f.name for f in path.iterdir() if f.is_file())
+    log.info(
+        "%s resolved to commit %s (%s format): %s in %s",
+        where,
+        snapshot_commit(path),
+        fmt.NAME,
+        ", ".join(files),
+        path,
+    )
     return path
 
 
@@ -197,12 +221,15 @@ def link_checkpoint(
     dst: str | os.PathLike,
     format: str | None = None,
     allow_pickle: bool = False,
+    source: dict | None = None,
 ) -> None:
     """Make ``dst`` a checkpoint directory of symbolic links to the files of ``src`` (a hub
     snapshot or a local checkpoint directory) that its format reads, beside a copy of its
     ``config.json`` (for an OLMo-native checkpoint, that of its transformers counterpart): a
     pointer, no copy of the weights, and a directory whose ``config.json`` stays when the
-    source is deleted, so that nothing re-runs. Written atomically."""
+    source is deleted, so that nothing re-runs, and a ``source.json`` saying where it came from
+    (``source``: the hub repository, revision and commit, or the local directory; the format),
+    which the stores measured on it record. Written atomically."""
     src, dst = Path(src), Path(dst)
     if not src.is_dir():
         raise FileNotFoundError(f"{src}: no such checkpoint directory")
@@ -214,8 +241,16 @@ def link_checkpoint(
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     for f in fmt.linked_files(src):
-        (tmp / f.name).symlink_to(f.absolute())
+        if f.name != SOURCE_FILE:
+            (tmp / f.name).symlink_to(f.absolute())
     fmt.write_config(src, tmp)
+    origin = {
+        **(source or {"kind": "local", "path": str(src.resolve())}),
+        "format": fmt.NAME,
+        "weights_sha256": formats.weights_sha256(tmp),  # (duplicates are known before extraction)
+    }
+    (tmp / SOURCE_FILE).write_text(json.dumps(origin, indent=1) + "\n")
+    log.info("linked %s → %s: %s", src, dst, json.dumps(origin))
     shutil.rmtree(dst, ignore_errors=True)
     os.replace(tmp, dst)
 
@@ -225,14 +260,7 @@ def weight_files(path: str | os.PathLike) -> list[Path]:
     return formats.detect(path).weight_files(path)
 
 
-def weights_sha256(path: str | os.PathLike) -> str:
-    """sha256 over a checkpoint's weight files (sorted by name, links followed), streamed."""
-    h = hashlib.sha256()
-    for f in weight_files(path):
-        with open(f, "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                h.update(block)
-    return h.hexdigest()
+weights_sha256 = formats.weights_sha256
 
 
 def load_checkpoint(

@@ -76,6 +76,18 @@ def _architecture(config_json: str) -> dict:
     return {k: doc[k] for k in ARCHITECTURE_KEYS if k in doc}
 
 
+def _step_of(config_json: str) -> int:
+    return int(re.search(r"step(\d+)", Path(config_json).parent.name).group(1))
+
+
+def _store_attrs(store: Path) -> dict | None:
+    """A Zarr v3 store's root attributes, read from its zarr.json (None: no readable store)."""
+    try:
+        return json.loads((store / "zarr.json").read_text()).get("attributes", {})
+    except (OSError, ValueError):
+        return None
+
+
 class Plan:
     """The plan of one config; ``root`` is the working directory (the results' parent)."""
 
@@ -85,6 +97,7 @@ class Plan:
         self.models = list(config["models"])
         self.update = section(config, "update")
         self.notes: list[str] = []  # said on the console when the DAG is built
+        self._hashes: dict[tuple[str, int], str | None] = {}
 
     # --- models and their checkpoints -------------------------------------------------------
 
@@ -196,6 +209,7 @@ class Plan:
             expected, whose = json.loads(usual), f"the model's other {counts[usual]} checkpoints"
         else:
             whose = f"models.{model}"
+        self._check_duplicates(model, paths)
         for path, arch in archs.items():
             wrong = {k: (arch.get(k), v) for k, v in (expected or {}).items() if arch.get(k) != v}
             if wrong:
@@ -204,6 +218,79 @@ class Plan:
                     f"{path}: {detail}, as {whose} say: this checkpoint belongs to another "
                     "model; delete its directory and re-run, which links or trains it again"
                 )
+
+    def _check_duplicates(self, model: str, paths: list[str]) -> None:
+        """Under ``checkpoints.duplicates: fail``, raise ``ConfigError`` for checkpoints with
+        identical weights, from the hashes their ``source.json`` records: before any of them is
+        extracted, and with nothing deleted (the reduction also checks its stores' hashes)."""
+        if (self.config.get("checkpoints") or {}).get("duplicates") != "fail":
+            return
+        first: dict[str, int] = {}
+        same = []
+        for path in sorted(paths, key=lambda p: _step_of(p)):
+            try:
+                sha = json.loads((Path(path).parent / "source.json").read_text())["weights_sha256"]
+            except (OSError, ValueError, KeyError):
+                continue  # linked by an older version: the reduction's check applies
+            step = _step_of(path)
+            if sha in first:
+                same.append(f"step {step} = step {first[sha]}")
+            else:
+                first[sha] = step
+        if same:
+            raise ConfigError(
+                f"models.{model}: checkpoints with identical weights: {', '.join(same)} "
+                "(checkpoints.duplicates: fail; nothing was extracted or deleted). Drop the "
+                "repeated steps from steps, or set checkpoints.duplicates to warn or skip"
+            )
+
+    def unchanged(self, model: str, step: int, store: str) -> bool:
+        """Whether the store (template ``EXTRACT`` or ``UPDATE``) of (model, step) exists and was
+        measured on the weights its checkpoints hold now (for a displacement, the next one's
+        too). For toy models, whose weights are small enough to hash while the DAG is built:
+        a re-training that reproduces a checkpoint byte for byte then re-measures nothing
+        (the rules take such a checkpoint as ``ancient``)."""
+        if self.source(model) != "toy":
+            return False
+        attrs = _store_attrs(self.root / store.format(model=model, step=step))
+        if attrs is None:
+            return False
+        hashes = [("weights_sha256", step)]
+        later = self.next_step(model, step) if store == UPDATE else None
+        if later is not None:
+            hashes.append(("next_weights_sha256", later))
+        return all(attrs.get(key) == self._weights_sha256(model, s) for key, s in hashes)
+
+    def check_measured(self, model: str, store: str) -> None:
+        """Raise ``ConfigError`` naming a toy model's store (``EXTRACT`` or ``UPDATE``) measured
+        on other weights than its checkpoint holds now: a re-training that did not reproduce
+        them, with the store kept as ``ancient``."""
+        if self.source(model) != "toy":
+            return
+        steps = self.steps(model) if store == EXTRACT else self.update_steps(model)
+        for step in steps:
+            path = self.root / store.format(model=model, step=step)
+            attrs = _store_attrs(path)
+            now = self._weights_sha256(model, step)
+            if attrs is not None and now is not None and attrs.get("weights_sha256") != now:
+                raise ConfigError(
+                    f"{path} was measured on weights of sha256 "
+                    f"{str(attrs.get('weights_sha256'))[:12]}…, but "
+                    f"{CHECKPOINT.format(model=model, step=step)} now holds {now[:12]}… (the "
+                    "model was re-trained and came out different): delete the store and re-run"
+                )
+
+    def _weights_sha256(self, model: str, step: int) -> str | None:
+        key = (model, step)
+        if key not in self._hashes:
+            from pipeline import formats
+
+            path = self.root / CHECKPOINT.format(model=model, step=step)
+            try:
+                self._hashes[key] = formats.weights_sha256(path)
+            except (OSError, ValueError):  # not there (yet), or incomplete
+                self._hashes[key] = None
+        return self._hashes[key]
 
     def found(self, model: str) -> dict[int, str]:
         """A local model's complete checkpoint directories present on disk, by step."""

@@ -201,7 +201,17 @@ def load_tokenizer(spec: dict):
             CONFIG_FILES + TOKENIZER_FILES,
             "the evaluation tokenizer (eval.tokenizer)",
         )
-    return AutoTokenizer.from_pretrained(path, trust_remote_code=False)
+    from pipeline import provenance
+    from pipeline.formats.transformers import TOKENIZER_FILES
+
+    identity = {**spec, "files_sha256": provenance.directory_sha256(path, TOKENIZER_FILES)}
+    if "repo_id" in spec:
+        identity["commit"] = provenance.snapshot_commit(path)
+    tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=False)
+    identity["ids"] = len(tokenizer)
+    provenance.add("tokenizer", identity)
+    log.info("tokenizer %s", identity)
+    return tokenizer
 
 
 # --- token counts: a counts vector, or Megatron .bin/.idx training shards --------------------

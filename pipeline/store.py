@@ -52,7 +52,11 @@ class StoreError(ValueError):
 
 
 def write_zarr(ds: xr.Dataset, path: str | os.PathLike, **to_zarr_kwargs) -> None:
-    """Write ``ds`` to ``path`` (Zarr v3, consolidated metadata) atomically, with a manifest."""
+    """Write ``ds`` to ``path`` (Zarr v3, consolidated metadata) atomically, with a manifest and
+    ``attrs["provenance"]`` (``pipeline.provenance.record``: the job's inputs, the software)."""
+    from pipeline.provenance import record
+
+    ds = ds.assign_attrs(provenance=record())
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     remove_dead_writers(path)

@@ -310,6 +310,7 @@ def displacement_to(
             f"{next_step - step} optimizer steps, not one"
         ),
         "next_step": int(next_step),
+        "next_weights_sha256": weights_sha256(next_checkpoint),
         "multi_step": 1,
     }
     return Directions([displacement(model, later)], attrs)

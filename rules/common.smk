@@ -14,6 +14,7 @@ from pipeline.config import (
     fit_configs,
     section,
 )
+from pipeline.inputs import check as check_inputs
 from pipeline.plan import CHECKPOINT_CONFIG, EXTRACT, UPDATE as UPDATE_STORE, Plan
 from pipeline.plots import FIGURES
 
@@ -21,6 +22,7 @@ check_files(workflow.configfiles)
 check_types(config)
 validate(config, schema="../config/schema.yaml")
 check_config(config)
+check_inputs(config)  # the input files, before any job deletes what they made
 
 #: The plan (pipeline/plan.py): each model's steps (discovered for steps: all), where its
 #: checkpoints live, its update direction.
@@ -143,8 +145,12 @@ def model_spec(key, default=None):
 
 
 def checkpoint_config(wildcards):
-    """The checkpoint directory of one (model, step), named by its config.json."""
-    return CHECKPOINT_CONFIG.format(model=wildcards.model, step=wildcards.step)
+    """The checkpoint directory of one (model, step), named by its config.json: ``ancient``
+    where the extraction store was measured on exactly these weights (a re-training that
+    reproduced them re-runs nothing)."""
+    path = CHECKPOINT_CONFIG.format(model=wildcards.model, step=wildcards.step)
+    same = PLAN.unchanged(wildcards.model, int(wildcards.step), EXTRACT)
+    return ancient(path) if same else path
 
 
 # --- resources per model size (parameters in the model's config entry) --------------------
@@ -205,7 +211,15 @@ def update_stores(model):
 
 
 def update_inputs(wildcards):
-    return PLAN.update_inputs(wildcards.model, int(wildcards.step))
+    """The update job's inputs; its checkpoints ``ancient`` where the store was measured on
+    exactly their weights."""
+    model, step = wildcards.model, int(wildcards.step)
+    inputs = PLAN.update_inputs(model, step)
+    if PLAN.unchanged(model, step, UPDATE_STORE):
+        for key in ("config", "next_config"):
+            if key in inputs:
+                inputs[key] = ancient(inputs[key])
+    return inputs
 
 
 def update_params(wildcards):

@@ -6,8 +6,10 @@ from pipeline.config import ExtractConfig, execution
 from pipeline.extract import extract_checkpoint
 from pipeline.logs import setup
 from pipeline.plan import Plan
+from pipeline.provenance import from_job
 
 setup(snakemake.log[0])  # noqa: F821
+from_job(snakemake)  # noqa: F821 (every store it writes records the inputs)
 w = snakemake.wildcards  # noqa: F821
 # the checkpoint belongs to this model (its entry; its other checkpoints)
 Plan(snakemake.config).check_checkpoints(w.model)  # noqa: F821

@@ -6,10 +6,12 @@ from pathlib import Path
 from pipeline.config import UpdateConfig, execution
 from pipeline.logs import setup
 from pipeline.plan import Plan
+from pipeline.provenance import from_job
 from pipeline.toy.schedule import TrainConfig
 from pipeline.update import analyse_update
 
 setup(snakemake.log[0])  # noqa: F821
+from_job(snakemake)  # noqa: F821 (every store it writes records the inputs)
 w, inp, p = snakemake.wildcards, snakemake.input, snakemake.params  # noqa: F821
 # the checkpoint belongs to this model (its entry; its other checkpoints)
 Plan(snakemake.config).check_checkpoints(w.model)  # noqa: F821

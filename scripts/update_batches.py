@@ -2,9 +2,11 @@
 
 from pipeline.data import build_update_batches
 from pipeline.logs import setup
+from pipeline.provenance import from_job
 from pipeline.toy.language import ToyLanguage
 
 setup(snakemake.log[0])  # noqa: F821
+from_job(snakemake)  # noqa: F821 (every store it writes records the inputs)
 p = snakemake.params  # noqa: F821
 build_update_batches(
     p.data,

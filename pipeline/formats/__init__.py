@@ -85,3 +85,16 @@ def resolve(path: str | os.PathLike, name: str | None = None) -> ModuleType:
             f"its files look like {detect(path).NAME!r}: fix the model's format key"
         )
     return fmt
+
+
+def weights_sha256(path: str | os.PathLike) -> str:
+    """sha256 over a checkpoint's weight files as its format names them (sorted by name, links
+    followed), streamed: what identifies a checkpoint's weights in every store measured on it."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for f in detect(path).weight_files(path):
+        with open(f, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+    return h.hexdigest()

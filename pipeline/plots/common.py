@@ -343,6 +343,15 @@ def layer_panels(
 
 
 def save(fig: Figure, png: str, pdf: str, dpi: int = 150) -> None:
-    """Write ``fig`` as PNG (at ``dpi``) and PDF."""
-    fig.savefig(png, dpi=dpi)
-    fig.savefig(pdf)
+    """Write ``fig`` as PNG (at ``dpi``) and PDF, each to a temporary sibling renamed into place
+    once complete: a job killed while drawing leaves no figure that looks finished."""
+    import os
+    from pathlib import Path
+
+    for path, kwargs in ((Path(png), {"dpi": dpi}), (Path(pdf), {})):
+        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}{path.suffix}")
+        try:
+            fig.savefig(tmp, **kwargs)
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)

@@ -230,3 +230,30 @@ def test_update_batches_from_text_are_named_a_held_out_sample(hub_cache, tmp_pat
     ub = xr.open_zarr(tmp_path / "u.zarr")
     assert ub["input_ids"].shape == (3, 2, 8)
     assert ub.attrs["source"] == "held-out text sample, text files (not the training batches)"
+
+
+def test_input_files_are_checked_before_any_job_and_once(tmp_path):
+    from pipeline.config import ConfigError
+    from pipeline.inputs import check
+
+    counts, text = tmp_path / "counts.npy", tmp_path / "eval.jsonl"
+    np.save(counts, np.array([3, 1, 2]))
+    text.write_text('{"text": "fine"}\n')
+    config = {
+        "frequency": {"name": "c", "source": "counts", "path": str(counts), "vocab_size": 8},
+        "eval": {"name": "e", "source": "text", "paths": [str(text)]},
+    }
+    cache = tmp_path / "results/.input-checks.json"
+    check(config, cache)
+    assert set(json.loads(cache.read_text())) == {str(counts), str(text)}
+    np.save(counts, np.array([0.5, 0.25, 0.25]))  # relative frequencies: refused
+    with pytest.raises(ConfigError, match=rf"frequency.path: {counts} holds non-integer counts"):
+        check(config, cache)
+    np.save(counts, np.array([3, 1, 2]))
+    text.write_text('{"text": "fine"}\n{"text": "cut\n')
+    with pytest.raises(ConfigError, match=rf"eval.paths: {text}:2 is not valid JSON.*untouched"):
+        check(config, cache)
+    config["eval"] = {"name": "e", "source": "tokens", "path": str(tmp_path / "t.npy")}
+    np.save(tmp_path / "t.npy", np.array([[1, 2], [-1, 3]]))
+    with pytest.raises(ConfigError, match="eval.path: .*t.npy holds a negative token id"):
+        check(config, cache)

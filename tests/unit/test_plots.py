@@ -814,3 +814,29 @@ def test_without_the_geometry_the_spectral_figures_say_so(name):
 
     ds = synthetic_summary(2).drop_vars([v.name for v in GEOMETRY])
     assert "was not extracted" in figure_texts(make(name, ds))
+
+
+def test_a_figure_killed_while_saving_leaves_no_file(tmp_path, monkeypatch):
+    """Saving goes to a temporary name renamed once complete: a job killed while drawing leaves
+    no PNG that looks finished (the report then refuses the missing figure)."""
+    import matplotlib.pyplot as plt
+
+    from pipeline.plots.common import save
+
+    fig = plt.figure()
+    real = fig.savefig
+
+    def killed(path, **kwargs):
+        real(path, **kwargs)
+        with open(path, "r+b") as fh:
+            fh.truncate(100)  # half written
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(fig, "savefig", killed)
+    with pytest.raises(KeyboardInterrupt):
+        save(fig, str(tmp_path / "f.png"), str(tmp_path / "f.pdf"))
+    assert list(tmp_path.iterdir()) == []
+    monkeypatch.setattr(fig, "savefig", real)
+    save(fig, str(tmp_path / "f.png"), str(tmp_path / "f.pdf"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f.pdf", "f.png"]
+    plt.close(fig)

@@ -236,5 +236,7 @@ def test_a_step_store_of_another_model_is_named():
 
     paths = ["m/step0.zarr", "m/step4.zarr", "m/step8.zarr"]
     check_sizes(paths, [part(16), part(16), part(16)])
-    with pytest.raises(ValueError, match=r"m/step4.zarr has singular 8, the model's other 2 have 16"):
+    with pytest.raises(
+        ValueError, match=r"m/step4.zarr has singular 8, the model's other 2 have 16"
+    ):
         check_sizes(paths, [part(16), part(8), part(16)])

@@ -5,12 +5,14 @@ from Megatron shards, ``HF_HUB_OFFLINE=1``. Then a revision that is not in the c
 from __future__ import annotations
 
 import csv
+import hashlib
 import re
 import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 import xarray as xr
 import yaml
 
@@ -106,6 +108,40 @@ def test_hub_revisions_are_extracted_offline(suite):
         for other in STEPS:
             same = SAME_AS.get(step, step) == SAME_AS.get(other, other)
             assert (sha == shas[other]) == same, (step, other)
+
+
+def test_every_store_says_where_its_inputs_came_from(suite):
+    """The extraction names each revision's resolved commit, the evaluation set its tokenizer
+    (repository, revision, commit) and text file, the frequency table the shards' sha256; each
+    store the package versions; the download log what it resolved."""
+    tmp, cache, _ = suite
+    refs = cache / f"models--{REPO_ID.replace('/', '--')}/refs"
+    for step in STEPS:
+        commit = (refs / f"step{step}").read_text().strip()
+        prov = xr.open_zarr(tmp / f"results/extract/pythia-test/step{step}.zarr").attrs[
+            "provenance"
+        ]
+        assert prov["rule"] == "extract" and prov["software"]["torch"] == torch.__version__
+        source = prov["inputs"]["config"][0]["checkpoint"]
+        assert source == {
+            "kind": "hub",
+            "repo_id": REPO_ID,
+            "revision": f"step{step}",
+            "commit": commit,
+            "format": "transformers",
+        }
+        assert len(prov["inputs"]["eval"][0]["manifest_sha256"]) == 64
+        log = (tmp / f"results/logs/checkpoints/download_pythia-test_step{step}.log").read_text()
+        assert f"resolved to commit {commit}" in log
+    prov = xr.open_zarr(tmp / "results/data/text/eval.zarr").attrs["provenance"]
+    tokenizer = prov["found"]["tokenizer"]
+    assert tokenizer["repo_id"] == REPO_ID and tokenizer["revision"] == "step0"
+    assert tokenizer["commit"] == (refs / "step0").read_text().strip()
+    text = prov["inputs"]["texts"][0]
+    assert text["sha256"] == hashlib.sha256((tmp / "eval.txt").read_bytes()).hexdigest()
+    freq = xr.open_zarr(tmp / "results/data/shards/frequency.zarr").attrs["provenance"]
+    shard = {Path(d["path"]).name: d["sha256"] for d in freq["inputs"]["shards"]}
+    assert shard["shard.bin"] == hashlib.sha256((tmp / "shard.bin").read_bytes()).hexdigest()
 
 
 def test_duplicate_revisions_are_reported(suite):
@@ -205,3 +241,21 @@ def test_preset_dry_run_builds_the_whole_dag_offline(tmp_path, preset, placehold
     counts = planned_jobs(tmp_path, REPO / "config" / preset, env=env)
     assert counts["download"] == counts["extract"] == models * steps
     assert counts["reduce"] == counts["fit_bnsl"] == models
+
+
+def test_duplicates_fail_before_extraction_and_delete_nothing(suite, tmp_path):
+    """Under checkpoints.duplicates: fail the repeated revisions are named when the DAG is built
+    (from the hashes their links recorded), before any job: every store is left as it was."""
+    from tests.snake import fingerprint
+
+    tmp, cache, _ = suite
+    run = copy_run(tmp, tmp_path / "run")
+    cfg = config(tmp, STEPS)
+    cfg["checkpoints"] = {"duplicates": "fail"}
+    before = fingerprint(run)
+    r = snakemake(run, cfg, cache)
+    assert r.returncode != 0
+    pairs = ", ".join(f"step {s} = step {o}" for s, o in sorted(SAME_AS.items()))
+    assert f"checkpoints with identical weights: {pairs}" in r.stdout + r.stderr
+    assert "nothing was extracted or deleted" in r.stdout + r.stderr
+    assert fingerprint(run) == before

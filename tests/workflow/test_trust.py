@@ -9,7 +9,9 @@ import shutil
 import subprocess
 
 import pytest
+import xarray as xr
 import yaml
+import zarr
 from safetensors.torch import load_file, save_file
 
 from pipeline.optimizer import MOMENTS_FILE, STATE_FILE
@@ -99,3 +101,20 @@ def test_another_models_checkpoint_is_named_before_any_job(run_copy):
         -2000:
     ]
     assert "belongs to another model" in out
+
+
+def test_every_store_of_a_run_records_its_job_inputs_and_software(run_dir):
+    from pipeline.verify import stores
+
+    found = stores(run_dir / "results")
+    assert len(found) > 10
+    for path in found:
+        prov = xr.open_zarr(path).attrs["provenance"]
+        assert prov["software"]["zarr"] == zarr.__version__, path
+        assert prov["rule"] and prov["inputs"] or "corpus" in path.name, path
+        for described in (d for ds in prov.get("inputs", {}).values() for d in ds):
+            assert "sha256" in described or "manifest_sha256" in described, (path, described)
+    extract = xr.open_zarr(run_dir / f"results/extract/{A}/step{MID}.zarr").attrs["provenance"]
+    source = extract["inputs"]["config"][0]["checkpoint"]
+    assert source["kind"] == "toy" and source["step"] == MID
+    assert source["shape"]["hidden_size"] == CONFIG["models"][A]["hidden_size"]

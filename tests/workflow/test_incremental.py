@@ -189,7 +189,7 @@ def test_restoring_a_deleted_toy_checkpoint_re_measures_nothing(run_copy):
     """Training is deterministic: re-training a model to restore a deleted checkpoint rewrites
     every checkpoint with the same weights, and the stores measured on them stay valid, byte for
     byte and with their times (the rules take a checkpoint as ancient where its stores record
-    exactly its weights); only the cheap jobs of the rewritten training-loss table re-run."""
+    exactly its weights, and Snakemake compares the rewritten small files by checksum)."""
     from tests.snake import fingerprint
 
     config = yaml.safe_load(TINY_CONFIG.read_text())
@@ -199,11 +199,8 @@ def test_restoring_a_deleted_toy_checkpoint_re_measures_nothing(run_copy):
     restore = f"results/checkpoints/{model}/step{step}/config.json"
     r = run_snakemake(run_copy, TINY_CONFIG, restore)
     assert r.returncode == 0, r.stderr[-3000:]
-    planned = planned_jobs(run_copy, TINY_CONFIG)
-    assert planned == {"fit_bnsl_train": 1, "fit_table": 1, "summary": 1, **plot_jobs()}, planned
-    r = run_snakemake(run_copy, TINY_CONFIG)
-    assert r.returncode == 0, r.stderr[-3000:]
-    after = fingerprint(run_copy)
-    stores = [k for k in before if k.startswith(("results/extract/", "results/update/"))]
-    assert stores and all(after.get(k) == before[k] for k in stores)
     assert planned_jobs(run_copy, TINY_CONFIG) == {}
+    after = fingerprint(run_copy)
+    stores = [k for k in before if k.startswith(("results/", ".snakemake/metadata"))]
+    stores = [k for k in stores if "checkpoints/" not in k and "logs/" not in k]
+    assert stores and all(after.get(k) == before[k] for k in stores)

@@ -118,3 +118,20 @@ def test_every_store_of_a_run_records_its_job_inputs_and_software(run_dir):
     source = extract["inputs"]["config"][0]["checkpoint"]
     assert source["kind"] == "toy" and source["step"] == MID
     assert source["shape"]["hidden_size"] == CONFIG["models"][A]["hidden_size"]
+
+
+def test_a_store_measured_on_other_weights_is_named_before_any_job(run_copy):
+    """A toy checkpoint whose weights changed under its stores (a re-training that came out
+    different; here step 8's weights copied in) leaves config.json as it was, which is all
+    Snakemake compares: the plan compares the stores' recorded hashes and names the store."""
+    ckpt = run_copy / f"results/checkpoints/{A}"
+    weights = ckpt / f"step{EARLY}/model.safetensors"
+    weights.unlink()
+    shutil.copy(ckpt / "step8/model.safetensors", weights)
+    r = subprocess.run(snakemake_cmd(run_copy, TINY_CONFIG, "-n"), capture_output=True, text=True)
+    out = r.stdout + r.stderr
+    assert r.returncode != 0
+    assert f"results/extract/{A}/step{EARLY}.zarr was measured on weights of sha256" in out, out[
+        -2000:
+    ]
+    assert "delete the store and re-run" in out

@@ -159,6 +159,18 @@ def _metadata_files(root: Path) -> list[Path]:
     return sorted(root.rglob("zarr.json"))
 
 
+def _metadata_digest(path: Path) -> str:
+    """sha256 of a metadata file's JSON with its keys sorted (zarr lists arrays in directory
+    order, so the consolidated metadata's key order differs between equal stores); of its bytes
+    if it is not JSON, which then never matches."""
+    data = path.read_bytes()
+    try:
+        data = json.dumps(json.loads(data), sort_keys=True).encode()
+    except (ValueError, UnicodeDecodeError):
+        pass
+    return hashlib.sha256(data).hexdigest()
+
+
 def _arrays(root: Path) -> dict[str, dict]:
     """Each array of the Zarr v3 store at ``root``: its metadata (``zarr.json``), by path; a
     metadata file that is not JSON is a ``StoreError`` naming it."""
@@ -206,10 +218,7 @@ def build_manifest(root: str | os.PathLike) -> dict:
             "files": len(files),
             "sha256": _digest(root, files),
         }
-    metadata = {
-        f.relative_to(root).as_posix(): hashlib.sha256(f.read_bytes()).hexdigest()
-        for f in _metadata_files(root)
-    }
+    metadata = {f.relative_to(root).as_posix(): _metadata_digest(f) for f in _metadata_files(root)}
     return {"format": MANIFEST_FORMAT, "arrays": arrays, "metadata": metadata}
 
 
@@ -238,10 +247,7 @@ def verify_store(path: str | os.PathLike) -> None:
         ) from err
     problems = []
     if "metadata" in manifest:  # (format 1 manifests cover the chunks only)
-        now = {
-            f.relative_to(path).as_posix(): hashlib.sha256(f.read_bytes()).hexdigest()
-            for f in _metadata_files(path)
-        }
+        now = {f.relative_to(path).as_posix(): _metadata_digest(f) for f in _metadata_files(path)}
         was = manifest["metadata"]
         problems += [f"metadata file {n} is missing" for n in sorted(set(was) - set(now))]
         problems += [f"metadata file {n} was added" for n in sorted(set(now) - set(was))]

@@ -270,7 +270,9 @@ def summary_provenance():
 PLAN.check_update_steps()
 for model in MODELS:  # a checkpoint copied from another model is named before any job,
     PLAN.check_checkpoints(model)  # and a store measured on weights a toy checkpoint no
-    PLAN.check_measured(model, EXTRACT)  # longer holds (Snakemake compares config.json only)
+    PLAN.check_measured(
+        model, EXTRACT
+    )  # longer holds (Snakemake compares config.json only)
     PLAN.check_measured(model, UPDATE_STORE)
 for note in dict.fromkeys(PLAN.notes):
     snakemake_logger.warning(note)

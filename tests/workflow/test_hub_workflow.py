@@ -123,12 +123,16 @@ def test_every_store_says_where_its_inputs_came_from(suite):
         ]
         assert prov["rule"] == "extract" and prov["software"]["torch"] == torch.__version__
         source = prov["inputs"]["config"][0]["checkpoint"]
+        sha = xr.open_zarr(tmp / f"results/extract/pythia-test/step{step}.zarr").attrs[
+            "weights_sha256"
+        ]
         assert source == {
             "kind": "hub",
             "repo_id": REPO_ID,
             "revision": f"step{step}",
             "commit": commit,
             "format": "transformers",
+            "weights_sha256": sha,  # recorded when linked, before extraction
         }
         assert len(prov["inputs"]["eval"][0]["manifest_sha256"]) == 64
         log = (tmp / f"results/logs/checkpoints/download_pythia-test_step{step}.log").read_text()

@@ -3,6 +3,7 @@ output of a rule (the frequency counts are fetched with a checksum) or named in 
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import yaml
 
@@ -25,6 +26,10 @@ def test_the_own_run_template_names_what_is_missing(tmp_path):
     (tmp_path / "data").mkdir()
     (tmp_path / "data/heldout.txt").write_text("text")
     (tmp_path / "runs/my-model/checkpoint-1000").mkdir(parents=True)  # training just began
+    r = run_snakemake(tmp_path, REPO / "config" / "own-run.yaml", "-n")
+    assert "frequency.path: data/train_counts.npy does not exist" in r.stdout + r.stderr
+    np.save(tmp_path / "data/train_counts.npy", np.ones(100, dtype=np.int64))
+    np.save(tmp_path / "data/update_batches.npy", np.ones((8, 65), dtype=np.int64))
     r = run_snakemake(tmp_path, REPO / "config" / "own-run.yaml", "-n")
     out = r.stdout + r.stderr
     assert r.returncode != 0

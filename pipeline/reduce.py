@@ -44,7 +44,7 @@ from pipeline.schema import (
     quantile,
     quantile_overall,
 )
-from pipeline.store import remove_dead_writers_in, verify_store, write_zarr
+from pipeline.store import labeled, remove_dead_writers_in, verify_store, write_zarr
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +109,7 @@ def open_steps(paths: list[str]) -> xr.Dataset:
     (step, token), sorted by step."""
     if not paths:
         raise ValueError("no extraction stores to reduce: the model has no steps in the config")
-    parts = [xr.open_zarr(p) for p in paths]
+    parts = [labeled(xr.open_zarr(p)) for p in paths]  # (older stores: names from attrs)
     common = set.intersection(*(set(p.data_vars) for p in parts))
     partial = sorted(set.union(*(set(p.data_vars) for p in parts)) - common)
     if partial:  # optional measurements that older extractions did not write
@@ -249,7 +249,7 @@ def layer_summaries(ds: xr.Dataset) -> xr.Dataset:
         }
     )
     out = out.assign_coords(layer=out["layer"].astype(np.int64))
-    labels = list(ds.attrs.get("labels", {}).get("param", []))
+    labels = [str(n) for n in ds["param"].values] if "param" in ds.coords else []
     head, embed = ds.attrs.get("output_param"), ds.attrs.get("input_param")
     if head in labels:
         i = labels.index(head)

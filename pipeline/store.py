@@ -19,9 +19,11 @@ what is wrong, never a silent fill value. The manifest is hidden from Zarr: plai
 ``xarray.open_zarr`` reads every store as usual. ``python -m pipeline.verify results/`` checks a
 whole results tree.
 
-**Labels.** Zarr v3 does not yet specify a string data type, so dimensions labelled by names
-(``model``, ``param``) get integer coordinates and the names go into ``attrs["labels"][dim]``;
-``open_labeled`` puts them back as coordinates.
+**Labels.** Dimensions labelled by names (``model``, ``param``) have string coordinates, of
+numpy's variable-length ``StringDType`` (zarr 3's string data type: plain ``xarray.open_zarr``
+reads them as strings, without warnings), so ``summary.sel(model="toy-d16")`` works.
+``open_labeled`` remains only as the reader of stores written before: they kept integer
+coordinates and the names in ``attrs["labels"]``.
 """
 
 from __future__ import annotations
@@ -282,15 +284,32 @@ def open_store(path: str | os.PathLike, **open_zarr_kwargs) -> xr.Dataset:
 
 
 def with_labels(ds: xr.Dataset, labels: dict[str, list[str]]) -> xr.Dataset:
-    """Record ``labels[dim]`` (one name per position along ``dim``) in the attrs."""
+    """Label ``dim`` with the names ``labels[dim]`` (one per position) as a string coordinate."""
+    import numpy as np
+
     for dim, names in labels.items():
         if len(names) != ds.sizes[dim]:
             raise ValueError(f"{len(names)} labels for dimension {dim!r} of size {ds.sizes[dim]}")
-    return ds.assign_attrs(labels={**ds.attrs.get("labels", {}), **labels})
+    return ds.assign_coords(
+        {
+            dim: np.array([str(n) for n in names], dtype=np.dtypes.StringDType())
+            for dim, names in labels.items()
+        }
+    )
 
 
 def open_labeled(path: str | os.PathLike) -> xr.Dataset:
-    """``open_store`` with the string labels of ``attrs["labels"]`` as coordinates."""
-    ds = open_store(path)
+    """``open_store``, with ``labeled``: the reader of stores old and new."""
+    return labeled(open_store(path))
+
+
+def labeled(ds: xr.Dataset) -> xr.Dataset:
+    """``ds`` itself; or, for a store written before names were coordinates (integer
+    coordinates, the names in ``attrs["labels"]``), with its names as coordinates."""
     labels = ds.attrs.get("labels", {})
-    return ds.assign_coords({dim: list(names) for dim, names in labels.items() if dim in ds.dims})
+    old = {dim: names for dim, names in labels.items() if dim in ds.dims}
+    if not old:
+        return ds
+    ds = with_labels(ds, old)
+    ds.attrs = {k: v for k, v in ds.attrs.items() if k != "labels"}
+    return ds

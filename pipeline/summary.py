@@ -52,7 +52,7 @@ def summarize(
     ``corpus_paths`` maps toy models to their language's corpus store, whose true
     log-probability spectra give each model's W-error at its width (``language_w_error*``).
     """
-    parts = [open_store(p) for p in reduce_paths]
+    parts = [open_labeled(p) for p in reduce_paths]
     attrs = _shared_attrs(models, [p.attrs for p in parts])
     attrs["weights_sha256"] = {m: list(p.attrs["weights_sha256"]) for m, p in zip(models, parts)}
     for p in parts:

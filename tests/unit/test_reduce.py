@@ -190,12 +190,11 @@ def test_layer_summaries_match_concatenated_tensors():
         },
         coords={
             "step": [7],
-            "param": np.arange(5),
+            "param": names,
             "layer": ("param", layer),
             "param_size": ("param", size),
         },
         attrs={
-            "labels": {"param": names},
             "output_param": "head.weight",
             "input_param": "embed.weight",
         },

@@ -19,6 +19,7 @@ from pipeline.store import (
     MANIFEST,
     StoreError,
     check_complete,
+    open_labeled,
     open_store,
     remove_dead_writers,
     verify_store,
@@ -187,3 +188,27 @@ def test_verify_names_every_damaged_store_in_a_tree(tmp_path, capsys):
     assert f"DAMAGED  {tmp_path / 'b/three.zarr'}" in out and "x/zarr.json differs" in out
     assert "3 stores checked" in out and ": 1 damaged" in out
     assert main([str(tmp_path / "nowhere")]) == 2
+
+
+def test_names_are_string_coordinates_plain_xarray_reads(tmp_path):
+    from pipeline.store import with_labels
+
+    ds = xr.Dataset({"loss": (("model", "step"), np.arange(6.0).reshape(2, 3))})
+    write_zarr(with_labels(ds, {"model": ["toy-d16", "toy-d8"]}), tmp_path / "s.zarr")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        read = xr.open_zarr(tmp_path / "s.zarr")
+        np.testing.assert_array_equal(read.loss.sel(model="toy-d8"), [3.0, 4.0, 5.0])
+    assert [str(m) for m in read.model.values] == ["toy-d16", "toy-d8"]
+
+
+def test_an_older_store_with_names_in_its_attrs_still_reads_labeled(tmp_path):
+    """Stores written before names were coordinates: integer coordinates, attrs["labels"]."""
+    ds = xr.Dataset(
+        {"loss": (("model",), [1.0, 2.0])},
+        coords={"model": [0, 1]},
+        attrs={"labels": {"model": ["a", "b"]}},
+    )
+    write_zarr(ds, tmp_path / "old.zarr")
+    read = open_labeled(tmp_path / "old.zarr")
+    assert float(read.loss.sel(model="b")) == 2.0 and "labels" not in read.attrs

@@ -11,6 +11,7 @@ import csv
 import json
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +22,6 @@ import pipeline
 from pipeline.config import digest, section
 from pipeline.plots import FIGURES
 from pipeline.schema import FIT_FIELDS, MEASUREMENTS, bnsl, overall
-from pipeline.store import open_labeled
 from pipeline.summary import open_summary
 from tests.snake import REPO, TINY_CONFIG, run_ok
 
@@ -156,9 +156,25 @@ def test_summary_holds_the_fits_and_the_provenance(run_dir, config):
     assert a["pipeline_version"] == pipeline.__version__
 
 
+def test_every_store_opens_with_plain_xarray_names_as_coordinates(run_dir, config):
+    """No warning from any store, and every named dimension is labelled by strings."""
+    from pipeline.verify import stores
+
+    for path in stores(run_dir / "results"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            ds = xr.open_zarr(path)
+        for dim in {"model", "param"} & set(ds.dims):
+            assert ds[dim].dtype.kind == "T", (path, dim, ds[dim].dtype)
+    summary = xr.open_zarr(run_dir / "results/summary.zarr")
+    assert sorted(str(m) for m in summary.model.values) == sorted(config["models"])
+    model = list(config["models"])[-1]
+    assert summary.sel(model=model).sizes["step"] == len(config["steps"])
+
+
 def test_extraction_has_parameter_and_rank_measurements(run_dir, config):
     model = next(iter(config["models"]))
-    ds = open_labeled(run_dir / f"results/extract/{model}/step{max(config['steps'])}.zarr")
+    ds = xr.open_zarr(run_dir / f"results/extract/{model}/step{max(config['steps'])}.zarr")
     names = list(ds["param"].values)
     assert any(n.endswith("embed_in.weight") for n in names) and "lm_head.weight" in names
     dw = ds["param_interference"].sel(param="lm_head.weight").values

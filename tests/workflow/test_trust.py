@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
 
 import pytest
 import xarray as xr
@@ -15,7 +14,7 @@ import zarr
 from safetensors.torch import load_file, save_file
 
 from pipeline.optimizer import MOMENTS_FILE, STATE_FILE
-from tests.snake import TINY_CONFIG, snakemake_cmd
+from tests.snake import TINY_CONFIG, run_snakemake
 
 pytestmark = pytest.mark.workflow
 
@@ -49,11 +48,7 @@ def test_optimizer_states_that_are_not_their_checkpoints_fail_their_update_jobs(
         shutil.copy(ckpt / f"{B}/step{EARLY}/{name}", ckpt / f"{B}/step{MID}/{name}")
     targets = [f"results/update/{m}/step{s}.zarr" for m in (A, B) for s in (EARLY, MID)]
     before = {t: (run_copy / t / ".manifest.json").read_bytes() for t in targets}
-    r = subprocess.run(
-        snakemake_cmd(run_copy, TINY_CONFIG, *targets, "--forcerun", *targets, "--keep-going"),
-        capture_output=True,
-        text=True,
-    )
+    r = run_snakemake(run_copy, TINY_CONFIG, *targets, "--forcerun", *targets, "--keep-going")
     assert r.returncode != 0
 
     def log(model, step):
@@ -80,11 +75,7 @@ def test_an_edited_attribute_of_a_step_store_fails_the_reduction(run_copy):
     doc["consolidated_metadata"]["metadata"]["loss"]["attributes"]["scale_factor"] = 2.0
     meta.write_text(json.dumps(doc))
     target = f"results/reduce/{A}.zarr"
-    r = subprocess.run(
-        snakemake_cmd(run_copy, TINY_CONFIG, target, "--forcerun", target),
-        capture_output=True,
-        text=True,
-    )
+    r = run_snakemake(run_copy, TINY_CONFIG, target, "--forcerun", target)
     out = r.stdout + r.stderr
     assert r.returncode != 0
     assert f"store {store.relative_to(run_copy)} is damaged: metadata file zarr.json" in out
@@ -94,7 +85,7 @@ def test_another_models_checkpoint_is_named_before_any_job(run_copy):
     src, dst = (run_copy / f"results/checkpoints/{m}/step{MID}" for m in (A, B))
     shutil.rmtree(dst)
     shutil.copytree(src, dst, symlinks=True)
-    r = subprocess.run(snakemake_cmd(run_copy, TINY_CONFIG, "-n"), capture_output=True, text=True)
+    r = run_snakemake(run_copy, TINY_CONFIG, "-n")
     out = r.stdout + r.stderr
     assert r.returncode != 0
     assert f"results/checkpoints/{B}/step{MID}/config.json: hidden_size 8 (not 16)" in out, out[
@@ -128,7 +119,7 @@ def test_a_store_measured_on_other_weights_is_named_before_any_job(run_copy):
     weights = ckpt / f"step{EARLY}/model.safetensors"
     weights.unlink()
     shutil.copy(ckpt / "step8/model.safetensors", weights)
-    r = subprocess.run(snakemake_cmd(run_copy, TINY_CONFIG, "-n"), capture_output=True, text=True)
+    r = run_snakemake(run_copy, TINY_CONFIG, "-n")
     out = r.stdout + r.stderr
     assert r.returncode != 0
     assert f"results/extract/{A}/step{EARLY}.zarr was measured on weights of sha256" in out, out[

@@ -19,7 +19,7 @@ $(STAMP): requirements.txt pyproject.toml
 
 run: $(STAMP)
 	$(BIN)/snakemake --profile profiles/default
-	$(BIN)/snakemake --profile profiles/default --report results/report.html
+	$(BIN)/snakemake --profile profiles/default --report results/provenance.html
 
 $(REFERENCE): tests/olmo-reference.txt $(STAMP)
 	rm -rf .olmo-reference
@@ -36,4 +36,5 @@ lint: $(STAMP)
 clean:
 	rm -rf results/data results/checkpoints results/extract results/reduce results/summary.zarr \
 	       results/fits results/figures results/logs results/benchmarks results/report.html \
+	       results/provenance.html results/update \
 	       .snakemake

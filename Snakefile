@@ -1,5 +1,6 @@
 # Learning-dynamics measurements over suites of training checkpoints.
-# The DAG: data → checkpoints → extract, update {model, step} → reduce {model} → fit → summary → plots.
+# The DAG: data → checkpoints → extract, update {model, step} → reduce {model} → fit → summary
+# → plots → report.
 # See README.md for how to run it and ../shared/DESIGN.md for the definitions.
 
 from snakemake.utils import min_version
@@ -14,6 +15,11 @@ if not workflow.overwrite_configfiles:
     configfile: "config.yaml"
 
 
+# `snakemake --report results/provenance.html`: the provenance (rule graph, runtimes, code) of
+# the run, whose figures and explorer are in its own page, results/report.html (rules/report.smk).
+report: "report/workflow.rst"
+
+
 include: "rules/common.smk"
 include: "rules/data.smk"
 include: "rules/checkpoints.smk"
@@ -23,6 +29,7 @@ include: "rules/reduce.smk"
 include: "rules/fit.smk"
 include: "rules/summary.smk"
 include: "rules/plots.smk"
+include: "rules/report.smk"
 
 
 rule all:

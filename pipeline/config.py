@@ -108,6 +108,21 @@ class FitConfig:
 SCHEMA = Path(__file__).resolve().parents[1] / "config" / "schema.yaml"
 
 
+#: What the default run keeps in ``results/`` (a named run's folder must not be one of them).
+RESULTS_ENTRIES = (
+    "benchmarks", "checkpoints", "data", "extract", "figures", "fits", "logs", "provenance.html",
+    "reduce", "report.html", "summary.zarr", "update",
+)
+
+
+def results_dir(config: dict) -> str:
+    """The run's results folder: ``results/`` for a config without ``run`` (the embedded
+    default), ``results/{run}/`` for a named run, so that runs of two configs leave each
+    other's results, figures and report alone."""
+    run = config.get("run")
+    return f"results/{run}" if run else "results"
+
+
 def toy_language(config: dict, name: str | None = None) -> dict:
     """The toy language ``name`` (a key of ``toy.languages``, whose keys override
     ``toy.language``'s; None: ``toy.language`` itself), defaults filled in, in key order."""
@@ -219,6 +234,11 @@ def check(config: dict) -> None:
     uses_toy = toy_models or "toy" in (config["eval"]["source"], config["frequency"]["source"])
     if uses_toy and "toy" not in config:
         raise ConfigError("the toy suite is used but the config has no 'toy' section; add one")
+    if config.get("run") in RESULTS_ENTRIES:
+        raise ConfigError(
+            f"run: {config['run']!r} is a folder of the default run's results/ "
+            f"(results/{config['run']}); choose another run name"
+        )
     for name, spec in config["models"].items():
         if spec["source"] == "hub" and "{step}" not in spec.get("revision", "{step}") + spec.get(
             "subfolder", ""

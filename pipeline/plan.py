@@ -33,18 +33,21 @@ from pipeline.config import (
     ConfigError,
     digest,
     has_optimizer_states,
+    results_dir,
     section,
     toy_language,
     toy_train,
 )
 from pipeline.toy.schedule import ToyModel, TrainConfig, pythia_schedule
 
-#: Every per-checkpoint path, declared once.
-CHECKPOINT = "results/checkpoints/{model}/step{step}"
-CHECKPOINT_CONFIG = CHECKPOINT + "/config.json"
-EXTRACT = "results/extract/{model}/step{step}.zarr"
-UPDATE = "results/update/{model}/step{step}.zarr"
-DATA = "results/data/{dataset}/{what}.zarr"  # what: corpus, frequency, eval, update
+#: Every per-checkpoint path, declared once, inside the run's results folder (``results_dir``).
+PATHS = {
+    "checkpoint": "checkpoints/{model}/step{step}",
+    "checkpoint_config": "checkpoints/{model}/step{step}/config.json",
+    "extract": "extract/{model}/step{step}.zarr",
+    "update": "update/{model}/step{step}.zarr",
+    "data": "data/{dataset}/{what}.zarr",  # what: corpus, frequency, eval, update
+}
 
 
 def _template_regex(template: str) -> re.Pattern:
@@ -94,6 +97,8 @@ class Plan:
     def __init__(self, config: dict, root: str | os.PathLike = "."):
         self.config = config
         self.root = Path(root)
+        #: The run's results folder (``results/``, or ``results/{run}/`` for a named run).
+        self.results = results_dir(config)
         self.models = list(config["models"])
         self.update = section(config, "update")
         self.notes: list[str] = []  # said on the console when the DAG is built
@@ -109,6 +114,14 @@ class Plan:
 
     def of_source(self, source: str) -> list[str]:
         return [m for m in self.models if self.source(m) == source]
+
+    def template(self, kind: str) -> str:
+        """The path template of ``kind`` (a key of ``PATHS``) in the run's results folder."""
+        return f"{self.results}/{PATHS[kind]}"
+
+    def path(self, kind: str, **fields) -> str:
+        """The path of ``kind`` for these fields (model, step; dataset, what)."""
+        return self.template(kind).format(**fields)
 
     def format(self, model: str) -> str | None:
         """The model's checkpoint format: its ``format`` key; else, for a hub model with
@@ -164,15 +177,24 @@ class Plan:
                 "head_rank": self.spec(m).get("head_rank"),
             }
         return {
+            "run": self.config.get("run") or "",
+            "results": self.results,
             "config_sha256": digest(self.config),
             "fit": section(self.config, "fit"),
             **({"toy_models": toy} if toy else {}),
         }
 
+    def figures(self) -> dict:
+        """The run's figures (``pipeline.plots.run_figures``), by name."""
+        from pipeline.plots import run_figures
+
+        directions = {m: self.direction(m) for m in self.models}
+        return run_figures(self.provenance().get("toy_models", {}), directions)
+
     def linked(self, model: str) -> list[int]:
         """Steps already linked under results/checkpoints/{model}/ (measured or about to be)."""
-        pattern = str(self.root / CHECKPOINT_CONFIG).format(model=model, step="*")
-        rx = _template_regex(str(self.root / CHECKPOINT_CONFIG).format(model=model, step="{step}"))
+        pattern = str(self.root / self.template("checkpoint_config")).format(model=model, step="*")
+        rx = _template_regex(str(self.root / self.template("checkpoint_config")).format(model=model, step="{step}"))
         return sorted(int(m.group(1)) for p in glob.glob(pattern) if (m := rx.match(p)))
 
     def expected_architecture(self, model: str) -> dict | None:
@@ -199,7 +221,7 @@ class Plan:
         architecture with the model's other checkpoints (the odd one out is named). ``paths``:
         config.json files to check, by default every linked one."""
         if paths is None:
-            pattern = str(self.root / CHECKPOINT_CONFIG).format(model=model, step="*")
+            pattern = str(self.root / self.template("checkpoint_config")).format(model=model, step="*")
             paths = sorted(glob.glob(pattern))
         archs = {p: _architecture(p) for p in paths}
         expected = self.expected_architecture(model)
@@ -245,38 +267,38 @@ class Plan:
             )
 
     def unchanged(self, model: str, step: int, store: str) -> bool:
-        """Whether the store (template ``EXTRACT`` or ``UPDATE``) of (model, step) exists and was
+        """Whether the store (``extract`` or ``update``) of (model, step) exists and was
         measured on the weights its checkpoints hold now (for a displacement, the next one's
         too). For toy models, whose weights are small enough to hash while the DAG is built:
         a re-training that reproduces a checkpoint byte for byte then re-measures nothing
         (the rules take such a checkpoint as ``ancient``)."""
         if self.source(model) != "toy":
             return False
-        attrs = _store_attrs(self.root / store.format(model=model, step=step))
+        attrs = _store_attrs(self.root / self.path(store, model=model, step=step))
         if attrs is None:
             return False
         hashes = [("weights_sha256", step)]
-        later = self.next_step(model, step) if store == UPDATE else None
+        later = self.next_step(model, step) if store == "update" else None
         if later is not None:
             hashes.append(("next_weights_sha256", later))
         return all(attrs.get(key) == self._weights_sha256(model, s) for key, s in hashes)
 
     def check_measured(self, model: str, store: str) -> None:
-        """Raise ``ConfigError`` naming a toy model's store (``EXTRACT`` or ``UPDATE``) measured
+        """Raise ``ConfigError`` naming a toy model's store (``extract`` or ``update``) measured
         on other weights than its checkpoint holds now: a re-training that did not reproduce
         them, with the store kept as ``ancient``."""
         if self.source(model) != "toy":
             return
-        steps = self.steps(model) if store == EXTRACT else self.update_steps(model)
+        steps = self.steps(model) if store == "extract" else self.update_steps(model)
         for step in steps:
-            path = self.root / store.format(model=model, step=step)
+            path = self.root / self.path(store, model=model, step=step)
             attrs = _store_attrs(path)
             now = self._weights_sha256(model, step)
             if attrs is not None and now is not None and attrs.get("weights_sha256") != now:
                 raise ConfigError(
                     f"{path} was measured on weights of sha256 "
                     f"{str(attrs.get('weights_sha256'))[:12]}…, but "
-                    f"{CHECKPOINT.format(model=model, step=step)} now holds {now[:12]}… (the "
+                    f"{self.path('checkpoint', model=model, step=step)} now holds {now[:12]}… (the "
                     "model was re-trained and came out different): delete the store and re-run"
                 )
 
@@ -285,7 +307,7 @@ class Plan:
         if key not in self._hashes:
             from pipeline import formats
 
-            path = self.root / CHECKPOINT.format(model=model, step=step)
+            path = self.root / self.path("checkpoint", model=model, step=step)
             try:
                 self._hashes[key] = formats.weights_sha256(path)
             except (OSError, ValueError):  # not there (yet), or incomplete
@@ -528,10 +550,10 @@ class Plan:
 
     def corpus(self, language: str | None = None) -> str:
         """The corpus store of a toy language (None: the run's own)."""
-        return DATA.format(dataset=language or "toy", what="corpus")
+        return self.path("data", dataset=language or "toy", what="corpus")
 
     def store(self, dataset: str, what: str) -> str:
-        return DATA.format(dataset=dataset, what=what)
+        return self.path("data", dataset=dataset, what=what)
 
     def eval_store(self, model: str | None = None) -> str:
         """The evaluation set a model is measured on (its language's, else the run's)."""
@@ -626,11 +648,11 @@ class Plan:
         """An update job's inputs: the checkpoint, the evaluation set and, for an optimizer
         step, the update batches; for a displacement, the next checkpoint."""
         inputs = {
-            "config": CHECKPOINT_CONFIG.format(model=model, step=step),
+            "config": self.path("checkpoint_config", model=model, step=step),
             "eval": self.eval_store(model),
         }
         if self.direction(model) == "optimizer":
-            inputs["batches"] = DATA.format(dataset=self.update_dataset(model), what="update")
+            inputs["batches"] = self.store(self.update_dataset(model), "update")
             return inputs
         later = self.next_step(model, step)
         if later is None:
@@ -638,7 +660,7 @@ class Plan:
                 f"{model} step {step} is the last listed step: there is no next checkpoint to "
                 "take the displacement to"
             )
-        inputs["next_config"] = CHECKPOINT_CONFIG.format(model=model, step=later)
+        inputs["next_config"] = self.path("checkpoint_config", model=model, step=later)
         return inputs
 
     def update_params(self, model: str) -> dict:
@@ -658,7 +680,7 @@ class Plan:
         return self.toy_train(model)
 
     def update_stores(self, model: str) -> list[str]:
-        return [UPDATE.format(model=model, step=s) for s in self.update_steps(model)]
+        return [self.path("update", model=model, step=s) for s in self.update_steps(model)]
 
     # --- the training-loss curve ---------------------------------------------------------------
 
@@ -668,7 +690,7 @@ class Plan:
         Trainer run's last checkpoint."""
         spec = self.spec(model)
         if self.source(model) == "toy":
-            return f"results/checkpoints/{model}/train_loss.tsv", None
+            return f"{self.results}/checkpoints/{model}/train_loss.tsv", None
         if "train_loss" in spec:
             return spec["train_loss"], None
         from pipeline import formats
@@ -676,5 +698,5 @@ class Plan:
         fmt = self.format(model)
         if fmt is not None and formats.get(fmt).TRAIN_LOG is not None:
             last = self.steps(model)[-1]
-            return CHECKPOINT_CONFIG.format(model=model, step=last), fmt
+            return self.path("checkpoint_config", model=model, step=last), fmt
         return None

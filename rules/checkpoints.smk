@@ -10,7 +10,7 @@ if TOY_MODELS:
             corpus=toy_corpus,
         output:
             expand(
-                "results/checkpoints/{{model}}/step{step}/{file}",
+                results("checkpoints/{{model}}/step{step}/{file}"),
                 step=toy_schedule(),
                 file=[
                     "config.json",
@@ -19,11 +19,11 @@ if TOY_MODELS:
                     "optimizer.safetensors",
                 ],
             ),
-            "results/checkpoints/{model}/train_loss.tsv",
+            results("checkpoints/{model}/train_loss.tsv"),
         log:
-            "results/logs/checkpoints/train_{model}.log",
+            results("logs/checkpoints/train_{model}.log"),
         benchmark:
-            "results/benchmarks/checkpoints/train_{model}.tsv"
+            results("benchmarks/checkpoints/train_{model}.tsv")
         wildcard_constraints:
             model=one_of(TOY_MODELS),
         # first: every later job of the suite waits for its model's training, and the largest
@@ -45,9 +45,9 @@ if TOY_MODELS:
 
 rule download:
     output:
-        config="results/checkpoints/{model}/step{step}/config.json",
+        config=results("checkpoints/{model}/step{step}/config.json"),
     log:
-        "results/logs/checkpoints/download_{model}_step{step}.log",
+        results("logs/checkpoints/download_{model}_step{step}.log"),
     wildcard_constraints:
         model=one_of(HUB_MODELS),
     localrule: True
@@ -71,9 +71,9 @@ rule download:
 # nothing.
 rule link_local:
     output:
-        config="results/checkpoints/{model}/step{step}/config.json",
+        config=results("checkpoints/{model}/step{step}/config.json"),
     log:
-        "results/logs/checkpoints/link_{model}_step{step}.log",
+        results("logs/checkpoints/link_{model}_step{step}.log"),
     wildcard_constraints:
         model=one_of(LOCAL_MODELS),
     localrule: True

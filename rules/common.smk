@@ -15,8 +15,7 @@ from pipeline.config import (
     section,
 )
 from pipeline.inputs import check as check_inputs
-from pipeline.plan import CHECKPOINT_CONFIG, EXTRACT, UPDATE as UPDATE_STORE, Plan
-from pipeline.plots import FIGURES
+from pipeline.plan import Plan
 
 check_files(workflow.configfiles)
 check_types(config)
@@ -27,6 +26,15 @@ check_inputs(config)  # the input files, before any job deletes what they made
 #: The plan (pipeline/plan.py): each model's steps (discovered for steps: all), where its
 #: checkpoints live, its update direction.
 PLAN = Plan(config)
+#: The run's results folder: results/, or results/{run}/ for a config that names its run.
+RESULTS = PLAN.results
+
+
+def results(path):
+    """A path in the run's results folder."""
+    return f"{RESULTS}/{path}"
+
+
 MODELS = PLAN.models
 TOY_MODELS = PLAN.of_source("toy")
 HUB_MODELS = PLAN.of_source("hub")
@@ -48,12 +56,22 @@ wildcard_constraints:
     step=r"\d+",
 
 
+#: The run's figures (pipeline.plots.run_figures): those of the experiments it contains, the
+#: update stage's under a category naming the direction its models follow.
+FIGURES = PLAN.figures()
+
+
 def final_targets():
-    """The targets of the default rule: every figure, the fits and the summary store."""
+    """The targets of the default rule: the report (every figure), the fits and the summary."""
     figures = [
-        f"results/figures/{name}.{ext}" for name in FIGURES for ext in ("png", "pdf")
+        results(f"figures/{name}.{ext}") for name in FIGURES for ext in ("png", "pdf")
     ]
-    return ["results/summary.zarr", "results/fits/bnsl.csv", *figures]
+    return [
+        results("summary.zarr"),
+        results("fits/bnsl.csv"),
+        *figures,
+        results("report.html"),
+    ]
 
 
 # --- data ---------------------------------------------------------------------------------
@@ -148,8 +166,8 @@ def checkpoint_config(wildcards):
     """The checkpoint directory of one (model, step), named by its config.json: ``ancient``
     where the extraction store was measured on exactly these weights (a re-training that
     reproduced them re-runs nothing)."""
-    path = CHECKPOINT_CONFIG.format(model=wildcards.model, step=wildcards.step)
-    same = PLAN.unchanged(wildcards.model, int(wildcards.step), EXTRACT)
+    path = PLAN.path("checkpoint_config", model=wildcards.model, step=wildcards.step)
+    same = PLAN.unchanged(wildcards.model, int(wildcards.step), "extract")
     return ancient(path) if same else path
 
 
@@ -181,7 +199,11 @@ def extract_gpus(wildcards):
 
 def extract_stores(wildcards):
     """All step stores of one model: the reduction is per model, over every step."""
-    return expand(EXTRACT, model=wildcards.model, step=PLAN.steps(wildcards.model))
+    return expand(
+        PLAN.template("extract"),
+        model=wildcards.model,
+        step=PLAN.steps(wildcards.model),
+    )
 
 
 # --- update -------------------------------------------------------------------------------
@@ -215,7 +237,7 @@ def update_inputs(wildcards):
     exactly their weights."""
     model, step = wildcards.model, int(wildcards.step)
     inputs = PLAN.update_inputs(model, step)
-    if PLAN.unchanged(model, step, UPDATE_STORE):
+    if PLAN.unchanged(model, step, "update"):
         for key in ("config", "next_config"):
             if key in inputs:
                 inputs[key] = ancient(inputs[key])
@@ -262,8 +284,13 @@ def fit_params(curve):
     return asdict(fit_configs(section(config, "fit"))[curve])
 
 
+def config_files():
+    """The config files that made the run, as given (the embedded default: config.yaml)."""
+    return [str(f) for f in workflow.configfiles]
+
+
 def summary_provenance():
-    return PLAN.provenance()
+    return {**PLAN.provenance(), "config_files": config_files()}
 
 
 # what the plan noticed (checkpoints skipped as incomplete, displacements for lack of state)
@@ -271,8 +298,8 @@ PLAN.check_update_steps()
 for model in MODELS:  # a checkpoint copied from another model is named before any job,
     PLAN.check_checkpoints(model)  # and a store measured on weights a toy checkpoint no
     PLAN.check_measured(
-        model, EXTRACT
-    )  # longer holds (Snakemake compares config.json only)
-    PLAN.check_measured(model, UPDATE_STORE)
+        model, "extract"
+    )  # longer holds (Snakemake compares config.json
+    PLAN.check_measured(model, "update")  # only)
 for note in dict.fromkeys(PLAN.notes):
     snakemake_logger.warning(note)

@@ -8,11 +8,11 @@ if CORPORA:
 
     rule toy_corpus:
         output:
-            directory("results/data/{corpus}/corpus.zarr"),
+            directory(results("data/{corpus}/corpus.zarr")),
         log:
-            "results/logs/data/{corpus}_corpus.log",
+            results("logs/data/{corpus}_corpus.log"),
         benchmark:
-            "results/benchmarks/data/{corpus}_corpus.tsv"
+            results("benchmarks/data/{corpus}_corpus.tsv")
         wildcard_constraints:
             corpus=one_of(CORPORA),
         conda:
@@ -31,7 +31,7 @@ if config["frequency"].get("url"):
         output:
             config["frequency"]["path"],
         log:
-            "results/logs/data/fetch_counts.log",
+            results("logs/data/fetch_counts.log"),
         localrule: True
         conda:
             "../envs/analysis.yaml"
@@ -46,11 +46,11 @@ rule frequency:
     input:
         unpack(frequency_inputs),
     output:
-        directory("results/data/{dataset}/frequency.zarr"),
+        directory(results("data/{dataset}/frequency.zarr")),
     log:
-        "results/logs/data/frequency_{dataset}.log",
+        results("logs/data/frequency_{dataset}.log"),
     benchmark:
-        "results/benchmarks/data/frequency_{dataset}.tsv"
+        results("benchmarks/data/frequency_{dataset}.tsv")
     wildcard_constraints:
         dataset=one_of([FREQ, *LANGUAGES]),
     conda:
@@ -65,9 +65,9 @@ rule eval_set:
     input:
         unpack(eval_inputs),
     output:
-        directory("results/data/{dataset}/eval.zarr"),
+        directory(results("data/{dataset}/eval.zarr")),
     log:
-        "results/logs/data/eval_{dataset}.log",
+        results("logs/data/eval_{dataset}.log"),
     wildcard_constraints:
         dataset=one_of([EVAL, *LANGUAGES]),
     localrule: True

@@ -8,11 +8,11 @@ rule extract:
         config=checkpoint_config,
         eval=model_eval_store,
     output:
-        directory("results/extract/{model}/step{step}.zarr"),
+        directory(results("extract/{model}/step{step}.zarr")),
     log:
-        "results/logs/extract/{model}/step{step}.log",
+        results("logs/extract/{model}/step{step}.log"),
     benchmark:
-        "results/benchmarks/extract/{model}/step{step}.tsv"
+        results("benchmarks/extract/{model}/step{step}.tsv")
     conda:
         "../envs/extract.yaml"
     threads: 1

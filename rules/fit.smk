@@ -5,11 +5,11 @@
 
 rule fit_bnsl:
     input:
-        "results/reduce/{model}.zarr",
+        results("reduce/{model}.zarr"),
     output:
-        "results/fits/{model}.json",
+        results("fits/{model}.json"),
     log:
-        "results/logs/fit/{model}.log",
+        results("logs/fit/{model}.log"),
     localrule: True
     conda:
         "../envs/analysis.yaml"
@@ -23,9 +23,9 @@ rule fit_bnsl_train:
     input:
         curve=train_curve,
     output:
-        "results/fits/{model}_train.json",
+        results("fits/{model}_train.json"),
     log:
-        "results/logs/fit/{model}_train.log",
+        results("logs/fit/{model}_train.log"),
     wildcard_constraints:
         model=one_of(TRAIN_CURVE_MODELS),
     localrule: True
@@ -40,12 +40,12 @@ rule fit_bnsl_train:
 
 rule fit_table:
     input:
-        expand("results/fits/{model}.json", model=MODELS),
-        expand("results/fits/{model}_train.json", model=TRAIN_CURVE_MODELS),
+        expand(results("fits/{model}.json"), model=MODELS),
+        expand(results("fits/{model}_train.json"), model=TRAIN_CURVE_MODELS),
     output:
-        "results/fits/bnsl.csv",
+        results("fits/bnsl.csv"),
     log:
-        "results/logs/fit/bnsl.log",
+        results("logs/fit/bnsl.log"),
     localrule: True
     conda:
         "../envs/analysis.yaml"

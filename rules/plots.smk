@@ -1,9 +1,9 @@
-# The plots stage: one terminal rule per figure of pipeline.plots.FIGURES (plot_<name>), drawn
+# The plots stage: one terminal rule per figure of the run (FIGURES, rules/common.smk), drawn
 # from results/summary.zarr by the figure's module of pipeline/plots/ and collected with its
 # caption and category by `snakemake --report`. A figure re-runs when its module, the shared
 # pipeline/plots/common.py or the `plots` config changes; nothing upstream does.
 
-from pipeline.plots import COMMON_SOURCE, FIGURES
+from pipeline.plots import COMMON_SOURCE
 
 for figure, spec in FIGURES.items():
 
@@ -11,20 +11,20 @@ for figure, spec in FIGURES.items():
         name:
             f"plot_{figure}"
         input:
-            summary="results/summary.zarr",
+            summary=results("summary.zarr"),
             code=[
                 workflow.source_path(f"../{spec.source}"),
                 workflow.source_path(f"../{COMMON_SOURCE}"),
             ],
         output:
             png=report(
-                f"results/figures/{figure}.png",
+                results(f"figures/{figure}.png"),
                 caption=f"../{spec.caption}",
                 category=spec.category,
             ),
-            pdf=f"results/figures/{figure}.pdf",
+            pdf=results(f"figures/{figure}.pdf"),
         log:
-            f"results/logs/plots/{figure}.log",
+            results(f"logs/plots/{figure}.log"),
         localrule: True
         conda:
             "../envs/analysis.yaml"

@@ -7,12 +7,12 @@ rule reduce:
     input:
         extract_stores,
     output:
-        store=directory("results/reduce/{model}.zarr"),
-        duplicates="results/reduce/{model}_duplicates.tsv",
+        store=directory(results("reduce/{model}.zarr")),
+        duplicates=results("reduce/{model}_duplicates.tsv"),
     log:
-        "results/logs/reduce/{model}.log",
+        results("logs/reduce/{model}.log"),
     benchmark:
-        "results/benchmarks/reduce/{model}.tsv"
+        results("benchmarks/reduce/{model}.tsv")
     conda:
         "../envs/analysis.yaml"
     params:

@@ -4,16 +4,16 @@
 
 rule summary:
     input:
-        reduce=expand("results/reduce/{model}.zarr", model=MODELS),
-        fits=expand("results/fits/{model}.json", model=MODELS),
+        reduce=expand(results("reduce/{model}.zarr"), model=MODELS),
+        fits=expand(results("fits/{model}.json"), model=MODELS),
         updates=[p for m in MODELS for p in update_stores(m)],
         frequency=frequency_store(),
         eval=eval_store(),
         corpora=sorted({toy_corpus_of(m) for m in TOY_MODELS}),
     output:
-        directory("results/summary.zarr"),
+        directory(results("summary.zarr")),
     log:
-        "results/logs/summary.log",
+        results("logs/summary.log"),
     localrule: True
     conda:
         "../envs/analysis.yaml"

@@ -9,9 +9,9 @@ if UPDATE_DATASETS:
         input:
             unpack(update_batches_inputs),
         output:
-            directory("results/data/{dataset}/update.zarr"),
+            directory(results("data/{dataset}/update.zarr")),
         log:
-            "results/logs/data/update_batches_{dataset}.log",
+            results("logs/data/update_batches_{dataset}.log"),
         wildcard_constraints:
             dataset=one_of(UPDATE_DATASETS),
         localrule: True
@@ -34,11 +34,11 @@ rule update:
     input:
         unpack(update_inputs),
     output:
-        directory("results/update/{model}/step{step}.zarr"),
+        directory(results("update/{model}/step{step}.zarr")),
     log:
-        "results/logs/update/{model}/step{step}.log",
+        results("logs/update/{model}/step{step}.log"),
     benchmark:
-        "results/benchmarks/update/{model}/step{step}.tsv"
+        results("benchmarks/update/{model}/step{step}.tsv")
     conda:
         "../envs/extract.yaml"
     threads: 1

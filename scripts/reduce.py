@@ -2,14 +2,14 @@
 
 from pipeline.config import ReduceConfig, execution
 from pipeline.logs import setup
-from pipeline.plan import EXTRACT, Plan
+from pipeline.plan import Plan
 from pipeline.provenance import from_job
 from pipeline.reduce import reduce_model
 
 setup(snakemake.log[0])  # noqa: F821
 from_job(snakemake)  # noqa: F821 (every store it writes records the inputs)
 # every step store was measured on the weights its checkpoint holds now
-Plan(snakemake.config).check_measured(snakemake.wildcards.model, EXTRACT)  # noqa: F821
+Plan(snakemake.config).check_measured(snakemake.wildcards.model, "extract")  # noqa: F821
 reduce_model(
     list(snakemake.input),  # noqa: F821
     snakemake.output.store,  # noqa: F821

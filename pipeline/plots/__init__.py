@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -34,12 +34,15 @@ class FigureSpec:
     module : the submodule of ``pipeline.plots`` that holds ``plot_<name>``.
     category : the figure's category in ``snakemake --report``.
     caption : its caption (reStructuredText), relative to the repository root.
+    experiment : the toy experiment it shows (a key of ``EXPERIMENTS``), drawn only for a run
+        with a model of it; None: drawn for every run.
     """
 
     name: str
     module: str
     category: str
     caption: str
+    experiment: str | None = None
 
     @property
     def source(self) -> str:
@@ -47,8 +50,16 @@ class FigureSpec:
         return f"pipeline/plots/{self.module}.py"
 
 
-def _spec(name: str, module: str, category: str) -> FigureSpec:
-    return FigureSpec(name, module, category, caption=f"report/{name}.rst")
+def _spec(name: str, module: str, category: str, experiment: str | None = None) -> FigureSpec:
+    return FigureSpec(name, module, category, f"report/{name}.rst", experiment)
+
+
+#: The toy experiments that have figures of their own: whether a toy model belongs to one, from
+#: how the toy suite trained it (its entry of the summary's ``attrs["toy_models"]``).
+EXPERIMENTS: dict[str, Callable[[dict], bool]] = {
+    "head_rank": lambda toy: bool(toy.get("head_rank")),
+    "spamlang": lambda toy: toy.get("language_kind") == "spam",
+}
 
 
 #: Every figure, by name, in the order of the report.
@@ -69,13 +80,37 @@ FIGURES: dict[str, FigureSpec] = {
         _spec("landscape_tokens", "single_step", "One optimizer step"),
         _spec("landscape", "single_step", "One optimizer step"),
         _spec("bottleneck", "bottleneck", "Gradient bottleneck"),
-        _spec("head_rank", "bottleneck", "Gradient bottleneck"),
-        _spec("spamlang", "bottleneck", "Gradient bottleneck"),
+        _spec("head_rank", "bottleneck", "Gradient bottleneck", "head_rank"),
+        _spec("spamlang", "bottleneck", "Gradient bottleneck", "spamlang"),
         _spec("head_spectrum", "spectral", "Spectral saturation"),
         _spec("spectral_saturation", "spectral", "Spectral saturation"),
         _spec("overview", "overview", "Saturation"),
     )
 }
+
+#: The report category of the update stage's figures, by the directions a run's models follow.
+STEP_CATEGORIES = {
+    frozenset({"optimizer"}): "One optimizer step",
+    frozenset({"displacement"}): "One checkpoint displacement",
+    frozenset({"optimizer", "displacement"}): "One optimizer step or displacement",
+}
+
+
+def run_figures(toy_models: dict[str, dict], directions: dict[str, str]) -> dict[str, FigureSpec]:
+    """The figures of one run, in report order: those of the experiments it contains (from
+    ``toy_models``, how the toy suite trained each of its models), the update stage's under a
+    category naming the direction its models follow (``directions``: model → ``optimizer`` or
+    ``displacement``)."""
+    step_category = STEP_CATEGORIES[frozenset(directions.values())]
+    out = {}
+    for name, spec in FIGURES.items():
+        if spec.experiment and not any(map(EXPERIMENTS[spec.experiment], toy_models.values())):
+            continue
+        if spec.module == "single_step":
+            spec = replace(spec, category=step_category)
+        out[name] = spec
+    return out
+
 
 #: The module every figure module draws with (a figure re-runs when it changes).
 COMMON_SOURCE = "pipeline/plots/common.py"

@@ -170,6 +170,11 @@ def _indivisible_heads(c: dict) -> None:
             ["toy.train.momentum", "SGD's", "adamw"],
             id="momentum-without-sgd",
         ),
+        pytest.param(
+            lambda c: c.update(run="figures"),
+            ["run: 'figures'", "results/figures", "another run name"],
+            id="run-named-like-a-results-folder",
+        ),
     ],
 )
 def test_each_broken_key_is_named(default, change, names):

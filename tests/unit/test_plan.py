@@ -190,6 +190,16 @@ def test_a_named_language_is_a_dataset_like_the_runs_own():
     assert plan.corpora == ["toy", "spam"]  # the toy models train on the run's own language
 
 
+def test_a_named_run_keeps_every_path_in_its_own_folder():
+    default, named = Plan(toy_run()), Plan({**toy_run(), "run": "mine"})
+    assert default.results == "results" and named.results == "results/mine"
+    for kind in ("checkpoint", "extract", "update", "data"):
+        assert named.template(kind) == default.template(kind).replace("results/", "results/mine/")
+    assert named.eval_inputs("spam")["corpus"] == "results/mine/data/spam/corpus.zarr"
+    assert named.train_curve("b")[0] == "results/mine/checkpoints/b/train_loss.tsv"
+    assert named.provenance()["run"] == "mine" and default.provenance()["run"] == ""
+
+
 def test_toy_batches_are_drawn_from_the_language_not_its_corpus():
     plan = Plan(toy_run(update={"data": {"name": "mine", "source": "toy"}}))
     assert plan.update_batches_inputs("mine") == {"frequency": "results/data/counts/frequency.zarr"}

@@ -2,7 +2,7 @@
 
 Dry runs plan against the session's shared run (``run_dir``); the one test that re-runs jobs
 works on its own copy (``run_copy``). Every expected job count is derived from the config and
-from the figure registry (``pipeline.plots.FIGURES``).
+from the run's figures (``Plan.figures``).
 """
 
 from __future__ import annotations
@@ -17,16 +17,21 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline.plots import COMMON_SOURCE, FIGURES
+from pipeline.plan import Plan
+from pipeline.plots import COMMON_SOURCE
 from pipeline.summary import open_summary
 from tests.snake import REPO, TINY_CONFIG, planned_jobs, run_snakemake
 
 pytestmark = pytest.mark.workflow
 
 
+#: The tiny suite's figures (those of the experiments it contains).
+FIGURES = Plan(yaml.safe_load(TINY_CONFIG.read_text())).figures()
+
+
 def plot_jobs(figures=FIGURES) -> dict[str, int]:
-    """One ``plot_<name>`` job per figure, and the target rule ``all``."""
-    return {**{f"plot_{name}": 1 for name in figures}, "all": 1}
+    """One ``plot_<name>`` job per figure, the run's report that shows them, and ``all``."""
+    return {**{f"plot_{name}": 1 for name in figures}, "report": 1, "all": 1}
 
 
 def update_jobs(config: dict, models: int, steps: list[int] | None = None) -> dict[str, int]:

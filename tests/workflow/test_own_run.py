@@ -17,7 +17,7 @@ import xarray as xr
 import yaml
 
 from pipeline.checkpoints import load_checkpoint
-from pipeline.plots import FIGURES
+from pipeline.plan import Plan
 from tests.snake import job_stats, run_snakemake
 from tests.trainer_run import BATCH, VOCAB, WINDOW, tiny_model, train
 
@@ -148,7 +148,8 @@ def test_training_further_plans_only_the_new_checkpoints(own_run):
         "fit_table": 1,
         "summary": 1,
         "all": 1,
-        **{f"plot_{f}": 1 for f in FIGURES},
+        **{f"plot_{f}": 1 for f in Plan(config(own_run["tmp"])).figures()},
+        "report": 1,
     }
     assert own_run["planned"] == expected
     after = state(own_run["tmp"])

@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from pipeline.config import has_optimizer_states
-from pipeline.plots import FIGURES
+from pipeline.plan import Plan
 from tests.snake import REPO, job_stats, run_snakemake
 
 pytestmark = pytest.mark.workflow
@@ -62,4 +62,5 @@ def test_preset_dry_runs_in_a_fresh_directory(tmp_path, preset):
     batches = {cfg["models"][m].get("language") for m in stateful} if analysed else set()
     assert jobs.get("update_batches", 0) == len(batches)
     assert jobs.get("fetch_counts", 0) == (1 if cfg["frequency"].get("url") else 0)
-    assert sum(v for k, v in jobs.items() if k.startswith("plot_")) == len(FIGURES)
+    assert sum(v for k, v in jobs.items() if k.startswith("plot_")) == len(Plan(cfg).figures())
+    assert jobs["report"] == 1

@@ -20,7 +20,7 @@ import xarray as xr
 
 import pipeline
 from pipeline.config import digest, section
-from pipeline.plots import FIGURES
+from pipeline.plan import Plan
 from pipeline.schema import FIT_FIELDS, MEASUREMENTS, bnsl, overall
 from pipeline.summary import open_summary
 from tests.snake import REPO, TINY_CONFIG, run_ok
@@ -91,17 +91,15 @@ def test_data_stores(run_dir, config):
     np.testing.assert_array_equal(ev["bin"].values, freq["bin"].values[ev["target"].values])
 
 
-#: Figures of the toy suite's controlled experiments: the tiny suite has no head-rank or
-#: SpamLang models, so they are notes saying so (a few kB; tests/workflow/test_bottleneck_workflow.py
-#: draws them from a run that has such models).
-NOTES_HERE = {"head_rank", "spamlang"}
-
-
 def test_every_store_and_figure_is_written(run_dir, config):
     assert stores_of(run_dir) == expected_stores(config)
-    for name in FIGURES:
+    figures = Plan(config).figures()
+    assert not {"head_rank", "spamlang"} & set(figures)  # experiments this run does not hold
+    drawn = {p.stem for p in (run_dir / "results/figures").glob("*.png")}
+    assert drawn == set(figures)
+    for name in figures:
         size = (run_dir / f"results/figures/{name}.png").stat().st_size
-        assert size > (2_000 if name in NOTES_HERE else 10_000), (name, size)
+        assert size > 10_000, (name, size)
         assert (run_dir / f"results/figures/{name}.pdf").stat().st_size > 0, name
 
 

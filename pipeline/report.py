@@ -26,7 +26,7 @@ import html
 import json
 import os
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -96,11 +96,15 @@ def data(ds: xr.Dataset) -> str:
             "meaning": d.meaning if d else str(v.attrs.get("long_name", "")),
             "serves": d.serves if d else str(v.attrs.get("serves", "")),
         }
-        variables.append(f'{json.dumps(name)}:{{{json.dumps(meta)[1:-1]},"values":{_flat(v.values)}}}')
+        variables.append(
+            f'{json.dumps(name)}:{{{json.dumps(meta)[1:-1]},"values":{_flat(v.values)}}}'
+        )
     head = {
         "coords": {d: [str(c) if d == "model" else c for c in vs] for d, vs in coords.items()},
         "colors": {m: _hex(c) for m, c in colors.items()},
-        "views": {k: {"label": label, "variables": measurements(ds)[k]} for k, (label, _) in VIEWS.items()},
+        "views": {
+            k: {"label": label, "variables": measurements(ds)[k]} for k, (label, _) in VIEWS.items()
+        },
     }
     return json.dumps(head)[:-1] + ',"variables":{' + ",".join(variables) + "}}"
 
@@ -142,7 +146,10 @@ def _run_header(ds: xr.Dataset) -> str:
         ("config", files),
         ("config sha256", str(a.get("config_sha256", ""))[:16] + "…"),
         ("models", models),
-        ("steps", f"{steps} ({int(ds.step.values[0])} to {int(ds.step.values[-1])})" if steps else "none"),
+        (
+            "steps",
+            f"{steps} ({int(ds.step.values[0])} to {int(ds.step.values[-1])})" if steps else "none",
+        ),
         ("pipeline", str(a.get("pipeline_version", ""))),
     ]
     return "".join(f"<tr><th>{k}</th><td>{html.escape(v)}</td></tr>" for k, v in rows)
@@ -165,7 +172,7 @@ def _gallery(figures: list[Figure]) -> str:
 
 def page(ds: xr.Dataset, figures: list[Figure], created: datetime | None = None) -> str:
     """The page of a run: its summary ``ds`` (names as coordinates) and its ``figures``."""
-    created = created or datetime.now(timezone.utc)
+    created = created or datetime.now(UTC)
     title = f"{ds.attrs.get('run') or 'default'} run: learning-dynamics report"
     parts = {
         "/*TITLE*/": html.escape(title),

@@ -104,8 +104,10 @@ def test_a_pythia_shaped_run_fits_in_a_mail():
     # the figures: 17 PNGs at the size of the default run's largest (about 300 kB), base64
     figures = 17 * 300_000 * 4 / 3
     total = data + vega + figures
-    print(f"Pythia shape: data {data / 1e6:.1f} MB, vega {vega / 1e6:.1f} MB, "
-          f"figures ≤ {figures / 1e6:.1f} MB, page ≤ {total / 1e6:.1f} MB")
+    print(
+        f"Pythia shape: data {data / 1e6:.1f} MB, vega {vega / 1e6:.1f} MB, "
+        f"figures ≤ {figures / 1e6:.1f} MB, page ≤ {total / 1e6:.1f} MB"
+    )
     assert total < 15e6  # under the common 20-25 MB attachment limits, with room
     assert pythia_schedule(143000, 1000)[-1] == 143000  # the preset's steps are Pythia's
 

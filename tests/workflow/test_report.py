@@ -1,5 +1,6 @@
-"""The report of the shared run (``snakemake --report``), opened in a real browser: every figure
-of the registry is there with its caption, and loads."""
+"""The shared run's two reports in a real browser: its own page (results/report.html), which
+opens on the figures beside their captions and whose explorer plots the summary's values, and
+the provenance report of ``snakemake --report``, which holds every figure with its caption."""
 
 from __future__ import annotations
 
@@ -12,7 +13,6 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.plots import FIGURES
 from tests.snake import TINY_CONFIG, run_ok
 
 pytestmark = pytest.mark.workflow
@@ -57,8 +57,11 @@ def dump_dom(browser: str, page: Path, profile: Path) -> str:
     return r.stdout
 
 
-def test_report_shows_every_figure_in_a_browser(run_dir, tmp_path):
-    report = tmp_path / "report.html"  # written beside the run, which stays as it was
+def test_report_shows_every_figure_in_a_browser(run_dir, config, tmp_path):
+    from pipeline.plan import Plan
+
+    FIGURES = Plan(config).figures()
+    report = tmp_path / "provenance.html"  # written beside the run, which stays as it was
     run_ok(run_dir, TINY_CONFIG, "--report", str(report))
     html = report.read_text()
     block = re.search(r'<script id="results">\s*var results = (.*?);?\s*</script>', html, re.S)
@@ -89,3 +92,124 @@ def test_report_shows_every_figure_in_a_browser(run_dir, tmp_path):
     )
     loaded = re.search(r'<p id="loaded">(.*?)</p>', rendered)
     assert loaded and set(loaded.group(1).split(",")) == set(FIGURES)
+
+
+# --- the run's own page, results/report.html, driven in Chromium by Selenium -----------------
+
+PLOTTED = """
+const out = [];
+(function walk(node) {
+  if (!node) return;
+  if (node.marktype && node.marktype !== "group") {
+    for (const it of node.items || []) {
+      const d = it.datum;
+      if (d && "step" in d && "value" in d) out.push({model: d.model, step: d.step,
+        bin: d.bin === undefined ? null : d.bin, batch: d.batch === undefined ? null : d.batch,
+        value: d.value});
+    }
+    return;
+  }
+  for (const it of node.items || []) walk(it);
+})(window.explorerView.scenegraph().root);
+return out;
+"""
+
+
+def chromedriver() -> str:
+    """Debian's chromium-driver, installed here when missing (root with apt only; else skip)."""
+    found = shutil.which("chromedriver")
+    if found:
+        return found
+    if os.geteuid() != 0 or not shutil.which("apt-get"):
+        pytest.skip("chromedriver is missing and cannot be installed (needs root and apt-get)")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    subprocess.run(["apt-get", "update", "-qq"], check=False, capture_output=True, env=env)
+    subprocess.run(
+        ["apt-get", "install", "-y", "-qq", "chromium-driver"], capture_output=True, env=env
+    )
+    if not shutil.which("chromedriver"):
+        pytest.skip("chromium-driver could not be installed")
+    return shutil.which("chromedriver")
+
+
+@pytest.fixture
+def browser(tmp_path):
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    os.environ["SE_OFFLINE"] = "true"  # Selenium Manager downloads nothing
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium()
+    for flag in CHROMIUM_FLAGS[1:-1]:
+        options.add_argument(flag)
+    options.add_argument("--headless=new")
+    options.add_argument(f"--user-data-dir={tmp_path / 'profile'}")
+    driver = webdriver.Chrome(options=options, service=Service(executable_path=chromedriver()))
+    yield driver
+    driver.quit()
+
+
+def test_the_runs_page_opens_on_its_figures_and_explores_the_summary(run_dir, config, browser):
+    import numpy as np
+    import xarray as xr
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select, WebDriverWait
+
+    from pipeline.plan import Plan
+
+    page = run_dir / "results/report.html"
+    print(f"report.html of the tiny run: {page.stat().st_size / 1e6:.1f} MB")
+    browser.get(page.as_uri())
+    figures = browser.find_elements(By.CSS_SELECTOR, "#figures.active figure.figure")
+    assert [f.get_attribute("id") for f in figures] == [
+        f"figure-{n}" for n in Plan(config).figures()
+    ]
+    for f in figures:  # each image loads, its caption beside it
+        img = f.find_element(By.TAG_NAME, "img")
+        assert browser.execute_script("return arguments[0].naturalWidth", img) > 100
+        assert len(f.find_element(By.TAG_NAME, "figcaption").text) > 100
+    summary = xr.open_zarr(run_dir / "results/summary.zarr").load()
+
+    def shown(view: str, name: str, models: list[str]):
+        want = {"view": view, "name": name, "models": models}
+        WebDriverWait(browser, 60).until(
+            lambda b: (
+                b.execute_script("return document.body.dataset.rendered || ''")
+                and json.loads(b.execute_script("return document.body.dataset.rendered")) == want
+            )
+        )
+        plotted = {
+            (p["model"], p["step"], p["bin"], p["batch"]): p["value"]
+            for p in browser.execute_script(PLOTTED)
+        }
+        v = summary[name].sel(model=models)
+        expected = {}
+        for idx in np.argwhere(np.isfinite(v.values)):
+            at = {d: v[d].values[i] for d, i in zip(v.dims, idx)}
+            key = (str(at["model"]), int(at["step"]), at.get("bin"), at.get("batch"))
+            key = tuple(None if k is None else (k if isinstance(k, str) else int(k)) for k in key)
+            expected[key] = float(v.values[tuple(idx)])
+        assert plotted.keys() == expected.keys(), (view, name)
+        np.testing.assert_allclose(
+            [plotted[k] for k in expected], list(expected.values()), rtol=1e-5
+        )
+
+    browser.find_element(By.CSS_SELECTOR, 'nav button[data-tab="explorer"]').click()
+    models = [str(m) for m in summary.model.values]
+    Select(browser.find_element(By.ID, "view")).select_by_value("bins")
+    first = Select(browser.find_element(By.ID, "measure")).first_selected_option.get_attribute(
+        "value"
+    )
+    shown("bins", first, models)
+    browser.find_element(By.CSS_SELECTOR, f'#models input[value="{models[0]}"]').click()
+    shown("bins", first, models[1:])
+    Select(browser.find_element(By.ID, "measure")).select_by_value("loss")
+    shown("bins", "loss", models[1:])
+    Select(browser.find_element(By.ID, "view")).select_by_value("heatmap")
+    shown("heatmap", "loss", models[1:])
+    Select(browser.find_element(By.ID, "view")).select_by_value("overall")
+    Select(browser.find_element(By.ID, "measure")).select_by_value("loss_overall")
+    shown("overall", "loss_overall", models[1:])
+    Select(browser.find_element(By.ID, "view")).select_by_value("single_step")
+    Select(browser.find_element(By.ID, "measure")).select_by_value("eval_D")
+    shown("single_step", "eval_D", models[1:])

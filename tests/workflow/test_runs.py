@@ -20,7 +20,9 @@ def test_a_named_run_leaves_the_default_runs_files_alone(run_copy: Path, tmp_pat
     config.write_text(yaml.safe_dump(second))
 
     def first_runs_files() -> dict:
-        return {k: v for k, v in fingerprint(run_copy).items() if not k.startswith("results/second")}
+        return {
+            k: v for k, v in fingerprint(run_copy).items() if not k.startswith("results/second")
+        }
 
     before = first_runs_files()
     run_ok(run_copy, config)

@@ -7,7 +7,7 @@ rule report:
     input:
         summary=results("summary.zarr"),
         png=[results(f"figures/{name}.png") for name in FIGURES],
-        captions=[spec.caption for spec in FIGURES.values()],
+        captions=[f"{workflow.basedir}/{spec.caption}" for spec in FIGURES.values()],
         code=[
             workflow.source_path("../pipeline/report.py"),
             workflow.source_path("../pipeline/report.html"),
@@ -23,7 +23,7 @@ rule report:
         figures={
             name: {
                 "category": spec.category,
-                "caption": spec.caption,
+                "caption": f"{workflow.basedir}/{spec.caption}",
                 "png": results(f"figures/{name}.png"),
             }
             for name, spec in FIGURES.items()

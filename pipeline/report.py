@@ -72,7 +72,7 @@ def measurements(ds: xr.Dataset) -> dict[str, list[str]]:
 def _flat(values: np.ndarray) -> str:
     """A JSON array of ``values`` flattened, at ``DIGITS`` significant digits, NaN as null."""
     flat = np.asarray(values, dtype=np.float64).ravel()
-    text = np.char.mod(f"%.{DIGITS}g", flat)
+    text = np.char.mod(f"%.{DIGITS}g", flat).astype(object)  # not fixed-width: "null" fits
     text[~np.isfinite(flat)] = "null"
     return "[" + ",".join(text.tolist()) + "]"
 

@@ -45,6 +45,10 @@ def test_the_embedded_values_are_the_summarys():
     assert (loss["meaning"], loss["units"]) == (declared.meaning, declared.units)
 
 
+def test_short_values_beside_nans_stay_valid_json():
+    assert json.loads(report._flat(np.array([0.0, 1.0, np.nan]))) == [0, 1, None]
+
+
 def test_a_view_lists_only_variables_of_its_dimensions_with_values():
     ds = synthetic_summary(n_models=2)
     ds["loss"] = ds["loss"] * np.nan  # nothing to draw: not offered

@@ -110,8 +110,18 @@ SCHEMA = Path(__file__).resolve().parents[1] / "config" / "schema.yaml"
 
 #: What the default run keeps in ``results/`` (a named run's folder must not be one of them).
 RESULTS_ENTRIES = (
-    "benchmarks", "checkpoints", "data", "extract", "figures", "fits", "logs", "provenance.html",
-    "reduce", "report.html", "summary.zarr", "update",
+    "benchmarks",
+    "checkpoints",
+    "data",
+    "extract",
+    "figures",
+    "fits",
+    "logs",
+    "provenance.html",
+    "reduce",
+    "report.html",
+    "summary.zarr",
+    "update",
 )
 
 

@@ -194,7 +194,9 @@ class Plan:
     def linked(self, model: str) -> list[int]:
         """Steps already linked under results/checkpoints/{model}/ (measured or about to be)."""
         pattern = str(self.root / self.template("checkpoint_config")).format(model=model, step="*")
-        rx = _template_regex(str(self.root / self.template("checkpoint_config")).format(model=model, step="{step}"))
+        rx = _template_regex(
+            str(self.root / self.template("checkpoint_config")).format(model=model, step="{step}")
+        )
         return sorted(int(m.group(1)) for p in glob.glob(pattern) if (m := rx.match(p)))
 
     def expected_architecture(self, model: str) -> dict | None:
@@ -221,7 +223,9 @@ class Plan:
         architecture with the model's other checkpoints (the odd one out is named). ``paths``:
         config.json files to check, by default every linked one."""
         if paths is None:
-            pattern = str(self.root / self.template("checkpoint_config")).format(model=model, step="*")
+            pattern = str(self.root / self.template("checkpoint_config")).format(
+                model=model, step="*"
+            )
             paths = sorted(glob.glob(pattern))
         archs = {p: _architecture(p) for p in paths}
         expected = self.expected_architecture(model)

@@ -29,21 +29,30 @@ CHROMIUM_FLAGS = [
 ]
 
 
-def chromium() -> str:
-    """Debian's chromium, installed here when missing (root with apt only; else skip)."""
-    found = shutil.which("chromium")
+def debian_binary(binary: str, package: str) -> str:
+    """A binary of a Debian package, installed here when missing (root with apt only; else
+    skip)."""
+    found = shutil.which(binary)
     if found:
         return found
     if os.geteuid() != 0 or not shutil.which("apt-get"):
-        pytest.skip("chromium is missing and cannot be installed (needs root and apt-get)")
+        pytest.skip(f"{binary} is missing and cannot be installed (needs root and apt-get)")
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     subprocess.run(["apt-get", "update", "-qq"], check=False, capture_output=True, env=env)
     r = subprocess.run(
-        ["apt-get", "install", "-y", "-qq", "chromium"], capture_output=True, text=True, env=env
+        ["apt-get", "install", "-y", "-qq", package], capture_output=True, text=True, env=env
     )
-    if r.returncode != 0 or not shutil.which("chromium"):
-        pytest.skip(f"chromium could not be installed: {r.stderr[-500:]}")
-    return shutil.which("chromium")
+    if r.returncode != 0 or not shutil.which(binary):
+        pytest.skip(f"{package} could not be installed: {r.stderr[-500:]}")
+    return shutil.which(binary)
+
+
+def chromium() -> str:
+    return debian_binary("chromium", "chromium")
+
+
+def chromedriver() -> str:
+    return debian_binary("chromedriver", "chromium-driver")
 
 
 def dump_dom(browser: str, page: Path, profile: Path) -> str:
@@ -113,23 +122,6 @@ const out = [];
 })(window.explorerView.scenegraph().root);
 return out;
 """
-
-
-def chromedriver() -> str:
-    """Debian's chromium-driver, installed here when missing (root with apt only; else skip)."""
-    found = shutil.which("chromedriver")
-    if found:
-        return found
-    if os.geteuid() != 0 or not shutil.which("apt-get"):
-        pytest.skip("chromedriver is missing and cannot be installed (needs root and apt-get)")
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    subprocess.run(["apt-get", "update", "-qq"], check=False, capture_output=True, env=env)
-    subprocess.run(
-        ["apt-get", "install", "-y", "-qq", "chromium-driver"], capture_output=True, env=env
-    )
-    if not shutil.which("chromedriver"):
-        pytest.skip("chromium-driver could not be installed")
-    return shutil.which("chromedriver")
 
 
 @pytest.fixture

@@ -38,6 +38,12 @@ PACKAGES = (
     "snakemake",
 )
 
+#: The config files of the invocation, set by the workflow (rules/common.smk) for its jobs. Not a
+#: rule's param: params re-run a rule when they change, and a config renamed or written out with
+#: its defaults changes no result. Every job parses the Snakefile with the same --configfile
+#: (locally and on SLURM), so each job's scripts inherit its own invocation's files.
+CONFIG_FILES_ENV = "PIPELINE_CONFIG_FILES"
+
 _job: dict = {}
 
 
@@ -88,6 +94,11 @@ def from_job(smk) -> None:
         k: [describe(v)] if isinstance(v, str) else [describe(x) for x in v]
         for k, v in inputs.items()
     }
+
+
+def config_files() -> list[str]:
+    """The config files that made this job's run, as given (``[]`` outside a workflow)."""
+    return json.loads(os.environ.get(CONFIG_FILES_ENV, "[]"))
 
 
 def add(key: str, value) -> None:

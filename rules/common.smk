@@ -1,5 +1,7 @@
 # Config validation, wildcard constraints and the named input helpers every rule file uses.
 
+import json
+import os
 import re
 
 from snakemake.logging import logger as snakemake_logger
@@ -16,6 +18,7 @@ from pipeline.config import (
 )
 from pipeline.inputs import check as check_inputs
 from pipeline.plan import Plan
+from pipeline import provenance
 
 check_files(workflow.configfiles)
 check_types(config)
@@ -284,13 +287,9 @@ def fit_params(curve):
     return asdict(fit_configs(section(config, "fit"))[curve])
 
 
-def config_files():
-    """The config files that made the run, as given (the embedded default: config.yaml)."""
-    return [str(f) for f in workflow.configfiles]
-
-
-def summary_provenance():
-    return {**PLAN.provenance(), "config_files": config_files()}
+# the config files that made the run, as given (the embedded default: config.yaml), for the
+# summary's attrs (see pipeline.provenance.CONFIG_FILES_ENV: not a param)
+os.environ[provenance.CONFIG_FILES_ENV] = json.dumps([str(f) for f in workflow.configfiles])
 
 
 # what the plan noticed (checkpoints skipped as incomplete, displacements for lack of state)

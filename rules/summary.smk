@@ -21,6 +21,6 @@ rule summary:
         models=MODELS,
         updates={m: update_stores(m) for m in MODELS},
         corpora={m: toy_corpus_of(m) for m in TOY_MODELS},
-        provenance=summary_provenance(),
+        provenance=PLAN.provenance(),
     script:
         "../scripts/summary.py"

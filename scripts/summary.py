@@ -2,7 +2,7 @@
 
 from pipeline.logs import setup
 from pipeline.plan import Plan
-from pipeline.provenance import from_job
+from pipeline.provenance import config_files, from_job
 from pipeline.summary import summarize
 
 setup(snakemake.log[0])  # noqa: F821
@@ -15,7 +15,7 @@ summarize(
     list(snakemake.input.reduce),  # noqa: F821
     list(snakemake.input.fits),  # noqa: F821
     snakemake.output[0],  # noqa: F821
-    provenance=snakemake.params.provenance,  # noqa: F821
+    provenance={**snakemake.params.provenance, "config_files": config_files()},  # noqa: F821
     update_paths=snakemake.params.updates,  # noqa: F821
     frequency_path=snakemake.input.frequency,  # noqa: F821
     eval_path=snakemake.input.eval,  # noqa: F821

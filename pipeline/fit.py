@@ -52,15 +52,20 @@ def fit_train_curve(
     """Fit a model's training-loss curve, a table (``read_train_curve``) or, with ``reader`` a
     checkpoint format, the training-loss log of the checkpoint beside ``curve_path`` (a Trainer's
     ``trainer_state.json``); write the fit as JSON."""
-    if reader is None:
-        steps, loss = read_train_curve(curve_path)
-    else:
-        from pipeline import formats
-
-        steps, loss = formats.get(reader).read_train_log(os.path.dirname(curve_path))
+    steps, loss = read_curve(curve_path, reader)
     fit = fit_bnsl(steps, loss, cfg)
     _write_fit(fit, model, "train", out_path)
     return fit
+
+
+def read_curve(curve_path: str, reader: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """A training-loss curve (steps, losses): a table (``read_train_curve``) or, with ``reader``
+    a checkpoint format, the log of the checkpoint beside ``curve_path``."""
+    if reader is None:
+        return read_train_curve(curve_path)
+    from pipeline import formats
+
+    return formats.get(reader).read_train_log(os.path.dirname(curve_path))
 
 
 def _write_fit(fit: BNSLFit, model: str, curve: str, out_path: str) -> None:

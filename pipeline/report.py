@@ -16,13 +16,16 @@ reader chooses models, a view and a measurement of that view (``VIEWS``):
 The summary's values are embedded once, flat, at ``DIGITS`` significant digits (``data``); the
 page builds each chart's rows from them, and shows the variable's meaning, units and the paper it
 serves beside it. Figures are embedded as PNG with their captions rendered from
-reStructuredText (docutils).
+reStructuredText (docutils), each re-encoded with a palette of at most 256 colours
+(``compact_png``): a third of the size of matplotlib's true-colour PNG, and no different to the
+eye at the figures' resolution.
 """
 
 from __future__ import annotations
 
 import base64
 import html
+import io
 import json
 import os
 from dataclasses import dataclass
@@ -155,13 +158,25 @@ def _run_header(ds: xr.Dataset) -> str:
     return "".join(f"<tr><th>{k}</th><td>{html.escape(v)}</td></tr>" for k, v in rows)
 
 
+def compact_png(png: bytes) -> bytes:
+    """``png`` with a palette of at most 256 colours (no dithering, which would speckle flat
+    areas), or ``png`` itself where that is not smaller."""
+    from PIL import Image
+
+    with Image.open(io.BytesIO(png)) as image:
+        palette = image.convert("RGB").quantize(256, dither=Image.Dither.NONE)
+    out = io.BytesIO()
+    palette.save(out, format="PNG", optimize=True)
+    return out.getvalue() if out.tell() < len(png) else png
+
+
 def _gallery(figures: list[Figure]) -> str:
     out, category = [], None
     for f in figures:
         if f.category != category:
             category = f.category
             out.append(f"<h2>{html.escape(category)}</h2>")
-        png = base64.b64encode(f.png).decode()
+        png = base64.b64encode(compact_png(f.png)).decode()
         out.append(
             f'<figure class="figure" id="figure-{f.name}"><img alt="{f.name}" '
             f'src="data:image/png;base64,{png}"><figcaption><h3>{f.name}</h3>'

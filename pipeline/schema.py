@@ -364,11 +364,19 @@ FIT_FIELDS = tuple(v.name for v in FITS)
 STDERR_FIELDS = ("a", "b", "c0", "c1", "d1", "f1", "r_d")
 
 
-def bnsl(field: str) -> str:
-    """The summary variable (``model``,) holding fit field ``field`` (one of ``FIT_FIELDS``)."""
+#: The loss curves a BNSL is fitted to: the evaluation loss at the checkpoints, and the
+#: training loss at every logged step (where the model has a training log).
+CURVES = ("eval", "train")
+
+
+def bnsl(field: str, curve: str = "eval") -> str:
+    """The summary variable (``model``,) holding fit field ``field`` (one of ``FIT_FIELDS``) of
+    the fit to ``curve`` (``CURVES``): ``bnsl_<field>``, ``bnsl_train_<field>``."""
     if field not in FIT_FIELDS:
         raise KeyError(f"{field!r} is not a BNSL fit field; fields: {', '.join(FIT_FIELDS)}")
-    return f"bnsl_{field}"
+    if curve not in CURVES:
+        raise KeyError(f"{curve!r} is not a fitted curve; curves: {', '.join(CURVES)}")
+    return f"bnsl_{field}" if curve == "eval" else f"bnsl_{curve}_{field}"
 
 
 SUMMARY = (
@@ -377,6 +385,25 @@ SUMMARY = (
         for v in REDUCE
     ),
     *(Variable(bnsl(v.name), ("model",), v.units, v.meaning, v.serves, True) for v in FITS),
+    *(
+        Variable(
+            bnsl(v.name, "train"),
+            ("model",),
+            v.units,
+            f"{v.meaning} (training loss)",
+            v.serves,
+            True,
+        )
+        for v in FITS
+    ),
+    Variable(
+        "train_loss",
+        ("model", "train_step"),
+        "nats",
+        "training loss at each logged step (the curve of the training-loss fit)",
+        f"{ZSL} Fig. 1",
+        True,
+    ),
     Variable(
         "train_count",
         ("vocab",),

@@ -3,7 +3,7 @@
 
 The per-model stores are stacked along ``model`` (outer join on steps and bins); each model's
 fit becomes the per-model variables ``bnsl_*`` (``pipeline.schema.FITS``) with its flag in
-``attrs["bnsl_flag"]``; the attrs carry the run's provenance: the saturation tolerance and
+``attrs["bnsl_flag"]``, and a training-loss curve ``train_loss`` with its fit ``bnsl_train_*``; the attrs carry the run's provenance: the saturation tolerance and
 dissent threshold the flags used, the fit settings, each model's weights hashes and the config
 digest (``pipeline.config.digest``). Model names are labels of the integer ``model`` coordinate
 (``pipeline.store``); ``open_summary`` restores them as the coordinate.
@@ -17,7 +17,7 @@ import numpy as np
 import xarray as xr
 
 import pipeline
-from pipeline.fit import read_fit
+from pipeline.fit import read_curve, read_fit
 from pipeline.maths.binning import Bins, bin_change
 from pipeline.maths.geometry import w_error
 from pipeline.maths.interference import from_sums
@@ -41,6 +41,7 @@ def summarize(
     frequency_path: str | None = None,
     eval_path: str | None = None,
     corpus_paths: dict[str, str] | None = None,
+    train_fits: dict[str, tuple[str, str, str | None]] | None = None,
 ) -> xr.Dataset:
     """Stack the models' reductions and fits (both in ``models`` order) and write the summary.
 
@@ -51,6 +52,9 @@ def summarize(
     its occurrences among V's targets (``vocab`` dimension), for the frequency figure.
     ``corpus_paths`` maps toy models to their language's corpus store, whose true
     log-probability spectra give each model's W-error at its width (``language_w_error*``).
+    ``train_fits`` maps the models with a training log to (fit JSON, curve, its reader:
+    ``pipeline.fit.read_curve``): their curve becomes ``train_loss`` (``train_step``) and their
+    fit ``bnsl_train_*``, flags in ``attrs["bnsl_train_flag"]``.
     """
     parts = [open_labeled(p) for p in reduce_paths]
     attrs = _shared_attrs(models, [p.attrs for p in parts])
@@ -73,6 +77,9 @@ def summarize(
     for field in FIT_FIELDS:
         ds[bnsl(field)] = ("model", np.array([float(f[field]) for f in fits]))
     attrs["bnsl_flag"] = {m: f["flag"] for m, f in zip(models, fits)}
+    if train_fits:
+        ds = ds.assign(training_curves(models, train_fits))
+        attrs["bnsl_train_flag"] = {m: read_fit(f)["flag"] for m, (f, _, _) in train_fits.items()}
     if frequency_path is not None and eval_path is not None:
         count = open_store(frequency_path)["count"].values
         targets = open_store(eval_path)["target"].values
@@ -85,6 +92,33 @@ def summarize(
     write_zarr(ds, out_path)
     log.info("%d models, %d steps, %d bins", len(models), ds.sizes["step"], ds.sizes["bin"])
     return ds
+
+
+def training_curves(
+    models: list[str], train_fits: dict[str, tuple[str, str, str | None]]
+) -> dict[str, tuple]:
+    """The training-loss curves (``model``, ``train_step``) and their fits (``model``,) of the
+    models in ``train_fits`` (see ``summarize``); NaN for the other models."""
+    curves = {m: read_curve(curve, reader) for m, (_, curve, reader) in train_fits.items()}
+    steps = np.unique(np.concatenate([s for s, _ in curves.values()]))
+    if np.array_equal(steps, np.round(steps)):
+        steps = steps.astype(np.int64)
+    loss = np.full((len(models), steps.size), np.nan)
+    out = {bnsl(f, "train"): np.full(len(models), np.nan) for f in FIT_FIELDS}
+    for i, m in enumerate(models):
+        if m not in curves:
+            continue
+        s, v = curves[m]
+        loss[i, np.searchsorted(steps, s)] = v
+        fit = read_fit(train_fits[m][0])
+        for f in FIT_FIELDS:
+            out[bnsl(f, "train")][i] = float(fit[f])
+    return {
+        "train_loss": xr.DataArray(
+            loss, dims=("model", "train_step"), coords={"train_step": steps}
+        ),
+        **{name: ("model", v) for name, v in out.items()},
+    }
 
 
 def language_w_errors(

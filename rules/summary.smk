@@ -1,5 +1,6 @@
-# The summary stage: every model's reduction, update stores and BNSL fit, and the run's provenance, in one
-# dataset (pipeline/summary.py), results/summary.zarr, which every figure reads.
+# The summary stage: every model's reduction, update stores, BNSL fits and training-loss curve,
+# and the run's provenance, in one dataset (pipeline/summary.py), results/summary.zarr, which
+# every figure reads.
 
 
 rule summary:
@@ -10,6 +11,8 @@ rule summary:
         frequency=frequency_store(),
         eval=eval_store(),
         corpora=sorted({toy_corpus_of(m) for m in TOY_MODELS}),
+        train_fits=expand(results("fits/{model}_train.json"), model=TRAIN_CURVE_MODELS),
+        train_curves=[PLAN.train_curve(m)[0] for m in TRAIN_CURVE_MODELS],
     output:
         directory(results("summary.zarr")),
     log:
@@ -21,6 +24,9 @@ rule summary:
         models=MODELS,
         updates={m: update_stores(m) for m in MODELS},
         corpora={m: toy_corpus_of(m) for m in TOY_MODELS},
+        train_fits={
+            m: [results(f"fits/{m}_train.json"), *PLAN.train_curve(m)] for m in TRAIN_CURVE_MODELS
+        },
         provenance=PLAN.provenance(),
     script:
         "../scripts/summary.py"

@@ -20,4 +20,5 @@ summarize(
     frequency_path=snakemake.input.frequency,  # noqa: F821
     eval_path=snakemake.input.eval,  # noqa: F821
     corpus_paths=snakemake.params.corpora,  # noqa: F821
+    train_fits=snakemake.params.train_fits,  # noqa: F821
 )

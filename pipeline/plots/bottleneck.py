@@ -24,6 +24,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
+from pipeline.plots import EXPERIMENTS
 from pipeline.plots.common import (
     View,
     has,
@@ -32,17 +33,21 @@ from pipeline.plots.common import (
     note,
     note_figure,
     number,
+    panel_title,
     panels,
     step_axis,
+    suptitle,
 )
 from pipeline.schema import overall
 
-#: The forms of the suppressed share, as labelled in the figure (``pipeline.schema``).
+#: The forms of the suppressed share, as labelled in the figure: the stored variable
+#: (``pipeline.schema``) and how the share follows from it. The kept cosine √κ is a kept
+#: share: its suppressed counterpart is 1 − √κ.
 FORMS = {
-    "suppressed_squared": "1 − κ\nsq. norms",
-    "suppressed_norm": "√(1 − κ)\nnorms",
-    "kept_cosine": "√κ\nkept cosine",
-    "suppressed_batch": "batch form\nΣ over V",
+    "1 − κ\nsq. norms": ("suppressed_squared", lambda v: v),
+    "√(1 − κ)\nnorms": ("suppressed_norm", lambda v: v),
+    "1 − √κ\nkept cosine": ("kept_cosine", lambda v: 1.0 - v),
+    "batch form\nΣ over V": ("suppressed_batch", lambda v: v),
 }
 
 
@@ -56,7 +61,7 @@ def plot_bottleneck(ds: xr.Dataset) -> Figure:
         line(ax_k, view.steps, view.values("suppressed_squared", model), color=c, lw=1.6)
         line(ax_k, view.steps, view.values("suppressed_batch", model), color=c, lw=1.2, ls="--")
     ax_k.set_ylabel("suppressed share (fraction)")
-    ax_k.set_title("gradient lost in the output layer")
+    panel_title(ax_k, "gradient lost in the output layer")
     step_axis(ax_k)
     _forms_panel(ax_f, view)
     extra = [
@@ -75,7 +80,7 @@ def plot_bottleneck(ds: xr.Dataset) -> Figure:
     else:
         note(ax_r, "the logit-gradient rank was not extracted")
     model_legend(fig, view, extra, ncols=4)
-    fig.suptitle("The output layer as a gradient bottleneck")
+    suptitle(fig, "The output layer as a gradient bottleneck")
     return fig
 
 
@@ -84,21 +89,17 @@ def _forms_panel(ax: Axes, view: View) -> None:
     width = 0.8 / max(len(view.models), 1)
     x = np.arange(len(FORMS))
     for i, model in enumerate(view.models):
-        last = [view.values(name, model) for name in FORMS]
-        if any(v is None for v in last):
+        if any(var not in view.ds for var, _ in FORMS.values()):
             continue
-        heights = []
-        for v in last:
-            done = v[np.isfinite(v)]
-            heights.append(done[-1] if done.size else np.nan)
+        heights = [share(_final(view, var, model)) for var, share in FORMS.values()]
         ax.bar(
             x + (i - (len(view.models) - 1) / 2) * width, heights, width, color=view.colors[model]
         )
-    ax.set_xticks(x, list(FORMS.values()), fontsize=7)
+    ax.set_xticks(x, list(FORMS), fontsize=7)
     ax.set_ylim(0, 1)
     ax.set_xlabel("per-token means (3 left), V as one batch (right)")
     ax.set_ylabel("share at the last step (fraction)")
-    ax.set_title("forms of the suppressed share")
+    panel_title(ax, "forms of the suppressed share")
     ax.grid(True, axis="y", alpha=0.3)
 
 
@@ -132,8 +133,8 @@ def _rank_panel(ax: Axes, view: View) -> None:
     ax.set_xscale("log", base=2)
     ax.set_yscale("log", base=2)
     ax.set_xlabel("tokens N (log2)")
-    ax.set_ylabel("rank (rank)")
-    ax.set_title("logit-gradient ranks at the last step")
+    ax.set_ylabel("rank")
+    panel_title(ax, "logit-gradient ranks at the last step")
     ax.grid(True, which="major", alpha=0.3)
 
 
@@ -170,7 +171,7 @@ def plot_head_rank(ds: xr.Dataset) -> Figure:
     the suppressed share over training, and the final loss against r."""
     picked = _experiment(
         ds,
-        lambda toy: bool(toy.get("head_rank")),
+        EXPERIMENTS["head_rank"],
         "Head rank",
         "no model of this run factors its output layer\n(models.<name>.head_rank; "
         "config/bottleneck.yaml runs the sweep)",
@@ -186,17 +187,17 @@ def plot_head_rank(ds: xr.Dataset) -> Figure:
         r = _toy(view, model)["head_rank"]
         ax_r.plot([r], [_final(view, overall("loss"), model)], "o", color=c, ms=7)
     ax_l.set_ylabel("evaluation loss (nats)")
-    ax_l.set_title("loss over training")
+    panel_title(ax_l, "loss over training")
     step_axis(ax_l)
     ax_s.set_ylabel("1 − κ, mean over tokens (fraction)")
-    ax_s.set_title("gradient lost in the output layer")
+    panel_title(ax_s, "gradient lost in the output layer")
     step_axis(ax_s)
     ranks = sorted({_toy(view, m)["head_rank"] for m in view.models})
     ax_r.set_xscale("log", base=2)
     ax_r.set_xticks(ranks, [str(r) for r in ranks])
     ax_r.set_xlabel("head rank r (log2)")
     ax_r.set_ylabel("final evaluation loss (nats)")
-    ax_r.set_title("final loss against the head rank")
+    panel_title(ax_r, "final loss against the head rank")
     ax_r.grid(True, alpha=0.3)
     labels = {
         m: f"{m} (r = {_toy(view, m)['head_rank']}, d = {_toy(view, m)['hidden_size']})"
@@ -208,7 +209,7 @@ def plot_head_rank(ds: xr.Dataset) -> Figure:
     fig.legend(
         handles=handles, loc="outside lower center", ncols=min(len(handles), 3), frameon=False
     )
-    fig.suptitle("Output layer factored through rank r (U = A·B), the body's width unchanged")
+    suptitle(fig, "Output layer factored through rank r (U = A·B), the body's width unchanged")
     return fig
 
 
@@ -218,7 +219,7 @@ def plot_spamlang(ds: xr.Dataset) -> Figure:
     against V/d for every width, and the loss over training."""
     picked = _experiment(
         ds,
-        lambda toy: toy.get("language_kind") == "spam",
+        EXPERIMENTS["spamlang"],
         "SpamLang",
         "no model of this run is trained on a SpamLang language\n(toy.languages with "
         "kind: spam; config/bottleneck.yaml runs the sweep)",
@@ -232,7 +233,7 @@ def plot_spamlang(ds: xr.Dataset) -> Figure:
     widths = [info[m]["hidden_size"] for m in view.models]
     d = max(set(widths), key=lambda w: (widths.count(w), -w))  # the sweep's width
     _spam_grid(ax_h, view, [m for m in view.models if info[m]["hidden_size"] == d], final)
-    ax_h.set_title(f"final loss (nats) at d = {d}; colour: loss / ln V")
+    panel_title(ax_h, f"final loss (nats) at d = {d}; colour: loss / ln V")
     rates = sorted({info[m]["learning_rate"] for m in view.models})
     markers = dict(zip(sorted(set(widths)), "osD^v<>"))
     cmap = matplotlib.colormaps["plasma"]
@@ -247,11 +248,11 @@ def plot_spamlang(ds: xr.Dataset) -> Figure:
     ax_v.set_ylim(0, 1.05)
     ax_v.set_xlabel("V / d (log2)")
     ax_v.set_ylabel("final loss / ln V (1: uniform guess)")
-    ax_v.set_title("against vocabulary per dimension")
+    panel_title(ax_v, "against vocabulary per dimension")
     ax_v.grid(True, alpha=0.3)
     ax_t.set_ylim(0, 1.05)
     ax_t.set_ylabel("loss / ln V")
-    ax_t.set_title("over training")
+    panel_title(ax_t, "over training")
     step_axis(ax_t)
     extra = [
         Line2D([], [], ls="", marker=markers[w], color="0.5", mec="k", label=f"d = {w}")
@@ -269,7 +270,7 @@ def plot_spamlang(ds: xr.Dataset) -> Figure:
         for i, r in enumerate(rates)
     ]
     model_legend(fig, view, extra, ncols=6)
-    fig.suptitle("SpamLang: every sequence one id repeated; can the output layer learn to copy?")
+    suptitle(fig, "SpamLang: every sequence one id repeated; can the output layer learn to copy?")
     return fig
 
 

@@ -17,6 +17,7 @@ note instead.
 
 from __future__ import annotations
 
+import textwrap
 import zlib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -186,19 +187,59 @@ def panels(
 # -- axes -----------------------------------------------------------------------------------------
 
 
+#: Up to this many points, a series is drawn as markers: a line through two or three points
+#: suggests a trend that nothing measured.
+MARKERS_UP_TO = 3
+
+
 def line(ax: Axes, x, y, **kwargs) -> Line2D | None:
     """Plot the finite points of (x, y) only, so that NaN gaps do not hide isolated points;
-    nothing where ``y`` is None (a variable the summary lacks)."""
+    nothing where ``y`` is None (a variable the summary lacks). Up to ``MARKERS_UP_TO`` points
+    are markers without a line."""
     if y is None:
         return None
     x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
     ok = np.isfinite(x) & np.isfinite(y)
     if not ok.any():
         return None
-    if ok.sum() == 1 and "marker" not in kwargs:
-        kwargs["marker"] = "o"
-        kwargs.setdefault("ms", 3)
+    if ok.sum() <= MARKERS_UP_TO and "marker" not in kwargs:
+        kwargs.update(marker="o", ls="none")
+        kwargs.setdefault("ms", 4)
     return ax.plot(x[ok], y[ok], **kwargs)[0]
+
+
+ZERO_LABEL = "0 (off the log axis)"
+
+
+def log_line(ax: Axes, x, y, **kwargs) -> tuple[Line2D | None, Line2D | None]:
+    """``line`` on a log y axis: the positive points as a line, and each exact zero (a step
+    between identical weights, whose update is 0) as a hollow triangle on the axis's floor
+    instead of a line falling off it. Returns the line and the zeros' marker (None if none)."""
+    if y is None:
+        return None, None
+    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    drawn = line(ax, x, np.where(y > 0, y, np.nan), **kwargs)
+    zero = np.isfinite(x) & (y == 0)
+    if not zero.any():
+        return drawn, None
+    color = kwargs.get("color", drawn.get_color() if drawn else "k")
+    marks = ax.plot(
+        x[zero],
+        np.full(zero.sum(), 0.0),
+        ls="none",
+        marker="v",
+        mfc="none",
+        mec=color,
+        ms=6,
+        clip_on=False,
+        transform=ax.get_xaxis_transform(),  # y in axes units: on the floor
+    )[0]
+    return drawn, marks
+
+
+def zero_handle(color: Color = "k") -> Line2D:
+    """The legend entry of ``log_line``'s zeros."""
+    return Line2D([], [], ls="none", marker="v", mfc="none", mec=color, ms=6, label=ZERO_LABEL)
 
 
 def step_axis(ax: Axes) -> None:
@@ -229,18 +270,60 @@ def hide_unused(axes: np.ndarray, n: int) -> None:
         ax.set_visible(False)
 
 
-def note(ax: Axes, text: str) -> None:
-    """A centred note in place of a panel whose data were not extracted."""
-    ax.set_axis_off()
-    ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes, fontsize=11)
+def note(ax: Axes, text: str, keep_axes: bool = False) -> None:
+    """A centred note in a panel that has nothing to draw, saying why ("no model saturates by
+    the 1% rule within 2,048 steps"); the axes go unless ``keep_axes`` (a panel whose other
+    series are drawn)."""
+    if not keep_axes:
+        ax.set_axis_off()
+    width = _inches(ax)[0]
+    ax.text(
+        0.5,
+        0.5,
+        wrap(text, width, 10),
+        ha="center",
+        va="center",
+        transform=ax.transAxes,
+        fontsize=10,
+        color="0.25",
+        bbox={"fc": "white", "ec": "0.8", "pad": 4} if keep_axes else None,
+    )
 
 
 def note_figure(title: str, text: str) -> Figure:
     """A figure that only says why it has nothing to show."""
     fig = Figure(figsize=(6, 2.5), layout="constrained")
     note(fig.subplots(), text)
-    fig.suptitle(title)
+    suptitle(fig, title)
     return fig
+
+
+# -- titles ---------------------------------------------------------------------------------------
+
+
+def _inches(ax: Axes) -> tuple[float, float]:
+    """The size of ``ax`` in inches, as laid out before drawing."""
+    box = ax.get_position()
+    w, h = ax.figure.get_size_inches()
+    return box.width * w, box.height * h
+
+
+def wrap(text: str, width: float, fontsize: float) -> str:
+    """``text`` broken into lines that fit ``width`` inches at ``fontsize`` points (each of
+    its own lines wrapped apart)."""
+    chars = max(12, int(width * 72 / (0.52 * fontsize)))
+    return "\n".join(textwrap.fill(part, chars) for part in text.split("\n"))
+
+
+def suptitle(fig: Figure, text: str, fontsize: float = 12) -> None:
+    """The figure's title, wrapped to its width: never cut off at the edges, whatever the
+    number of panels."""
+    fig.suptitle(wrap(text, fig.get_figwidth() * 0.95, fontsize), fontsize=fontsize)
+
+
+def panel_title(ax: Axes, text: str, fontsize: float = 10, **kwargs) -> None:
+    """A panel's title, wrapped to the panel's width."""
+    ax.set_title(wrap(text, _inches(ax)[0] * 1.1, fontsize), fontsize=fontsize, **kwargs)
 
 
 def number(x: float) -> str:
@@ -281,17 +364,45 @@ def layer_colorbar(fig: Figure, axes: np.ndarray, layers: np.ndarray) -> None:
 # -- legends --------------------------------------------------------------------------------------
 
 
-def legend_below(fig: Figure, handles: list[Line2D], ncols: int | None = None) -> None:
-    """A frameless legend centred below the panels (in a row, unless ``ncols`` says otherwise)."""
-    ncols = len(handles) if ncols is None else ncols
+def legend_columns(fig: Figure, labels: Sequence[str], fontsize: float = 10) -> int:
+    """How many legend entries of ``labels`` fit side by side in ``fig``'s width."""
+    longest = max((len(s) for s in labels), default=1)
+    entry = (longest * 0.52 * fontsize + 40) / 72  # label, handle and padding, in inches
+    return max(1, min(len(labels), int(fig.get_figwidth() * 0.95 // entry)))
+
+
+def legend_below(fig: Figure, handles: Sequence[Line2D | None], ncols: int | None = None) -> None:
+    """A frameless legend centred below the panels of what is drawn (``None`` handles, series
+    with nothing to draw, are left out), in as many columns as fit the figure's width."""
+    handles = [h for h in handles if h is not None]
+    if not handles:
+        return
+    fit = legend_columns(fig, [h.get_label() for h in handles])
+    ncols = fit if ncols is None else min(ncols, fit)
     fig.legend(handles=handles, loc="outside lower center", ncols=ncols, frameon=False)
+
+
+def category_legend(fig: Figure, colors: dict[str, Color], title: str | None = None) -> None:
+    """A few categories (two to four learning rates, directions): a legend of coloured squares
+    below the panels, where a colour bar would suggest a continuum."""
+    handles = [
+        Line2D([], [], ls="none", marker="s", ms=8, color=c, label=label)
+        for label, c in colors.items()
+    ]
+    fig.legend(
+        handles=handles,
+        loc="outside lower center",
+        ncols=legend_columns(fig, list(colors)),
+        frameon=False,
+        title=title,
+    )
 
 
 def model_legend(fig: Figure, view: View, extra: Sequence[Line2D] = (), ncols: int = 6) -> None:
     """One marker per model in its colour, then ``extra`` handles, below the panels, in rows
     of at most ``ncols``."""
     handles = [Line2D([], [], color=view.colors[m], marker="o", label=m) for m in view.models]
-    handles += list(extra)
+    handles += [h for h in extra if h is not None]
     legend_below(fig, handles, ncols=min(len(handles), ncols))
 
 
@@ -325,17 +436,16 @@ def layer_panels(
             line(ax, view.steps, view.values(extra, model), color="k", ls=ls, lw=1.5)
         ax.set_ylim(*ylim)
         ax.axhline(0, color="0.5", lw=0.6)
-        ax.set_title(model)
+        panel_title(ax, model)
         ax.set_ylabel(ylabel)
         step_axis(ax)
     hide_unused(axes, len(view.models))
     layer_colorbar(fig, axes, layers)
     handles = [
-        Line2D([], [], color="k", ls=ls, lw=1.5, label=lab) for v, lab, ls in extras if v in ds
+        Line2D([], [], color="k", ls=ls, lw=1.5, label=lab) for v, lab, ls in extras if has(ds, v)
     ]
-    if handles:
-        legend_below(fig, handles)
-    fig.suptitle(title)
+    legend_below(fig, handles)
+    suptitle(fig, title)
     return fig
 
 

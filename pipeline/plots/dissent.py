@@ -38,10 +38,12 @@ from pipeline.plots.common import (
     note,
     note_figure,
     number,
+    panel_title,
     panels,
     per_model,
     row_per_model,
     step_axis,
+    suptitle,
     zero_line,
 )
 from pipeline.schema import overall
@@ -66,7 +68,7 @@ def plot_loss_by_bin(ds: xr.Dataset) -> Figure:
     for ax, model in zip(axes.flat, view.models):
         for b in view.bins:
             _bin_loss(ax, view, model, b)
-        ax.set_title(model)
+        panel_title(ax, model)
         ax.set_ylabel("mean loss (nats)")
         step_axis(ax)
         _saturation_step(ax, view.scalar("saturation_step", model))
@@ -79,12 +81,13 @@ def plot_loss_by_bin(ds: xr.Dataset) -> Figure:
     handles = [
         Line2D([], [], marker="o", ls="", color="0.3", label="improving"),
         Line2D([], [], marker="o", ls="", mfc="white", color="0.3", label=saturated),
-        Line2D([], [], ls="--", color="k", label="saturation step"),
     ]
+    if np.isfinite([view.scalar("saturation_step", m) for m in view.models]).any():
+        handles.append(Line2D([], [], ls="--", color="k", label="saturation step"))
     if axes.shape[1] == 1:  # one panel is too narrow for the legend in a row: one per line
         fig.set_figheight(fig.get_figheight() + 0.5)
-    legend_below(fig, handles, ncols=1 if axes.shape[1] == 1 else len(handles))
-    fig.suptitle("Loss per frequency bin over training")
+    legend_below(fig, handles)
+    suptitle(fig, "Loss per frequency bin over training")
     return fig
 
 
@@ -139,12 +142,12 @@ def plot_decomposition_basis(ds: xr.Dataset) -> Figure:
             line(ax, view.steps, view.values(overall(var), model), color="k", lw=1.6, ls="--")
             zero_line(ax)
             if ax in axes[0]:
-                ax.set_title(label)
+                panel_title(ax, label)
             ax.set_ylabel(f"{model}\ncosine" if j == 0 else "cosine")
             step_axis(ax)
     bin_colorbar(fig, axes, view.bins)
     legend_below(fig, [Line2D([], [], color="k", ls="--", lw=1.6, label="all tokens")])
-    fig.suptitle("Decomposition basis: cosines of the attractive and repulsive gradients at h")
+    suptitle(fig, "Decomposition basis: cosines of the attractive and repulsive gradients at h")
     return fig
 
 
@@ -174,20 +177,23 @@ def plot_dissent(ds: xr.Dataset) -> Figure:
         ax_n.set_ylabel(f"{model}\ngradient norm (nats / unit h)")
         step_axis(ax_n)
         _cosine_panel(ax_c, view, model)
-    axes[0, 0].set_title("gradient norms at h (all tokens)")
-    axes[0, 1].set_title(f"{COS_DISSENT} per bin")
+    panel_title(axes[0, 0], "gradient norms at h (all tokens)")
+    panel_title(axes[0, 1], f"{COS_DISSENT} per bin")
     bin_colorbar(fig, axes[:, 1], view.bins)
     threshold = view.setting("dissent_threshold")
     onset = "dissent onset"
     if threshold is not None:
         onset += f" (mean cos ≤ {number(threshold)})"
-    handles = [Line2D([], [], color="0.3", ls=ls, lw=1.5, label=lab) for _, ls, lab in NORMS]
-    handles += [
-        Line2D([], [], color="k", ls="--", lw=1.6, label=f"{COS_DISSENT}, all tokens"),
-        Line2D([], [], color="k", ls=":", lw=1.2, label=onset),
+    handles = [
+        Line2D([], [], color="0.3", ls=ls, lw=1.5, label=lab)
+        for var, ls, lab in NORMS
+        if has(ds, overall(var))
     ]
+    handles.append(Line2D([], [], color="k", ls="--", lw=1.6, label=f"{COS_DISSENT}, all tokens"))
+    if np.isfinite([view.scalar("dissent_onset_step", m) for m in view.models]).any():
+        handles.append(Line2D([], [], color="k", ls=":", lw=1.2, label=onset))
     legend_below(fig, handles)
-    fig.suptitle("Gradient dissent: attractive against repulsive gradient at h")
+    suptitle(fig, "Gradient dissent: attractive against repulsive gradient at h")
     return fig
 
 
@@ -241,11 +247,11 @@ def plot_parameter_dissent(ds: xr.Dataset) -> Figure:
         ax_n.yaxis.set_major_formatter(FormatStrFormatter("%g"))
         ax_n.yaxis.set_minor_formatter(NullFormatter())
         ax_n.axhline(1, color="0.5", lw=0.6)
-        ax_n.set_title(f"{model}: norms relative to ‖∇θ‖")
+        panel_title(ax_n, f"{model}: norms relative to ‖∇θ‖")
         ax_n.set_ylabel("‖∇θ±‖ / ‖∇θ‖ (ratio)")
         ax_c.set_ylim(*COS_Y)
         zero_line(ax_c)
-        ax_c.set_title(f"{model}: cos(∇θ⁺, ∇θ⁻)")
+        panel_title(ax_c, f"{model}: cos(∇θ⁺, ∇θ⁻)")
         ax_c.set_ylabel("cosine")
         for ax in row:
             step_axis(ax)
@@ -253,10 +259,14 @@ def plot_parameter_dissent(ds: xr.Dataset) -> Figure:
     handles = [
         Line2D([], [], color="0.3", lw=1.1, label="‖∇θ⁺‖ / ‖∇θ‖"),
         Line2D([], [], color="0.3", lw=1.1, ls="--", label="‖∇θ⁻‖ / ‖∇θ‖"),
-        *(Line2D([], [], color="k", ls=ls, lw=1.5, label=lab) for v, lab, ls in EXTRAS if v in ds),
+        *(
+            Line2D([], [], color="k", ls=ls, lw=1.5, label=lab)
+            for v, lab, ls in EXTRAS
+            if has(ds, v)
+        ),
     ]
     legend_below(fig, handles)
-    fig.suptitle(title)
+    suptitle(fig, title)
     return fig
 
 
@@ -291,8 +301,8 @@ def plot_token_frequency(ds: xr.Dataset) -> Figure:
     ax.set_xlabel("rank of the id by frequency (log)")
     ax.set_ylabel("normalised frequency (fraction of tokens)")
     share = r_v.size / train.size
-    ax.set_title(f"{share:.1%} of the {train.size:,} vocabulary ids occur in V", fontsize=10)
+    panel_title(ax, f"{share:.1%} of the {train.size:,} vocabulary ids occur in V", fontsize=10)
     ax.grid(True, which="major", alpha=0.3)
     ax.legend(loc="lower left", frameon=False, fontsize=8)
-    fig.suptitle(title)
+    suptitle(fig, title)
     return fig

@@ -12,7 +12,7 @@ import numpy as np
 import xarray as xr
 from matplotlib.axes import Axes
 from matplotlib.cm import ScalarMappable
-from matplotlib.colors import LogNorm
+from matplotlib.colors import ListedColormap, LogNorm
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
@@ -25,11 +25,16 @@ from pipeline.plots.common import (
     model_legend,
     note,
     number,
+    panel_title,
+    suptitle,
     ticks,
 )
 
-#: Per-bin saturation steps: early saturation dark, late saturation light.
-SATURATION_CMAP = matplotlib.colormaps["magma_r"]
+#: Per-bin saturation steps: early saturation dark, late saturation light (magma without its
+#: palest end, which would vanish on white).
+SATURATION_CMAP = ListedColormap(
+    matplotlib.colormaps["magma"](np.linspace(0.0, 0.85, 256)), name="saturation"
+)
 
 
 def plot_overview(ds: xr.Dataset) -> Figure:
@@ -50,19 +55,36 @@ def plot_overview(ds: xr.Dataset) -> Figure:
     axes = [first, fig.add_subplot(grid[1], sharey=first), fig.add_subplot(grid[2])]
     threshold = view.setting("dissent_threshold")
     rule = "threshold" if threshold is None else number(threshold)
+    within = f"within {int(view.steps.max()):,} steps"
     panels = (
-        ("saturation_step", "overall loss saturates"),
-        ("dissent_onset_step", f"total dissent: {COS_DISSENT} ≤ {rule}"),
+        (
+            "saturation_step",
+            "overall loss saturates",
+            f"no model saturates by {_rule(view)} {within}",
+        ),
+        (
+            "dissent_onset_step",
+            f"total dissent: {COS_DISSENT} ≤ {rule}",
+            f"no model reaches total dissent ({rule}) {within}",
+        ),
     )
-    for ax, (var, title) in zip(axes, panels):
+    for ax, (var, title, never) in zip(axes, panels):
         _onset_panel(ax, view, var, x)
-        ax.set_title(title)
+        panel_title(ax, title)
         _size_axis(ax, x, view.models, sized)
+        if not np.isfinite([view.scalar(var, m) for m in view.models]).any():
+            note(ax, never, keep_axes=True)
     _bin_saturation_panel(fig, axes[2], view, x, sized)
     extra = [Line2D([], [], ls="", marker="o", mfc="white", mec="0.3", mew=2, label="never")]
     model_legend(fig, view, extra)
-    fig.suptitle("When saturation and total dissent set in, by model size")
+    suptitle(fig, "When saturation and total dissent set in, by model size")
     return fig
+
+
+def _rule(view: View) -> str:
+    """The saturation rule of the run (``the 1% rule``), from the summary's attrs."""
+    tolerance = view.setting("saturation_tolerance")
+    return "the saturation rule" if tolerance is None else f"the {tolerance * 100:g}% rule"
 
 
 def _onset_panel(ax: Axes, view: View, var: str, x: np.ndarray) -> None:
@@ -105,9 +127,9 @@ def _size_axis(ax: Axes, x: np.ndarray, models: list[str], sized: bool) -> None:
 def _bin_saturation_panel(fig: Figure, ax: Axes, view: View, x: np.ndarray, sized: bool) -> None:
     """Per model and bin: a filled square coloured by ``saturation_step_bin`` where the bin ends
     saturated, a small open circle where it is improving at the last checkpoint."""
-    ax.set_title("bins saturated at the last checkpoint")
+    panel_title(ax, "bins saturated at the last checkpoint")
     if not has(view.ds, "loss") or "saturation_step_bin" not in view.ds:
-        note(ax, "no per-bin saturation steps in this summary:\nre-run the reduce rule")
+        note(ax, "no per-bin saturation steps in this summary: re-run the reduce rule")
         return
     steps = view.steps
     first = float(steps[steps > 0].min()) if (steps > 0).any() else 1.0
@@ -129,8 +151,10 @@ def _bin_saturation_panel(fig: Figure, ax: Axes, view: View, x: np.ndarray, size
     ax.set_ylabel(BIN_LABEL)
     ax.grid(True, which="major", alpha=0.3)
     _size_axis(ax, x, view.models, sized)
+    if not any(np.isfinite(view.values("saturation_step_bin", m)).any() for m in view.models):
+        note(ax, f"no bin of any model saturates by {_rule(view)}", keep_axes=True)
     bar = fig.colorbar(ScalarMappable(norm=norm, cmap=cmap), ax=ax, pad=0.01)
-    bar.set_label("saturated from step (log)")
+    bar.set_label("saturated from step (log; dark = early)")
     ax.legend(
         handles=[
             Line2D([], [], ls="", marker="s", color=cmap(0.6), mec="k", mew=0.5, label="saturated"),

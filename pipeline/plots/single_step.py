@@ -4,15 +4,16 @@ stage's reductions in the summary (``pipeline.update``, ``pipeline.summary.summa
 * ``single_step_interference``: D and M of one step's per-token loss changes on the update
   batch and on V, mean and range over the K batches, beside the multi-step D(Δ_t^{t′}ℓ) between
   checkpoints (Fig. 3b, 5);
-* ``first_order``: how well Δ̃ℓ_i = ∇θℓ_i·Δθ predicts Δℓ_i: Pearson r over training and a 2-D
-  histogram at one step (Fig. 4);
+* ``first_order``: how well Δ̃ℓ_i = ∇θℓ_i·Δθ predicts Δℓ_i: 1 − Pearson r over training (log:
+  r is within a few thousandths of 1) and a 2-D histogram at one step (Fig. 4);
 * ``landscape_tokens``: per-token loss cross-sections along Δθ, coloured by whether the token
   improved at the actual step (Figs. 7–8);
 * ``landscape``: the overall loss change along Δθ over (step, α) (Figs. 9–10);
 * ``alignment``: cos(Δθ, ∇θℓ_i), ‖Δθ‖‖∇θℓ_i‖ and App. C.4's C_g and C_u over training (Fig. 6).
 
 Where a model has no optimizer states, the direction is the displacement to the next
-checkpoint, a multi-step quantity: every figure says which direction it shows.
+checkpoint, a multi-step quantity that has no update batch: every figure says which direction
+it shows, and lists only the sets it draws.
 """
 
 from __future__ import annotations
@@ -25,23 +26,36 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from pipeline.plots.common import (
+    MARKERS_UP_TO,
     View,
     legend_below,
     line,
+    log_line,
+    note,
     note_figure,
+    panel_title,
     panels,
     row_per_model,
     step_axis,
+    suptitle,
+    zero_handle,
     zero_line,
 )
+from pipeline.plots.zsl import dots, handle_of, log_labels
 from pipeline.schema import overall, update_summary
 
 IMPROVED, WORSENED = "#1b9e77", "#d95f02"
+GREY = "0.3"
+
+
+def _kinds(ds: xr.Dataset) -> set[str]:
+    """The models' update directions: ``optimizer``, ``displacement`` or both."""
+    return set((ds.attrs.get("update_direction") or {}).values())
 
 
 def _direction(ds: xr.Dataset) -> str:
     """The direction the figures show, in words."""
-    kinds = set((ds.attrs.get("update_direction") or {}).values())
+    kinds = _kinds(ds)
     if kinds == {"optimizer"}:
         return "one optimizer step Δθ from the state saved at each checkpoint"
     if kinds == {"displacement"}:
@@ -49,6 +63,14 @@ def _direction(ds: xr.Dataset) -> str:
             "the displacement Δθ = θ(t′) − θ(t) to the next checkpoint (multi-step, not one step)"
         )
     return "one optimizer step where the model has optimizer states, else the displacement to the next checkpoint"
+
+
+def _actual(ds: xr.Dataset) -> str:
+    """What α = ‖Δθ‖ reaches: the step taken, or the next checkpoint."""
+    kinds = _kinds(ds)
+    if kinds == {"displacement"}:
+        return "the next checkpoint"
+    return "the actual step" if kinds == {"optimizer"} else "the actual step (or next checkpoint)"
 
 
 def _nanmean(v: np.ndarray, axis: int) -> np.ndarray:
@@ -73,61 +95,129 @@ def _update_steps(view: View, var: str) -> np.ndarray:
     return view.steps[keep]
 
 
-def _band(ax: Axes, view: View, var: str, model: str, **style) -> Line2D | None:
-    """Mean over the update batches (a line) and their range (a band), over steps."""
-    v = view.values(var, model)
-    if v is None:
-        return None
-    ok = np.isfinite(v).any(axis=1)
+def _range(ax: Axes, steps, lo, hi, color, log: bool):
+    """A range per step: a band where there are more than ``MARKERS_UP_TO`` steps, else a bar
+    at each (a band between two or three points suggests a trend nothing measured)."""
+    if log:  # a bound at 0 has no place on a log axis: the range starts at the axis's floor
+        lo = np.where(lo > 0, lo, np.nan)
+        hi = np.where(hi > 0, hi, np.nan)
+    ok = np.isfinite(lo) & np.isfinite(hi) & (hi > lo)
     if not ok.any():
         return None
-    steps, v = view.steps[ok], v[ok]
+    if len(steps) <= MARKERS_UP_TO:
+        return ax.vlines(steps[ok], lo[ok], hi[ok], color=color, alpha=0.3, lw=5)
+    return ax.fill_between(steps, lo, hi, color=color, alpha=0.18, lw=0)
+
+
+def _band(ax: Axes, steps: np.ndarray, v: np.ndarray | None, log: bool = False, **style):
+    """Mean over the update batches (a line, markers alone at up to three steps) and their range
+    (a band, or bars), over steps, of ``v`` (step, batch). On a log axis (``log``) a mean of 0
+    is a zero marker on the floor. Returns the mean's line, the range and the zeros' marker,
+    each None where nothing was drawn."""
+    if v is None or not np.isfinite(v).any():
+        return None, None, None
+    ok = np.isfinite(v).any(axis=1)
+    steps, v = steps[ok], v[ok]
     mean = _nanmean(v, axis=1)
+    span = None
     if v.shape[1] > 1:
-        ax.fill_between(
-            steps, np.nanmin(v, 1), np.nanmax(v, 1), color=style.get("color"), alpha=0.18, lw=0
-        )
-    return line(ax, steps, mean, marker="o", ms=3, **style)
+        span = _range(ax, steps, np.nanmin(v, 1), np.nanmax(v, 1), style.get("color"), log)
+    style = dots(mean, **style)
+    if log:
+        drawn, zeros = log_line(ax, steps, mean, **style)
+        return drawn, span, zeros
+    return line(ax, steps, mean, **style), span, None
+
+
+#: The two sets of the single-step changes: held-out V and the update batch itself (an
+#: optimizer step has one; a displacement does not), and how each is drawn.
+SETS = {
+    "eval": {"ls": "-"},
+    "train": {"ls": "--", "mfc": "none"},
+}
+
+
+class Drawn(dict):
+    """The first artist drawn of each kind of series (None: none drawn), for the legend."""
+
+    def keep(self, **artists) -> None:
+        for kind, artist in artists.items():
+            if self.get(kind) is None:
+                self[kind] = artist
+
+
+def _range_handle(span, label: str) -> Line2D | None:
+    """The legend entry of the ranges drawn: a band or a bar."""
+    if span is None:
+        return None
+    if type(span).__name__ == "LineCollection":  # bars
+        return Line2D([], [], color=GREY, ls="", marker="|", ms=10, mew=5, alpha=0.3, label=label)
+    return Line2D([], [], color=GREY, lw=6, alpha=0.2, label=label)
+
+
+def _batches(ds: xr.Dataset) -> str:
+    """ "the K update batches", or "" where there is one direction only (a displacement)."""
+    k = ds.sizes.get("batch", 1)
+    return f"the {k} update batches" if k > 1 else ""
+
+
+def _set_labels(ds: xr.Dataset) -> dict[str, str]:
+    over = _batches(ds)
+    mean = f", mean over {over}" if over else ""
+    return {"eval": f"held-out V (eval){mean}", "train": f"update batch (train){mean}"}
 
 
 def plot_single_step_interference(ds: xr.Dataset) -> Figure:
-    """Single-step D and M on the update batch (train) and on V (eval), mean and range over
-    the K update batches, beside the multi-step loss-change interference between checkpoint
-    pairs (Fig. 3b, 5)."""
+    """Single-step D and M on the update batch (train, an optimizer step only) and on V (eval),
+    mean and range over the K update batches, beside the multi-step loss-change interference
+    between checkpoint pairs (Fig. 3b, 5)."""
     title = "Single-step loss-change interference"
     if (fig := _missing(ds, update_summary("eval", "D"), title)) is not None:
         return fig
     view, fig, axes = panels(ds, row_per_model(2), panel=(4.6, 2.6), margin=(0.0, 1.3))
+    drawn = Drawn()
     for (ax_d, ax_m), model in zip(axes, view.models):
         c = view.colors[model]
-        for s, ls in (("eval", "-"), ("train", "--")):
-            _band(ax_d, view, update_summary(s, "D"), model, color=c, ls=ls)
-            _band(ax_m, view, update_summary(s, "M"), model, color=c, ls=ls)
+        for s, style in SETS.items():
+            d, span, _ = _band(
+                ax_d, view.steps, view.values(update_summary(s, "D"), model), color=c, **style
+            )
+            m, span_m, zero = _band(
+                ax_m,
+                view.steps,
+                view.values(update_summary(s, "M"), model),
+                log=True,
+                color=c,
+                **style,
+            )
+            drawn.keep(**{s: d or m, "range": span or span_m, "zero": zero})
         pairs = {"color": "k", "ls": ":", "marker": "s", "ms": 2.5}  # between checkpoints
-        line(ax_d, view.steps, view.values(overall("interference"), model), **pairs)
-        line(ax_m, view.steps, view.values(overall("change_magnitude"), model), **pairs)
+        d_pairs = view.values(overall("interference"), model)
+        m_pairs = view.values(overall("change_magnitude"), model)
+        p = line(ax_d, view.steps, d_pairs, **dots(d_pairs, **pairs))
+        p_m, zero = log_line(ax_m, view.steps, m_pairs, **dots(m_pairs, **pairs))
+        drawn.keep(pairs=p or p_m, zero=zero)
         ax_d.set_ylim(-0.03, 1.03)
         ax_d.set_ylabel(f"{model}\ninterference D")
         ax_m.set_yscale("log")
+        log_labels(ax_m.yaxis)
         ax_m.set_ylabel("M: mean |Δℓ| (nats)")
         step_axis(ax_d)
         step_axis(ax_m)
-    axes[0, 0].set_title("interference D")
-    axes[0, 1].set_title("magnitude M")
-    grey = "0.3"
+    panel_title(axes[0, 0], "interference D")
+    panel_title(axes[0, 1], "magnitude M (log)")
+    labels = _set_labels(ds)
     legend_below(
         fig,
         [
-            Line2D([], [], color=grey, label="held-out V (eval), mean over batches"),
-            Line2D([], [], color=grey, ls="--", label="update batch (train)"),
-            Line2D([], [], color=grey, lw=6, alpha=0.2, label="range over the K batches"),
-            Line2D(
-                [], [], color="k", ls=":", marker="s", ms=2.5, label="between checkpoints t, t′"
-            ),
+            *(handle_of(drawn.get(s), labels[s]) for s in SETS),
+            _range_handle(drawn.get("range"), f"range over {_batches(ds)}"),
+            handle_of(drawn.get("pairs"), "between checkpoints t, t′", color="k"),
+            zero_handle(GREY) if drawn.get("zero") else None,
         ],
         ncols=2,
     )
-    fig.suptitle(f"{title}\nalong {_direction(ds)}", fontsize=10)
+    suptitle(fig, f"{title}\nalong {_direction(ds)}", fontsize=10)
     return fig
 
 
@@ -141,52 +231,70 @@ def _middle_step(steps: np.ndarray) -> int:
 
 
 def plot_first_order(ds: xr.Dataset) -> Figure:
-    """First-order validity (Fig. 4): Pearson r(Δℓ_i, Δ̃ℓ_i) over training on V and on the
-    update batch, and a 2-D histogram of Δ̃ℓ_i against Δℓ_i at one step for the sampled tokens
-    of V, with the line Δ̃ℓ = Δℓ."""
+    """First-order validity (Fig. 4): 1 − Pearson r(Δℓ_i, Δ̃ℓ_i) over training on V and on the
+    update batch, on a log axis (r itself is within a few thousandths of 1), and a 2-D histogram
+    of Δ̃ℓ_i against Δℓ_i at one step for the sampled tokens of V, with the line Δ̃ℓ = Δℓ."""
     title = "First-order prediction ∇θℓ·Δθ against the actual loss change Δℓ"
     if (fig := _missing(ds, "sample_loss_change", title)) is not None:
         return fig
     view, fig, axes = panels(ds, row_per_model(2), panel=(4.4, 2.9), margin=(0.8, 1.2))
     at = _middle_step(_update_steps(view, "sample_loss_change"))
+    drawn = Drawn()
     for (ax_r, ax_h), model in zip(axes, view.models):
         c = view.colors[model]
-        _band(ax_r, view, update_summary("eval", "pearson"), model, color=c)
-        _band(ax_r, view, update_summary("train", "pearson"), model, color=c, ls="--")
-        r = view.values(update_summary("eval", "pearson"), model)
-        low = np.nanmin(r) if r is not None and np.isfinite(r).any() else 0.0
-        ax_r.set_ylim(min(0.9, low - 0.02), 1.005)
-        ax_r.axhline(1.0, color="0.6", lw=0.6)
-        ax_r.set_ylabel(f"{model}\nPearson r(Δℓ, ∇θℓ·Δθ)")
-        step_axis(ax_r)
-        actual = view.values("sample_loss_change", model, step=at)
-        pred = view.values("sample_loss_change_pred", model, step=at)
-        ok = np.isfinite(actual) & np.isfinite(pred)
-        if ok.sum() > 1:
-            lim = float(np.quantile(np.abs(np.r_[actual[ok], pred[ok]]), 0.995)) * 1.05 or 1.0
-            edges = np.linspace(-lim, lim, 61)
-            *_, image = ax_h.hist2d(
-                actual[ok], pred[ok], bins=[edges, edges], cmap="viridis", norm=LogNorm(), cmin=1
+        for s, style in SETS.items():
+            r = view.values(update_summary(s, "pearson"), model)
+            mean, span, zero = _band(
+                ax_r, view.steps, None if r is None else 1 - r, log=True, color=c, **style
             )
-            ax_h.plot([-lim, lim], [-lim, lim], color="k", ls="--", lw=0.8)
-            zero_line(ax_h)
-            ax_h.axvline(0, color="0.5", lw=0.6)
-            fig.colorbar(image, ax=ax_h, label="tokens", pad=0.01)
-        ax_h.set_xlabel("actual Δℓ (nats)")
-        ax_h.set_ylabel("first-order ∇θℓ·Δθ (nats)")
-        ax_h.set_aspect("equal", adjustable="box")
-    axes[0, 0].set_title("Pearson r over training (mean, range over batches)")
-    axes[0, 1].set_title(f"sampled tokens of V at step {at}")
+            drawn.keep(**{s: mean, "range": span, "zero": zero})
+        ax_r.set_yscale("log")
+        log_labels(ax_r.yaxis)
+        ax_r.set_ylabel(f"{model}\n1 − Pearson r(Δℓ, ∇θℓ·Δθ)")
+        step_axis(ax_r)
+        drawn.keep(diagonal=_histogram(fig, ax_h, view, model, at))
+    over = _batches(ds)
+    panel_title(
+        axes[0, 0], f"1 − r over training (log){f'; mean, range over {over}' if over else ''}"
+    )
+    panel_title(axes[0, 1], f"sampled tokens of V at step {at}")
+    labels = {"eval": "held-out V", "train": "update batch"}
     legend_below(
         fig,
         [
-            Line2D([], [], color="0.3", label="held-out V"),
-            Line2D([], [], color="0.3", ls="--", label="update batch"),
-            Line2D([], [], color="k", ls="--", lw=0.8, label="prediction = actual"),
+            *(handle_of(drawn.get(s), labels[s]) for s in SETS),
+            _range_handle(drawn.get("range"), f"range over {over}"),
+            zero_handle(GREY) if drawn.get("zero") else None,
+            handle_of(drawn.get("diagonal"), "prediction = actual", color="k"),
         ],
     )
-    fig.suptitle(f"{title}\nalong {_direction(ds)}", fontsize=10)
+    suptitle(fig, f"{title}\nalong {_direction(ds)}", fontsize=10)
     return fig
+
+
+def _histogram(fig: Figure, ax: Axes, view: View, model: str, at: int) -> Line2D | None:
+    """The 2-D histogram of the first-order prediction against the actual change of the sampled
+    tokens of V at step ``at``, with its colorbar; returns the line prediction = actual (None,
+    and a note, where the model has no sample at that step)."""
+    actual = view.values("sample_loss_change", model, step=at)
+    pred = view.values("sample_loss_change_pred", model, step=at)
+    ok = np.isfinite(actual) & np.isfinite(pred)
+    ax.set_xlabel("actual Δℓ (nats)")
+    ax.set_ylabel("first-order ∇θℓ·Δθ (nats)")
+    if ok.sum() < 2 or not np.abs(np.r_[actual[ok], pred[ok]]).max() > 0:
+        note(ax, f"no sampled changes of {model} at step {at}", keep_axes=True)
+        return None
+    lim = float(np.quantile(np.abs(np.r_[actual[ok], pred[ok]]), 0.995)) * 1.05
+    edges = np.linspace(-lim, lim, 61)
+    *_, image = ax.hist2d(
+        actual[ok], pred[ok], bins=[edges, edges], cmap="viridis", norm=LogNorm(), cmin=1
+    )
+    diagonal = ax.plot([-lim, lim], [-lim, lim], color="k", ls="--", lw=0.8)[0]
+    zero_line(ax)
+    ax.axvline(0, color="0.5", lw=0.6)
+    log_labels(fig.colorbar(image, ax=ax, label="tokens (log)", pad=0.01).ax.yaxis)
+    ax.set_aspect("equal", adjustable="box")
+    return diagonal
 
 
 def _spread_steps(steps: np.ndarray, most: int = 4) -> np.ndarray:
@@ -211,6 +319,8 @@ def plot_landscape_tokens(ds: xr.Dataset) -> Figure:
     axes = fig.subplots(steps.size, n_models, squeeze=False)
     alpha = ds["alpha"].values
     shown = np.arange(min(60, ds.sizes["sample"]))
+    actual = _actual(ds)
+    drawn = Drawn()
     for j, model in enumerate(view.models):
         for i, step in enumerate(steps):
             ax = axes[i, j]
@@ -220,31 +330,29 @@ def plot_landscape_tokens(ds: xr.Dataset) -> Figure:
             for s in shown:
                 y = curves[:, s] - curves[zero, s]
                 if np.isfinite(y).all():
-                    ax.plot(
-                        alpha,
-                        y,
-                        color=IMPROVED if improved[s] > 0.5 else WORSENED,
-                        lw=0.7,
-                        alpha=0.45,
-                    )
-            ax.axvline(1.0, color="k", ls="--", lw=0.8)
+                    kind = "improved" if improved[s] > 0.5 else "worsened"
+                    color = IMPROVED if kind == "improved" else WORSENED
+                    drawn.keep(**{kind: ax.plot(alpha, y, color=color, lw=0.7, alpha=0.45)[0]})
+            actual_line = ax.axvline(1.0, color="k", ls="--", lw=0.8)
             zero_line(ax)
             ax.grid(True, alpha=0.25)
+            if not ax.get_lines()[:-1]:  # the actual step's line only
+                note(ax, f"no sampled cross-section of {model} at step {int(step)}", True)
             if i == 0:
-                ax.set_title(model, color=view.colors[model])
+                panel_title(ax, model, color=view.colors[model])
             ax.set_ylabel(
                 f"step {int(step)}\nℓ_i(α) − ℓ_i(0) (nats)" if j == 0 else "ℓ_i(α) − ℓ_i(0)"
             )
-            ax.set_xlabel("α in steps (α / ‖Δθ‖)")
+            ax.set_xlabel("α / ‖Δθ‖")
     legend_below(
         fig,
         [
-            Line2D([], [], color=IMPROVED, label="token improved at the actual step"),
-            Line2D([], [], color=WORSENED, label="token got worse"),
-            Line2D([], [], color="k", ls="--", lw=0.8, label="the actual step, α = ‖Δθ‖"),
+            handle_of(drawn.get("improved"), f"token improved at {actual}", color=IMPROVED),
+            handle_of(drawn.get("worsened"), "token got worse", color=WORSENED),
+            handle_of(actual_line, f"{actual}, α = ‖Δθ‖", color="k"),
         ],
     )
-    fig.suptitle(f"{title}\nalong {_direction(ds)}", fontsize=10)
+    suptitle(fig, f"{title}\nalong {_direction(ds)}", fontsize=10)
     return fig
 
 
@@ -282,24 +390,29 @@ def plot_landscape(ds: xr.Dataset) -> Figure:
         ax.set_xticklabels([f"{a:g}" for a in alpha[:: max(1, alpha.size // 7)]])
         ax.set_yticks(np.arange(steps.size))
         ax.set_yticklabels([str(int(s)) for s in steps])
-        ax.set_xlabel("α in steps (α / ‖Δθ‖)")
+        ax.set_xlabel("α / ‖Δθ‖")
         ax.set_ylabel("training step")
-        ax.set_title(model, color=view.colors[model])
+        panel_title(ax, model, color=view.colors[model])
     fig.colorbar(image, ax=axes[0].tolist(), label="ΔL(α) (nats, symlog)", pad=0.01)
-    fig.suptitle(f"{title} (dashed: the actual step)\nalong {_direction(ds)}", fontsize=10)
+    suptitle(fig, f"{title} (dashed: {_actual(ds)})\nalong {_direction(ds)}", fontsize=10)
     return fig
 
 
-def _quantile_band(ax: Axes, steps: np.ndarray, values: np.ndarray | None, **style) -> None:
-    """Median (line) and 10–90% range (band) over the last axis, per step."""
-    if values is None:
-        return
+def _quantile_band(
+    ax: Axes, steps: np.ndarray, values: np.ndarray | None, log: bool = False, **style
+):
+    """Median (line, markers alone at up to three steps) and 10–90% range (band, or bars) over
+    the last axis, per step; on a log axis (``log``) a median of 0 is a zero marker on the
+    floor. Returns the median's line and the zeros' marker (None where nothing was drawn)."""
+    if values is None or not np.isfinite(values).any():
+        return None, None
     ok = np.isfinite(values).any(axis=1)
-    if not ok.any():
-        return
     q = np.nanquantile(values[ok], [0.1, 0.5, 0.9], axis=1)
-    ax.fill_between(steps[ok], q[0], q[2], color=style.get("color"), alpha=0.18, lw=0)
-    line(ax, steps[ok], q[1], marker="o", ms=3, **style)
+    _range(ax, steps[ok], q[0], q[2], style.get("color"), log)
+    style = dots(q[1], **style)
+    if log:
+        return log_line(ax, steps[ok], q[1], **style)
+    return line(ax, steps[ok], q[1], **style), None
 
 
 def plot_alignment(ds: xr.Dataset) -> Figure:
@@ -311,6 +424,7 @@ def plot_alignment(ds: xr.Dataset) -> Figure:
     if "update_grad_cos" not in ds:
         return note_figure(title, "per-token gradients were not measured (update.gradients)")
     view, fig, axes = panels(ds, row_per_model(3), panel=(3.8, 2.5), margin=(0.0, 1.2))
+    drawn = Drawn()
     for (ax_c, ax_n, ax_g), model in zip(axes, view.models):
         c = view.colors[model]
         cos = view.values("update_grad_cos", model)
@@ -320,24 +434,36 @@ def plot_alignment(ds: xr.Dataset) -> Figure:
         norm = view.values("grad_norm", model)
         upd = view.values("update_norm", model)
         if norm is not None and upd is not None:
-            _quantile_band(ax_n, view.steps, norm * _nanmean(upd, axis=1)[:, None], color=c)
+            product = norm * _nanmean(upd, axis=1)[:, None]
+            _, zero = _quantile_band(ax_n, view.steps, product, log=True, color=c)
+            drawn.keep(zero=zero)
         ax_n.set_yscale("log")
+        log_labels(ax_n.yaxis)
         ax_n.set_ylabel("‖Δθ‖ ‖∇θℓ_i‖")
-        _band(ax_g, view, "coherence_g", model, color=c)
-        _band(ax_g, view, "coherence_u", model, color=c, ls="--")
+        g, span, zero_g = _band(
+            ax_g, view.steps, view.values("coherence_g", model), log=True, color=c, **SETS["eval"]
+        )
+        u, span_u, zero_u = _band(
+            ax_g, view.steps, view.values("coherence_u", model), log=True, color=c, **SETS["train"]
+        )
+        drawn.keep(g=g, u=u, range=span or span_u, zero=zero_g or zero_u)
         ax_g.set_yscale("log")
-        ax_g.set_ylabel("C_g, C_u")
+        log_labels(ax_g.yaxis)
+        ax_g.set_ylabel("C_g, C_u (log)")
         for ax in (ax_c, ax_n, ax_g):
             step_axis(ax)
-    axes[0, 0].set_title("alignment\n(median, 10–90%)")
-    axes[0, 1].set_title("norm product\n(median, 10–90%)")
-    axes[0, 2].set_title("App. C.4: C_g · C_u\n= 1 − D(∇θℓ·Δθ)")
+    panel_title(axes[0, 0], "alignment (median, 10–90% of the tokens)")
+    panel_title(axes[0, 1], "norm product (median, 10–90%, log)")
+    panel_title(axes[0, 2], "App. C.4: C_g · C_u = 1 − D(∇θℓ·Δθ)")
+    over = _batches(ds)
     legend_below(
         fig,
         [
-            Line2D([], [], color="0.3", label="C_g: coordinate-wise coherence of the gradients"),
-            Line2D([], [], color="0.3", ls="--", label="C_u = C_uG / C_ug"),
+            handle_of(drawn.get("g"), "C_g: coordinate-wise coherence of the gradients"),
+            handle_of(drawn.get("u"), "C_u = C_uG / C_ug"),
+            _range_handle(drawn.get("range"), f"C's range over {over}"),
+            zero_handle(GREY) if drawn.get("zero") else None,
         ],
     )
-    fig.suptitle(f"{title}\nalong {_direction(ds)}", fontsize=10)
+    suptitle(fig, f"{title}\nalong {_direction(ds)}", fontsize=10)
     return fig

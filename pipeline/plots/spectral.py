@@ -17,7 +17,7 @@ import numpy as np
 import xarray as xr
 from matplotlib.axes import Axes
 from matplotlib.cm import ScalarMappable
-from matplotlib.colors import ListedColormap, SymLogNorm
+from matplotlib.colors import BoundaryNorm, ListedColormap
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import NullFormatter
@@ -32,9 +32,12 @@ from pipeline.plots.common import (
     note,
     note_figure,
     number,
+    panel_title,
     panels,
     per_model,
     step_axis,
+    suptitle,
+    ticks,
 )
 from pipeline.schema import overall
 
@@ -48,7 +51,10 @@ def plot_head_spectrum(ds: xr.Dataset) -> Figure:
     if not has(ds, "head_singular_values"):
         return note_figure("Spectrum of the output layer", NOT_MEASURED)
     view, fig, axes = panels(ds, per_model, panel=(3.6, 3.0), margin=(1.2, 0.6), sharey=True)
-    norm = SymLogNorm(linthresh=1, vmin=0, vmax=max(float(view.steps.max()), 1), base=10)
+    # one colour per checkpoint, evenly spaced: the colours go to the checkpoints drawn, not
+    # to the step numbers (a symlog of steps spends half its range on the first few)
+    order = np.arange(view.steps.size)
+    norm = BoundaryNorm(np.arange(-0.5, view.steps.size + 0.5), STEP_CMAP.N)
     for ax, model in zip(axes.flat, view.models):
         s = view.values("head_singular_values", model)  # (step, singular)
         done = np.flatnonzero(np.isfinite(s).any(axis=1))
@@ -57,21 +63,23 @@ def plot_head_spectrum(ds: xr.Dataset) -> Figure:
             continue
         for k in done:
             row = s[k][np.isfinite(s[k]) & (s[k] > 0)]
-            ax.plot(np.arange(1, row.size + 1), row, color=STEP_CMAP(norm(view.steps[k])), lw=1.1)
+            ax.plot(np.arange(1, row.size + 1), row, color=STEP_CMAP(norm(k)), lw=1.1)
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
         top = int(np.isfinite(s[done]).sum(axis=1).max())
         marks = 2 ** np.arange(int(np.log2(max(top, 1))) + 1)
         ax.set_xticks(marks, [str(m) for m in marks])
         ax.xaxis.set_minor_formatter(NullFormatter())
-        ax.set_title(model)
+        panel_title(ax, model)
         ax.set_xlabel("singular value index i (log2)")
         ax.set_ylabel("σ_i / σ₁ (log)")
         ax.grid(True, which="major", alpha=0.3)
     hide_unused(axes, len(view.models))
-    bar = fig.colorbar(ScalarMappable(norm=norm, cmap=STEP_CMAP), ax=axes, shrink=0.8)
-    bar.set_label("training step (symlog)")
-    fig.suptitle("Spectrum of the output layer U over training")
+    marks = ticks(order)
+    bar = fig.colorbar(ScalarMappable(norm=norm, cmap=STEP_CMAP), ax=axes, shrink=0.8, ticks=marks)
+    bar.set_ticklabels([f"{int(view.steps[k]):,}" for k in marks])
+    bar.set_label("training step (one colour per checkpoint)")
+    suptitle(fig, "Spectrum of the output layer U over training")
     return fig
 
 
@@ -97,10 +105,10 @@ def plot_spectral_saturation(ds: xr.Dataset) -> Figure:
             if ok.size:  # the last step, larger
                 ax_d.plot(share[ok[-1]], cos[ok[-1]], "o", color=c, ms=8, mec="k", mew=0.7)
     ax_k.set_ylabel("KL(σ / Σσ ‖ uniform) (nats)")
-    ax_k.set_title("spectral saturation of U")
+    panel_title(ax_k, "spectral saturation of U")
     step_axis(ax_k)
     ax_a.set_ylabel("mean pairwise cos(h_i, h_j)")
-    ax_a.set_title("anisotropy of the final hidden states")
+    panel_title(ax_a, "anisotropy of the final hidden states")
     step_axis(ax_a)
     threshold = view.setting("dissent_threshold")
     if threshold is not None:
@@ -108,7 +116,7 @@ def plot_spectral_saturation(ds: xr.Dataset) -> Figure:
     ax_d.axhline(-1, color="0.6", lw=0.6)
     ax_d.set_xlabel("common direction ‖mean_j U_j‖ / mean_j ‖U_j‖")
     ax_d.set_ylabel(f"mean {COS_DISSENT}")
-    ax_d.set_title("dissent against the common direction")
+    panel_title(ax_d, "dissent against the common direction")
     ax_d.grid(True, alpha=0.3)
     rule = f" ({number(threshold)})" if threshold is not None else ""
     extra = [
@@ -118,7 +126,7 @@ def plot_spectral_saturation(ds: xr.Dataset) -> Figure:
         Line2D([], [], color="0.3", marker="o", ms=8, mec="k", ls="", label="last step"),
     ]
     model_legend(fig, view, extra, ncols=5)
-    fig.suptitle("Spectral saturation, anisotropy and the geometry of total dissent")
+    suptitle(fig, "Spectral saturation, anisotropy and the geometry of total dissent")
     return fig
 
 

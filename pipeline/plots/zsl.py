@@ -1,10 +1,12 @@
 """The figures of *Zero-sum learning* (Mircea et al. 2025).
 
 * ``bnsl``: each model's overall loss with its smoothly broken power-law fit, the deceleration
-  point and the post-break power law extrapolated to the last step (Fig. 1), and the fitted
-  numbers (Table 2). The fits are the summary's per-model ``bnsl_*`` variables and its
-  ``attrs["bnsl_flag"]``;
-* ``interference``: loss-change interference D and magnitude M between checkpoint pairs (Fig. 2);
+  point (t_d, L_d) where the fit's pre- and post-break power laws meet, and the post-break power
+  law extrapolated to the last step (Fig. 1), the training-loss fits beside them where the
+  summary holds them (``bnsl_*`` with a ``curve`` dimension), and the fitted numbers (Table 2).
+  The fits are the summary's per-model ``bnsl_*`` variables and its ``attrs["bnsl_flag"]``;
+* ``interference``: loss-change magnitude M and interference D between checkpoint pairs
+  (Fig. 2), D as a (bin × step) heat map per model;
 * ``layer_interference``: the parameter-level interference D_W per transformer block (Fig. 3a).
 """
 
@@ -14,21 +16,28 @@ import numpy as np
 import xarray as xr
 from matplotlib.axes import Axes
 from matplotlib.axis import Axis
+from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter
 
 from pipeline.maths.bnsl import bnsl as bnsl_curve
 from pipeline.plots.common import (
+    MARKERS_UP_TO,
     View,
-    bin_colorbar,
     layer_panels,
     legend_below,
-    line,
+    log_line,
+    note,
     note_figure,
+    number,
+    panel_title,
     panels,
     row_per_model,
     step_axis,
+    suptitle,
+    ticks,
+    zero_handle,
 )
 from pipeline.schema import FIT_FIELDS, bnsl, overall
 
@@ -40,80 +49,231 @@ TABLE = (
     ("L̂_T / L_T", "L_hat_T_over_L_T", ".3f"),
     ("RSLE", "rsle", ".2g"),
 )
+#: The loss curves a summary can hold fits of, as ``results/fits/bnsl.csv`` names them (its
+#: ``curve`` column; a ``curve`` dimension of the ``bnsl_*`` variables): what each panel shows.
+CURVES = {
+    "eval": "evaluation loss at the checkpoints",
+    "train": "training loss",
+}
+NO_TRAIN_FIT = (
+    "Training-loss fits: none in this summary (its bnsl_* fits are of the evaluation loss; "
+    "results/fits/bnsl.csv lists the training-curve fits of the models that have one)"
+)
+#: Interference D is a fraction (0: all tokens' losses move together, 1: they cancel).
+D_CMAP = "magma_r"
+MISSING = "0.82"  # the face of a heat-map cell without a value (no checkpoint pair)
+
+
+def dots(y, **style) -> dict:
+    """``style`` for ``common.line`` with small dots on the line, so that each measured point
+    of a sparse schedule shows; up to ``MARKERS_UP_TO`` points ``line`` draws markers alone."""
+    n = int(np.isfinite(np.asarray(y, dtype=np.float64)).sum()) if y is not None else 0
+    if n > MARKERS_UP_TO:
+        style.setdefault("marker", "o")
+        style.setdefault("ms", 3)
+    else:
+        style.update(ls="none", ms=style.get("ms", 3) + 2)
+        style.setdefault("marker", "o")
+    return style
+
+
+def _log_number(v: float) -> str:
+    """A tick of a log axis: plain from 0.001 to 1000, else m×10ᵉ."""
+    if not np.isfinite(v) or v <= 0:
+        return ""
+    e = int(np.floor(np.log10(v) + 1e-9))
+    if -3 <= e <= 3:
+        return f"{v:.{max(0, -e)}f}"
+    m = v / 10.0**e
+    return f"$10^{{{e}}}$" if round(m, 6) == 1 else f"${m:g}\\times10^{{{e}}}$"
+
+
+def log_labels(axis: Axis) -> None:
+    """Labels of a log axis that never crowd: the decades, and where the axis spans less than
+    two decades also 2 and 5 times them, plain numbers from 0.001 to 1000."""
+
+    def minor(v: float, _) -> str:
+        lo, hi = sorted(axis.get_view_interval())
+        if not 0 < lo < hi < 100 * lo:
+            return ""
+        m = v / 10.0 ** np.floor(np.log10(v) + 1e-9)
+        return _log_number(v) if any(abs(m - k) < 1e-6 for k in (2, 5)) else ""
+
+    axis.set_major_formatter(FuncFormatter(lambda v, _: _log_number(v)))
+    axis.set_minor_formatter(FuncFormatter(minor))
+
+
+def handle_of(drawn: Line2D | None, label: str, color="0.3") -> Line2D | None:
+    """A legend entry styled as ``drawn`` (in a neutral colour); None if nothing was drawn."""
+    if drawn is None:
+        return None
+    hollow = str(drawn.get_markerfacecolor()) == "none"
+    return Line2D(
+        [],
+        [],
+        color=color,
+        ls=drawn.get_linestyle(),
+        lw=drawn.get_linewidth(),
+        marker=drawn.get_marker(),
+        ms=drawn.get_markersize(),
+        mfc="none" if hollow else color,
+        label=label,
+    )
+
+
+# -- BNSL (Fig. 1, Table 2) -----------------------------------------------------------------------
+
+
+def _fit(view: View, model: str, curve: str) -> dict[str, float] | None:
+    """The fit fields of ``model``'s ``curve``; NaN where the summary lacks them, None where it
+    holds no fit of that curve at all."""
+    out = {}
+    for field in FIT_FIELDS:
+        if bnsl(field) not in view.ds:
+            out[field] = np.nan
+            continue
+        da = view.ds[bnsl(field)].sel(model=model)
+        if "curve" in da.dims:
+            if curve not in da["curve"].values:
+                return None
+            da = da.sel(curve=curve)
+        elif curve != "eval":
+            return None
+        out[field] = float(da)
+    return out
+
+
+def _flag(view: View, model: str, curve: str) -> str:
+    """The fit's quality flag (a ``{curve: flag}`` where the summary flags several curves)."""
+    flag = view.ds.attrs.get("bnsl_flag", {}).get(model)
+    if isinstance(flag, dict):
+        flag = flag.get(curve)
+    return str(flag or "")
+
+
+def _has_curve(view: View, curve: str) -> bool:
+    """Whether some model has a fit (finite t_first) of ``curve``."""
+    for model in view.models:
+        fit = _fit(view, model, curve)
+        if fit is not None and np.isfinite(fit["t_first"]):
+            return True
+    return False
 
 
 def plot_bnsl(ds: xr.Dataset) -> Figure:
     """The overall loss of each model over steps (log-log, step 0 left out) with its fitted
-    smoothly broken power law from the first to the last fitted step, the deceleration point
-    (t_d, L_d) and the post-break power law extrapolated to the last step T (Fig. 1), and the
-    fitted numbers as a table (Table 2). A model without a fit, or whose fit failed (NaN),
-    shows its loss only.
+    smoothly broken power law from the first to the last fitted step, the pre-break power law up
+    to the deceleration point (t_d, L_d) and the post-break one from it, extrapolated to the last
+    step T (Fig. 1); below, the training-loss fits where the summary holds them (a note where it
+    does not); and the fitted numbers as a table (Table 2). A model without a fit, or whose fit
+    failed (NaN), shows its loss only.
     """
     view = View.of(ds)
-    n = len(view.models)
-    fig = Figure(figsize=(9.5, 5.0 + 0.26 * n), layout="constrained")
-    grid = fig.add_gridspec(2, 1, height_ratios=[4.2, 0.5 + 0.26 * (n + 1)])
+    curves = ["eval", "train"] if _has_curve(view, "train") else ["eval"]
+    n_rows = len(view.models) * len(curves)
+    train_height = 3.2 if "train" in curves else 0.7
+    table_height = 0.5 + 0.26 * (n_rows + 1)
+    fig = Figure(figsize=(9.5, 4.4 + train_height + table_height), layout="constrained")
+    grid = fig.add_gridspec(3, 1, height_ratios=[4.2, train_height, table_height])
     ax = fig.add_subplot(grid[0])
-    handles, rows, seen = [], [], []
+    ax_train = fig.add_subplot(grid[1], sharex=ax if "train" in curves else None)
+    handles, drawn, rows = [], set(), []
+    for curve, axis in (("eval", ax), ("train", ax_train)):
+        if curve not in curves:
+            continue
+        seen = []
+        for model in view.models:
+            fit = _fit(view, model, curve)
+            if fit is None:
+                continue
+            flag = _flag(view, model, curve)
+            loss = view.values(overall("loss"), model) if curve == "eval" else None
+            seen += _draw_fit(axis, view, model, fit, flag, loss, drawn)
+            fitted = np.isfinite(list(fit.values())).any()
+            cells = [_format(fit[field], spec) for _, field, spec in TABLE]
+            head = [model, curve] if len(curves) > 1 else [model]
+            order = (view.models.index(model), curves.index(curve))  # by model, then curve
+            rows.append((order, [*head, *cells, flag or ("" if fitted else "no fit")]))
+        _loss_axes(axis, np.concatenate(seen) if seen else np.array([]))
+        panel_title(axis, CURVES[curve])
+    if "train" not in curves:
+        note(ax_train, NO_TRAIN_FIT)
     for model in view.models:
-        fit = {field: view.scalar(bnsl(field), model) for field in FIT_FIELDS}
-        flag = str(view.ds.attrs.get("bnsl_flag", {}).get(model) or "")
-        seen += _draw_fit(ax, view, model, fit, flag)
+        flag = _flag(view, model, "eval")
         label = f"{model} (flag: {flag})" if flag else model
-        handles.append(Line2D([], [], color=view.colors[model], marker="o", ms=3.5, label=label))
-        fitted = np.isfinite(list(fit.values())).any()
-        cells = [_format(fit[field], spec) for _, field, spec in TABLE]
-        rows.append([model, *cells, flag or ("" if fitted else "no fit")])
-    _loss_axes(ax, np.concatenate(seen) if seen else np.array([]))
+        handles.append(Line2D([], [], color=view.colors[model], marker="o", ls="", label=label))
     ax.legend(
-        handles=handles + _fit_handles(),
+        handles=handles + _fit_handles(drawn),
         loc="upper left",
         bbox_to_anchor=(1.01, 1.0),
         frameon=False,
     )
-    _fit_table(fig.add_subplot(grid[1]), view, rows)
-    fig.suptitle("Loss deceleration: broken power-law fits of the overall loss")
+    rows = [row for _, row in sorted(rows, key=lambda r: r[0])]
+    _fit_table(fig.add_subplot(grid[2]), view, rows, with_curve=len(curves) > 1)
+    suptitle(fig, "Loss deceleration: broken power-law fits of the overall loss")
     return fig
 
 
-def _fit_handles() -> list[Line2D]:
-    """The legend entries of the fitted lines, in grey (the models' colours are listed above)."""
+def _fit_handles(drawn: set[str]) -> list[Line2D]:
+    """The legend entries of what was drawn of the fits, in grey (the models' colours are
+    listed above)."""
     grey = "0.3"
-    return [
-        Line2D([], [], color=grey, lw=1.6, label="BNSL fit (fitted steps)"),
-        Line2D([], [], color=grey, ls="--", lw=1.3, label="post-break power law to T"),
-        Line2D(
-            [], [], color=grey, marker="*", ms=11, mec="k", ls="", label="deceleration (t_d, L_d)"
+    star = dict(marker="*", ms=11, ls="")
+    entries = {
+        "curve": Line2D([], [], color=grey, lw=1.6, label="BNSL fit (fitted steps)"),
+        "pre": Line2D([], [], color=grey, ls=":", lw=1.3, label="pre-break power law to t_d"),
+        "post": Line2D([], [], color=grey, ls="--", lw=1.3, label="post-break power law to T"),
+        "star": Line2D(
+            [], [], color=grey, mec="k", label="deceleration (t_d, L_d): where they meet", **star
         ),
-        Line2D(
-            [], [], color=grey, marker="*", ms=11, mec="k", mfc="w", ls="", label="… flagged fit"
-        ),
-    ]
+        "flagged": Line2D([], [], color=grey, mfc="w", label="… of a flagged fit", **star),
+    }
+    return [h for kind, h in entries.items() if kind in drawn]
 
 
 def _draw_fit(
-    ax: Axes, view: View, model: str, fit: dict[str, float], flag: str
+    ax: Axes,
+    view: View,
+    model: str,
+    fit: dict[str, float],
+    flag: str,
+    loss: np.ndarray | None,
+    drawn: set[str],
 ) -> list[np.ndarray]:
-    """One model's observed losses, fitted curve, post-break power law and deceleration point;
-    returns the losses that set the y range (a flagged fit's point does not stretch it)."""
+    """One model's observed losses (if any), fitted curve, pre- and post-break power laws and
+    their meeting point, the deceleration point (t_d, L_d), in the model's colour; adds what it
+    drew to ``drawn`` and returns the losses that set the y range (the observed ones; the
+    fitted curve where none are; a flagged fit's point never stretches it)."""
     c = view.colors[model]
-    steps = view.steps.astype(np.float64)
-    loss = view.values(overall("loss"), model)
-    pos = (steps > 0) & np.isfinite(loss) & (loss > 0)
-    ax.plot(steps[pos], loss[pos], "o", color=c, ms=3.5, alpha=0.8)
-    seen = [loss[pos]]
+    seen = []
+    if loss is not None:
+        steps = view.steps.astype(np.float64)
+        pos = (steps > 0) & np.isfinite(loss) & (loss > 0)
+        ax.plot(steps[pos], loss[pos], "o", color=c, ms=3.5, alpha=0.8)
+        seen.append(loss[pos])
     p = _curve_params(fit)
     t_first, T, t_d, L_d, r_d = (fit[k] for k in ("t_first", "T", "t_d", "L_d", "r_d"))
     if p is not None and np.isfinite([t_first, T]).all() and 0 < t_first < T:
         # the fitted steps span t_first..T; they need not be consecutive (subsampled fits)
         t = np.geomspace(t_first, T, 200)
-        ax.plot(t, bnsl_curve(t, **p), color=c, lw=1.6)
-    if p is not None and np.isfinite([t_d, L_d, r_d, T]).all() and 0 < t_d < T:
+        curve = bnsl_curve(t, **p)
+        ax.plot(t, curve, color=c, lw=1.6)
+        drawn.add("curve")
+        if loss is None:
+            seen.append(curve[np.isfinite(curve) & (curve > 0)])
+    star = np.isfinite([t_d, L_d]).all() and t_d > 0 and L_d > 0
+    if p is not None and star and np.isfinite([t_first, T, r_d]).all() and t_d < T:
+        if t_first < t_d:  # L_d = a + b·t_d^(−c0): the pre-break power law at t_d
+            t = np.geomspace(t_first, t_d, 50)
+            ax.plot(t, p["a"] + p["b"] * t ** -p["c0"], color=c, ls=":", lw=1.3)
+            drawn.add("pre")
         t = np.geomspace(t_d, T, 50)
         ax.plot(t, p["a"] + (L_d - p["a"]) * (t / t_d) ** -r_d, color=c, ls="--", lw=1.3)
-    if np.isfinite([t_d, L_d]).all() and t_d > 0 and L_d > 0:
+        drawn.add("post")
+    if star:
         edge = dict(mfc="white", mec=c, mew=1.5) if flag else dict(mfc=c, mec="k", mew=0.8)
         ax.plot(t_d, L_d, marker="*", ms=13, ls="", zorder=4, **edge)
+        drawn.add("flagged" if flag else "star")
         if not flag:
             seen.append(np.array([L_d]))
     return seen
@@ -136,7 +296,7 @@ def _loss_axes(ax: Axes, seen: np.ndarray) -> None:
     else:
         ax.set_xlim(1, 10)
         ax.set_ylim(1, 10)
-        ax.text(0.5, 0.5, "no loss after step 0", ha="center", transform=ax.transAxes)
+        note(ax, "no loss after step 0", keep_axes=True)
     ax.set_xlabel("training step (log)")
     ax.set_ylabel("mean loss, all tokens (nats, log)")
     ax.grid(True, which="both", alpha=0.25)
@@ -154,61 +314,118 @@ def _format(x: float, spec: str) -> str:
     return format(x, spec) if np.isfinite(x) else "–"
 
 
-def _fit_table(ax: Axes, view: View, rows: list[list[str]]) -> None:
-    """The fitted numbers, one row per model, its name in its colour."""
+def _fit_table(ax: Axes, view: View, rows: list[list[str]], with_curve: bool) -> None:
+    """The fitted numbers, one row per model (and curve), its name in its colour."""
     ax.set_axis_off()
-    cols = ["model", *(header for header, _, _ in TABLE), "flag"]
+    cols = ["model", *(["loss"] if with_curve else []), *(h for h, _, _ in TABLE), "flag"]
     tab = ax.table(cellText=rows, colLabels=cols, loc="center", cellLoc="center")
     tab.auto_set_font_size(False)
     tab.set_fontsize(8.5)
     tab.auto_set_column_width(list(range(len(cols))))
     tab.scale(1.0, 1.3)
-    for i, model in enumerate(view.models, start=1):
-        tab[i, 0].get_text().set_color(view.colors[model])
+    for i, row in enumerate(rows, start=1):
+        tab[i, 0].get_text().set_color(view.colors[row[0]])
         tab[i, 0].get_text().set_fontweight("bold")
     for j in range(len(cols)):
         tab[0, j].get_text().set_fontweight("bold")
 
 
+# -- loss-change interference (Fig. 2) ------------------------------------------------------------
+
+
 def plot_interference(ds: xr.Dataset) -> Figure:
     """Loss-change interference between checkpoint pairs (t, t′) per model (Fig. 2): the mean
     magnitude M of the per-token loss changes with the net change |ΔL| = M (1 − D), and the
-    interference D per bin and overall, at the first step t of each pair."""
+    interference D per bin and over all tokens as a (bin × step) heat map, at the first step t
+    of each pair."""
     title = f"Loss-change interference between checkpoint pairs {_pairing(ds)}"
     if "interference" not in ds:
         return note_figure(title, "loss-change interference needs two or more steps")
     view, fig, axes = panels(ds, row_per_model(2), panel=(4.5, 2.6), margin=(0.0, 1.0))
-    steps = view.steps
+    columns = _paired_steps(view)
+    norm = _d_norm(view, columns)
+    drawn: dict[str, Line2D | None] = {"M": None, "net": None, "zero": None}
+    image = None
     for (ax_m, ax_d), model in zip(axes, view.models):
         c = view.colors[model]
         m = view.values(overall("change_magnitude"), model)
-        # markers: with a sparse schedule a pair's point must be visible on its own
-        line(ax_m, steps, np.where(m > 0, m, np.nan), color=c, lw=1.6, marker="o", ms=3)
+        line_m, zero_m = log_line(ax_m, view.steps, m, **dots(m, color=c, lw=1.6))
         net = view.values(overall("loss_change"), model)
-        if net is not None:
-            net = np.abs(net)
-            line(ax_m, steps, np.where(net > 0, net, np.nan), color=c, ls="--", marker="o", ms=2)
+        net = None if net is None else np.abs(net)
+        line_n, zero_n = log_line(ax_m, view.steps, net, **dots(net, color=c, ls="--", ms=2))
+        drawn["M"] = drawn["M"] or line_m
+        drawn["net"] = drawn["net"] or line_n
+        drawn["zero"] = drawn["zero"] or zero_m or zero_n
         ax_m.set_yscale("log")
+        log_labels(ax_m.yaxis)
         ax_m.set_ylabel(f"{model}\n|loss change| (nats / token)")
         step_axis(ax_m)
-        for b in view.bins:
-            line(ax_d, steps, view.values("interference", model, bin=b), color=view.color(b))
-        d_all = view.values(overall("interference"), model)
-        line(ax_d, steps, d_all, color="k", ls="--", lw=1.6, marker="o", ms=3)
-        ax_d.set_ylim(-0.03, 1.03)
-        ax_d.set_ylabel("interference D (fraction)")
-        step_axis(ax_d)
-    axes[0, 0].set_title("magnitude of the loss changes")
-    axes[0, 1].set_title("interference D per bin")
-    bin_colorbar(fig, axes[:, 1], view.bins)
-    handles = [
-        Line2D([], [], color="0.3", lw=1.6, label="M: mean |Δloss| per token"),
-        Line2D([], [], color="0.3", ls="--", label="|ΔL| = M (1 − D): net change"),
-        Line2D([], [], color="k", ls="--", lw=1.6, label="D, all tokens"),
-    ]
-    legend_below(fig, handles)
-    fig.suptitle(title)
+        if line_m is None and line_n is None and zero_m is None and zero_n is None:
+            note(ax_m, f"no checkpoint pair of {model}", keep_axes=True)
+        image = _d_map(ax_d, view, model, columns, norm) or image
+    panel_title(axes[0, 0], "magnitude of the loss changes")
+    panel_title(axes[0, 1], "interference D per bin and over all tokens")
+    if image is not None:
+        bar = fig.colorbar(image, ax=axes[:, 1], shrink=0.9, pad=0.02)
+        bar.set_label("interference D  (0: together, 1: zero-sum)")
+    legend_below(
+        fig,
+        [
+            handle_of(drawn["M"], "M: mean |Δloss| per token"),
+            handle_of(drawn["net"], "|ΔL| = M (1 − D): net change"),
+            zero_handle("0.3") if drawn["zero"] else None,
+        ],
+    )
+    suptitle(fig, title)
     return fig
+
+
+def _paired_steps(view: View) -> np.ndarray:
+    """The steps t at which some model has a pair (t, t′): the heat maps' columns."""
+    d = np.asarray(view.ds["interference"].values, dtype=np.float64)  # (model, step, bin)
+    return view.steps[np.isfinite(d).any(axis=(0, 2))]
+
+
+def _d_norm(view: View, columns: np.ndarray) -> Normalize:
+    """D's colour scale, shared by the models: the range the values take (to the next 0.05),
+    within 0..1."""
+    d = view.ds["interference"].sel(step=columns, bin=view.bins).values
+    d = d[np.isfinite(d)]
+    if not d.size:
+        return Normalize(0.0, 1.0)
+    lo, hi = np.floor(d.min() * 20) / 20, np.ceil(d.max() * 20) / 20
+    lo, hi = max(0.0, lo), min(1.0, max(hi, lo + 0.05))
+    return Normalize(lo, hi)
+
+
+def _d_map(ax: Axes, view: View, model: str, columns: np.ndarray, norm: Normalize):
+    """D of one model as a heat map: the bins (rare to frequent, bottom to top) and, on top, all
+    tokens, over the paired steps as ordered columns labelled by step. Returns the image, or
+    None (and a note) where the model has no pair."""
+    grid = np.full((view.bins.size + 1, columns.size), np.nan)  # (bin + all, step)
+    for i, b in enumerate(view.bins):
+        grid[i] = view.ds["interference"].sel(model=model, bin=b, step=columns).values
+    if overall("interference") in view.ds:
+        grid[-1] = view.ds[overall("interference")].sel(model=model, step=columns).values
+    ax.set_facecolor(MISSING)
+    ax.set_xlabel("first step t of the pair")
+    ax.set_ylabel("frequency bin ⌊log2 f⌋")
+    if not np.isfinite(grid).any():
+        ax.set_xticks([])
+        ax.set_yticks([])
+        note(ax, f"no checkpoint pair of {model}", keep_axes=True)
+        return None
+    x, y = np.arange(columns.size + 1) - 0.5, np.arange(grid.shape[0] + 1) - 0.5
+    image = ax.pcolormesh(x, y, np.ma.masked_invalid(grid), cmap=D_CMAP, norm=norm)
+    ax.axhline(view.bins.size - 0.5, color="white", lw=2.5)  # bins below, all tokens above
+    at = np.flatnonzero(np.isin(columns, ticks(columns, most=10)))
+    ax.set_xticks(at, [str(int(s)) for s in columns[at]], rotation=90 if columns.size > 6 else 0)
+    rows = np.flatnonzero(np.isin(view.bins, ticks(view.bins, most=8)))
+    ax.set_yticks(
+        [*rows, view.bins.size], [*(number(b) for b in view.bins[rows]), "all"], fontsize=8
+    )
+    ax.tick_params(length=2)
+    return image
 
 
 def _pairing(ds: xr.Dataset) -> str:

@@ -356,7 +356,8 @@ def data_axes(fig: Figure) -> list:
 
 
 def figure_texts(fig: Figure) -> str:
-    """Every text of the figure: titles, labels, notes, tick labels, legends, table cells."""
+    """Every text of the figure: titles, labels, notes, tick labels, legends, table cells, one
+    per line (a text wrapped to its panel's width joined again)."""
     texts = [t.get_text() for t in fig.texts]
     texts += [t.get_text() for legend in fig.legends for t in legend.get_texts()]
     for ax in fig.axes:
@@ -367,7 +368,7 @@ def figure_texts(fig: Figure) -> str:
             texts += [t.get_text() for t in ax.get_legend().get_texts()]
         for table in ax.tables:
             texts += [cell.get_text().get_text() for cell in table.get_celld().values()]
-    return "\n".join(texts)
+    return "\n".join(" ".join(t.split()) for t in texts)
 
 
 def legend_labels(fig: Figure) -> list[str]:
@@ -573,7 +574,7 @@ def test_spamlang_grid_shows_each_models_final_loss():
     for m, w in zip(ds["model"].values, widths):
         loss = ds[overall("loss")].sel(model=m).values
         last = loss[np.isfinite(loss)][-1]
-        assert (f"{last:.2f}\n{m}" in texts) == (w == d)
+        assert (f"{last:.2f} {m}" in texts) == (w == d)
 
 
 def test_overlap_check_detects_crowding():

@@ -8,7 +8,7 @@ import pytest
 import xarray as xr
 
 from pipeline.config import FitConfig, ReduceConfig
-from pipeline.fit import fit_model, read_fit
+from pipeline.fit import fit_model, fit_train_curve, read_fit, write_train_curve
 from pipeline.maths.interference import loss_change_interference
 from pipeline.reduce import layer_summaries, loss_change_pairs, reduce_model
 from pipeline.schema import FIT_FIELDS, MEASUREMENTS, bnsl, overall, quantile, quantile_overall
@@ -131,6 +131,37 @@ def test_summary_stacks_models_and_their_fits(tmp_path):
     assert s.attrs["config_sha256"] == "0" * 64 and s.attrs["fit"] == {"min_step": 0}
     assert s.attrs["saturation_tolerance"] == ReduceConfig().saturation_tolerance
     assert "pipeline_version" in s.attrs
+
+
+@pytest.mark.filterwarnings("ignore:BNSL fit flagged")  # whatever its flag, the fit is stored
+def test_summary_holds_the_training_curves_and_their_fits(tmp_path):
+    """A model with a training log: its curve, as the table holds it, and its fit, as the fit's
+    JSON holds it; the model without one: NaN."""
+    paths, _, _ = write_steps(tmp_path, [0, 1], 20, 20)
+    for m in "ab":
+        reduce_model(paths, str(tmp_path / f"{m}.zarr"), m, ReduceConfig())
+        with pytest.warns(UserWarning, match="too_few_points"):
+            fit_model(str(tmp_path / f"{m}.zarr"), str(tmp_path / f"{m}.json"), FitConfig())
+    steps = np.arange(1, 301)
+    loss = 2.0 + 3.0 * steps**-0.4 + 0.01 * np.sin(steps)
+    write_train_curve(list(zip(steps.tolist(), loss.tolist())), tmp_path / "b.tsv")
+    fit_train_curve(str(tmp_path / "b.tsv"), "b", str(tmp_path / "b_train.json"), FitConfig())
+    summarize(
+        ["a", "b"],
+        [str(tmp_path / "a.zarr"), str(tmp_path / "b.zarr")],
+        [str(tmp_path / "a.json"), str(tmp_path / "b.json")],
+        str(tmp_path / "s.zarr"),
+        train_fits={"b": (str(tmp_path / "b_train.json"), str(tmp_path / "b.tsv"), None)},
+    )
+    s = open_summary(str(tmp_path / "s.zarr")).load()
+    assert s["train_step"].values.tolist() == steps.tolist()
+    np.testing.assert_array_equal(s["train_loss"].sel(model="b").values, loss)
+    assert np.isnan(s["train_loss"].sel(model="a").values).all()
+    fit = read_fit(str(tmp_path / "b_train.json"))
+    for field in FIT_FIELDS:
+        np.testing.assert_equal(s[bnsl(field, "train")].sel(model="b").item(), float(fit[field]))
+        assert np.isnan(s[bnsl(field, "train")].sel(model="a").item())
+    assert s.attrs["bnsl_train_flag"] == {"b": fit["flag"]}
 
 
 def test_summary_refuses_reductions_with_different_settings(tmp_path):

@@ -7,8 +7,9 @@ them: the dataset's ``View`` (models, their colours, the bins, the steps) and a 
 
 Steps are drawn on a symmetric-log axis so that step 0 and Pythia's log-spaced early checkpoints
 are visible beside the evenly spaced later ones. A log2-frequency bin always has the same viridis
-colour (colorbar beside the panels; the bin of ids never seen is left out), a transformer block a
-colour of a sequential colormap, and a model the same qualitative colour in every cross-model
+colour (colorbar beside the panels; the bin of ids never seen is left out), a training step a
+colour of magma (dark early), a transformer block a colour of a sequential colormap (keyed in
+the legend where there are a few), and a model the same qualitative colour in every cross-model
 figure (``model_colors``). Every figure copes with one or many models, NaNs (a model lacking a
 step or a layer), a single step, and missing optional variables (no parameter gradients, no
 logit-gradient rank, no checkpoint pairs): a panel whose data were not extracted shows a centred
@@ -17,6 +18,7 @@ note instead.
 
 from __future__ import annotations
 
+import re
 import textwrap
 import zlib
 from collections.abc import Callable, Iterable, Sequence
@@ -38,6 +40,9 @@ BIN_CMAP = matplotlib.colormaps["viridis"]
 LAYER_CMAP = ListedColormap(
     matplotlib.colormaps["plasma"](np.linspace(0.0, 0.85, 256)), name="layers"
 )
+#: Training steps (the colour of a step in any figure): magma, dark early to light late,
+#: without its palest end (which would vanish on white).
+STEP_CMAP = ListedColormap(matplotlib.colormaps["magma"](np.linspace(0.0, 0.85, 256)), name="steps")
 BIN_LABEL = "token frequency bin  ⌊log2 f⌋"
 NO_PARAMETERS = "parameter gradients were not extracted"
 COS_DISSENT = r"$\cos(\nabla h^{+}, \nabla h^{-})$"
@@ -312,7 +317,28 @@ def wrap(text: str, width: float, fontsize: float) -> str:
     """``text`` broken into lines that fit ``width`` inches at ``fontsize`` points (each of
     its own lines wrapped apart)."""
     chars = max(12, int(width * 72 / (0.52 * fontsize)))
-    return "\n".join(textwrap.fill(part, chars) for part in text.split("\n"))
+    # mathtext ($…$) is never broken: each formula is held as one word of about its drawn
+    # length (its commands as one character each) while the rest wraps
+    parts = text.split("$")
+    formulas = {}
+    for i in range(1, len(parts) - 1, 2):
+        key = chr(0xE000 + i) * drawn_length(parts[i])
+        formulas[key] = f"${parts[i]}$"
+        parts[i] = key
+    held = "".join(parts)
+    out = "\n".join(textwrap.fill(part, chars) for part in held.split("\n"))
+    for key, formula in formulas.items():  # one private-use character per formula
+        out = out.replace(key, formula)
+    return out
+
+
+_MARKUP = str.maketrans("", "", "{}^_ $")
+
+
+def drawn_length(text: str) -> int:
+    """About how many characters ``text`` draws: its mathtext commands as one each, without
+    the markup (braces, ``^``, ``_``, ``$``)."""
+    return max(1, len(re.sub(r"\\[a-zA-Z]+", "x", text).translate(_MARKUP)))
 
 
 def suptitle(fig: Figure, text: str, fontsize: float = 12) -> None:
@@ -354,11 +380,30 @@ def bin_colorbar(fig: Figure, axes: np.ndarray, bins: np.ndarray) -> None:
     cbar.set_label(BIN_LABEL)
 
 
-def layer_colorbar(fig: Figure, axes: np.ndarray, layers: np.ndarray) -> None:
-    """The transformer blocks' colour scale beside ``axes``."""
-    sm = ScalarMappable(norm=integer_norm(layers, LAYER_CMAP), cmap=LAYER_CMAP)
+#: Up to this many categories (transformer blocks), colours are keyed in the legend: a colour
+#: bar would suggest a continuum between them.
+CATEGORIES_UP_TO = 4
+
+
+def layer_key(fig: Figure, axes: np.ndarray, layers: np.ndarray) -> list[Line2D]:
+    """The transformer blocks' colours: a colour bar beside ``axes`` for more than
+    ``CATEGORIES_UP_TO`` blocks; for fewer, the legend entries to list below the panels."""
+    norm = integer_norm(layers, LAYER_CMAP)
+    if layers.size <= CATEGORIES_UP_TO:
+        return [
+            Line2D([], [], color=LAYER_CMAP(norm(b)), lw=2.5, label=_block(b, layers))
+            for b in layers
+        ]
+    sm = ScalarMappable(norm=norm, cmap=LAYER_CMAP)
     cbar = fig.colorbar(sm, ax=axes, shrink=0.9, pad=0.01, ticks=ticks(layers))
     cbar.set_label("transformer block (0 = nearest the input)")
+    return []
+
+
+def _block(b: int, layers: np.ndarray) -> str:
+    if b == layers.min():
+        return f"block {b} (nearest the input)"
+    return f"block {b} (nearest the output)" if b == layers.max() else f"block {b}"
 
 
 # -- legends --------------------------------------------------------------------------------------
@@ -366,7 +411,7 @@ def layer_colorbar(fig: Figure, axes: np.ndarray, layers: np.ndarray) -> None:
 
 def legend_columns(fig: Figure, labels: Sequence[str], fontsize: float = 10) -> int:
     """How many legend entries of ``labels`` fit side by side in ``fig``'s width."""
-    longest = max((len(s) for s in labels), default=1)
+    longest = max((drawn_length(s) for s in labels), default=1)
     entry = (longest * 0.52 * fontsize + 40) / 72  # label, handle and padding, in inches
     return max(1, min(len(labels), int(fig.get_figwidth() * 0.95 // entry)))
 
@@ -440,8 +485,8 @@ def layer_panels(
         ax.set_ylabel(ylabel)
         step_axis(ax)
     hide_unused(axes, len(view.models))
-    layer_colorbar(fig, axes, layers)
-    handles = [
+    handles = layer_key(fig, axes, layers)
+    handles += [
         Line2D([], [], color="k", ls=ls, lw=1.5, label=lab) for v, lab, ls in extras if has(ds, v)
     ]
     legend_below(fig, handles)

@@ -31,7 +31,7 @@ from pipeline.plots.common import (
     has,
     hide_unused,
     integer_norm,
-    layer_colorbar,
+    layer_key,
     layer_panels,
     legend_below,
     line,
@@ -255,8 +255,8 @@ def plot_parameter_dissent(ds: xr.Dataset) -> Figure:
         ax_c.set_ylabel("cosine")
         for ax in row:
             step_axis(ax)
-    layer_colorbar(fig, axes, layers)
-    handles = [
+    handles = layer_key(fig, axes, layers)
+    handles += [
         Line2D([], [], color="0.3", lw=1.1, label="‖∇θ⁺‖ / ‖∇θ‖"),
         Line2D([], [], color="0.3", lw=1.1, ls="--", label="‖∇θ⁻‖ / ‖∇θ‖"),
         *(

@@ -7,12 +7,11 @@
 
 from __future__ import annotations
 
-import matplotlib
 import numpy as np
 import xarray as xr
 from matplotlib.axes import Axes
 from matplotlib.cm import ScalarMappable
-from matplotlib.colors import ListedColormap, LogNorm
+from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
@@ -20,6 +19,7 @@ from pipeline.maths.frequency import UNSEEN_BIN
 from pipeline.plots.common import (
     BIN_LABEL,
     COS_DISSENT,
+    STEP_CMAP,
     View,
     has,
     model_legend,
@@ -30,11 +30,8 @@ from pipeline.plots.common import (
     ticks,
 )
 
-#: Per-bin saturation steps: early saturation dark, late saturation light (magma without its
-#: palest end, which would vanish on white).
-SATURATION_CMAP = ListedColormap(
-    matplotlib.colormaps["magma"](np.linspace(0.0, 0.85, 256)), name="saturation"
-)
+#: Per-bin saturation steps: early saturation dark, late saturation light.
+SATURATION_CMAP = STEP_CMAP
 
 
 def plot_overview(ds: xr.Dataset) -> Figure:

@@ -12,18 +12,18 @@ beside them.
 
 from __future__ import annotations
 
-import matplotlib
 import numpy as np
 import xarray as xr
 from matplotlib.axes import Axes
 from matplotlib.cm import ScalarMappable
-from matplotlib.colors import BoundaryNorm, ListedColormap
+from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import NullFormatter
 
 from pipeline.plots.common import (
     COS_DISSENT,
+    STEP_CMAP,
     View,
     has,
     hide_unused,
@@ -37,12 +37,9 @@ from pipeline.plots.common import (
     per_model,
     step_axis,
     suptitle,
-    ticks,
 )
 from pipeline.schema import overall
 
-#: Training steps: cividis, dark early to light late.
-STEP_CMAP = ListedColormap(matplotlib.colormaps["cividis"](np.linspace(0.0, 0.9, 256)), "steps")
 NOT_MEASURED = "the output layer's geometry was not extracted\n(stores from an older version)"
 
 
@@ -51,10 +48,8 @@ def plot_head_spectrum(ds: xr.Dataset) -> Figure:
     if not has(ds, "head_singular_values"):
         return note_figure("Spectrum of the output layer", NOT_MEASURED)
     view, fig, axes = panels(ds, per_model, panel=(3.6, 3.0), margin=(1.2, 0.6), sharey=True)
-    # one colour per checkpoint, evenly spaced: the colours go to the checkpoints drawn, not
-    # to the step numbers (a symlog of steps spends half its range on the first few)
-    order = np.arange(view.steps.size)
-    norm = BoundaryNorm(np.arange(-0.5, view.steps.size + 0.5), STEP_CMAP.N)
+    position = spectrum_travel(view)
+    norm = Normalize(0.0, 1.0)
     for ax, model in zip(axes.flat, view.models):
         s = view.values("head_singular_values", model)  # (step, singular)
         done = np.flatnonzero(np.isfinite(s).any(axis=1))
@@ -63,7 +58,7 @@ def plot_head_spectrum(ds: xr.Dataset) -> Figure:
             continue
         for k in done:
             row = s[k][np.isfinite(s[k]) & (s[k] > 0)]
-            ax.plot(np.arange(1, row.size + 1), row, color=STEP_CMAP(norm(k)), lw=1.1)
+            ax.plot(np.arange(1, row.size + 1), row, color=STEP_CMAP(position[k]), lw=1.1)
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
         top = int(np.isfinite(s[done]).sum(axis=1).max())
@@ -75,12 +70,39 @@ def plot_head_spectrum(ds: xr.Dataset) -> Figure:
         ax.set_ylabel("σ_i / σ₁ (log)")
         ax.grid(True, which="major", alpha=0.3)
     hide_unused(axes, len(view.models))
-    marks = ticks(order)
-    bar = fig.colorbar(ScalarMappable(norm=norm, cmap=STEP_CMAP), ax=axes, shrink=0.8, ticks=marks)
-    bar.set_ticklabels([f"{int(view.steps[k]):,}" for k in marks])
-    bar.set_label("training step (one colour per checkpoint)")
+    marks = _spread(position)
+    bar = fig.colorbar(ScalarMappable(norm=norm, cmap=STEP_CMAP), ax=axes, shrink=0.8)
+    bar.set_ticks(position[marks], labels=[f"{int(view.steps[k]):,}" for k in marks])
+    bar.set_label("training step")  # spaced by the spectrum's change: see the caption
     suptitle(fig, "Spectrum of the output layer U over training")
     return fig
+
+
+def spectrum_travel(view: View) -> np.ndarray:
+    """Each step's place on the colour scale, 0 (the first step) to 1 (the last): the distance
+    the log spectrum has travelled since the first step (summed over steps, mean over the
+    models), so that the colours go to the steps where the spectrum changes, not to the step
+    numbers (a log of steps spends half its range on the first few, a linear one on the last)."""
+    logs = np.stack([np.log(view.values("head_singular_values", m)) for m in view.models])
+    with np.errstate(invalid="ignore"):
+        moves = np.sqrt(np.nanmean(np.diff(logs, axis=1) ** 2, axis=2))  # (model, step − 1)
+    moves = np.nan_to_num(np.nanmean(moves, axis=0) if moves.size else moves)
+    travel = np.concatenate([[0.0], np.cumsum(moves)])
+    return travel / travel[-1] if travel[-1] > 0 else np.linspace(0.0, 1.0, travel.size)
+
+
+def _spread(position: np.ndarray, gap: float = 0.07) -> list[int]:
+    """The steps to label on the colour bar: the first, then each at least ``gap`` beyond the
+    last one labelled, and the last step."""
+    marks = [0]
+    for k in range(1, position.size):
+        if position[k] - position[marks[-1]] >= gap:
+            marks.append(k)
+    if marks[-1] != position.size - 1 and position.size > 1:
+        if position[-1] - position[marks[-1]] < gap and len(marks) > 1:
+            marks.pop()
+        marks.append(position.size - 1)
+    return marks
 
 
 def plot_spectral_saturation(ds: xr.Dataset) -> Figure:
@@ -119,9 +141,18 @@ def plot_spectral_saturation(ds: xr.Dataset) -> Figure:
     panel_title(ax_d, "dissent against the common direction")
     ax_d.grid(True, alpha=0.3)
     rule = f" ({number(threshold)})" if threshold is not None else ""
-    extra = [
-        Line2D([], [], color="0.3", marker="v", ls="", label="saturation step"),
-        Line2D([], [], color="0.3", marker="D", ls="", ms=5, label="dissent onset"),
+    marks = {
+        "saturation_step": Line2D([], [], color="0.3", marker="v", ls="", label="saturation step"),
+        "dissent_onset_step": Line2D(
+            [], [], color="0.3", marker="D", ls="", ms=5, label="dissent onset"
+        ),
+    }
+    extra = [  # the steps marked where some model reaches them
+        handle
+        for var, handle in marks.items()
+        if np.isfinite([view.scalar(var, m) for m in view.models]).any()
+    ]
+    extra += [
         Line2D([], [], color="0.4", ls=":", label=f"total-dissent threshold{rule}"),
         Line2D([], [], color="0.3", marker="o", ms=8, mec="k", ls="", label="last step"),
     ]

@@ -83,12 +83,19 @@ def spectrum_travel(view: View) -> np.ndarray:
     the log spectrum has travelled since the first step (summed over steps, mean over the
     models), so that the colours go to the steps where the spectrum changes, not to the step
     numbers (a log of steps spends half its range on the first few, a linear one on the last)."""
-    logs = np.stack([np.log(view.values("head_singular_values", m)) for m in view.models])
-    with np.errstate(invalid="ignore"):
-        moves = np.sqrt(np.nanmean(np.diff(logs, axis=1) ** 2, axis=2))  # (model, step − 1)
-    moves = np.nan_to_num(np.nanmean(moves, axis=0) if moves.size else moves)
-    travel = np.concatenate([[0.0], np.cumsum(moves)])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        logs = np.stack([np.log(view.values("head_singular_values", m)) for m in view.models])
+        moves = _finite_mean(_finite_mean(np.diff(logs, axis=1) ** 2, axis=2) ** 0.5, axis=0)
+    travel = np.concatenate([[0.0], np.cumsum(np.nan_to_num(moves))])
     return travel / travel[-1] if travel[-1] > 0 else np.linspace(0.0, 1.0, travel.size)
+
+
+def _finite_mean(x: np.ndarray, axis: int) -> np.ndarray:
+    """The mean of the finite values along ``axis``; NaN where there are none."""
+    ok = np.isfinite(x)
+    n = ok.sum(axis=axis)
+    total = np.where(ok, x, 0.0).sum(axis=axis)
+    return np.where(n > 0, total / np.maximum(n, 1), np.nan)
 
 
 def _spread(position: np.ndarray, gap: float = 0.07) -> list[int]:

@@ -493,6 +493,7 @@ def test_without_parameter_gradients(name):
     assert "layer" not in ds.dims
     with_layers = make(name, synthetic_summary(2))
     per_block = any("transformer block" in bar.get_ylabel() for bar in colorbars(with_layers))
+    per_block |= any(label.startswith("block ") for label in legend_labels(with_layers))
     fig = make(name, ds)
     if per_block:
         assert check_figure(fig, overlaps=False) == 0
@@ -842,3 +843,147 @@ def test_a_figure_killed_while_saving_leaves_no_file(tmp_path, monkeypatch):
     save(fig, str(tmp_path / "f.png"), str(tmp_path / "f.pdf"))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["f.pdf", "f.png"]
     plt.close(fig)
+
+
+# -- what every figure shares ----------------------------------------------------------------------
+
+
+def outside_the_figure(fig: Figure) -> list[str]:
+    """The texts of ``fig`` drawn (partly) outside its canvas: cut off in the PNG."""
+    renderer = layout(fig)
+    box = fig.bbox
+    hidden = set()  # labels of ticks beyond the axis's range, which matplotlib does not draw
+    for ax in fig.axes:
+        for axis in (ax.xaxis, ax.yaxis):
+            low, high = sorted(axis.get_view_interval())
+            slack = 1e-9 * abs(high - low)
+            for tick in [*axis.get_major_ticks(), *axis.get_minor_ticks()]:
+                if not low - slack <= tick.get_loc() <= high + slack:
+                    hidden |= {id(tick.label1), id(tick.label2)}
+    out = []
+    for t in fig.findobj(matplotlib.text.Text):
+        if not t.get_visible() or not t.get_text().strip() or id(t) in hidden:
+            continue
+        if t.axes is not None and not t.axes.get_visible():
+            continue
+        e = t.get_window_extent(renderer)
+        if e.x0 < box.x0 - 1 or e.x1 > box.x1 + 1 or e.y0 < box.y0 - 1 or e.y1 > box.y1 + 1:
+            out.append(t.get_text())
+    return out
+
+
+@pytest.mark.parametrize("n_models", [1, 6])
+@pytest.mark.parametrize("name", list(plots.FIGURES))
+def test_nothing_is_cut_off(name, n_models):
+    """Titles, labels, notes and legends lie inside the figure at one model and at many."""
+    assert not outside_the_figure(make(name, synthetic_summary(n_models, n_layers=2)))
+
+
+def test_a_text_outside_the_figure_is_found():
+    fig = Figure(figsize=(2, 2))
+    fig.subplots().set_title("a title far too long to fit a figure two inches wide " * 2)
+    assert outside_the_figure(fig)
+
+
+def test_wrapping_keeps_formulas_whole():
+    from pipeline.plots.common import COS_DISSENT, wrap
+
+    text = f"total dissent: {COS_DISSENT} ≤ −0.9, the mean over all tokens of every bin"
+    for width in (1.0, 2.0, 3.0, 8.0):
+        wrapped = wrap(text, width, 10)
+        assert " ".join(wrapped.split()) == " ".join(text.split())  # only spaces became breaks
+        assert all(line.count("$") % 2 == 0 for line in wrapped.split("\n"))
+    assert wrap(text, 8.0, 10) == text and wrap(text, 1.0, 10).count("\n") >= 3
+
+
+def test_up_to_three_points_are_markers():
+    from pipeline.plots.common import MARKERS_UP_TO, line
+
+    ax = Figure().subplots()
+    for n in (1, MARKERS_UP_TO, MARKERS_UP_TO + 1):
+        drawn = line(ax, np.arange(n), np.ones(n))
+        assert (drawn.get_linestyle() == "None") == (n <= MARKERS_UP_TO), n
+        assert (drawn.get_marker() == "o") == (n <= MARKERS_UP_TO)
+
+
+def test_zeros_on_a_log_axis_are_marked_on_its_floor():
+    from pipeline.plots.common import log_line
+
+    ax = Figure().subplots()
+    ax.set_yscale("log")
+    drawn, zeros = log_line(ax, [0, 1, 2, 4], [0.0, 1e-3, 2e-3, np.nan], color="C0")
+    assert drawn.get_xdata().tolist() == [1, 2] and zeros.get_xdata().tolist() == [0]
+    assert zeros.get_ydata().tolist() == [0.0]  # in axes units: the floor of the axis
+    assert log_line(ax, [1, 2], [1.0, 2.0])[1] is None
+
+
+def test_a_few_blocks_are_keyed_in_the_legend():
+    """Two blocks: legend entries, no colour bar; many: a colour bar."""
+    few = make("parameter_dissent", synthetic_summary(2, n_layers=2))
+    assert not colorbars(few)
+    assert [s for s in legend_labels(few) if s.startswith("block ")] == [
+        "block 0 (nearest the input)",
+        "block 1 (nearest the output)",
+    ]
+    many = make("parameter_dissent", synthetic_summary(2, n_layers=6))
+    assert any("transformer block" in bar.get_ylabel() for bar in colorbars(many))
+
+
+def test_overview_saturation_colours_dark_early():
+    """The caption's "dark = early": the first step's colour darker than the last's."""
+    from pipeline.plots.overview import SATURATION_CMAP
+
+    luminance = [np.dot(SATURATION_CMAP(x)[:3], [0.2126, 0.7152, 0.0722]) for x in (0.0, 1.0)]
+    assert luminance[0] < luminance[1]
+    assert "dark = early" in (
+        plots.FIGURES["overview"].caption
+        and Path(Path(__file__).parents[2], plots.FIGURES["overview"].caption).read_text()
+    )
+
+
+def test_head_spectrum_colours_follow_the_spectrum():
+    """Steps whose spectra coincide share a colour; the colours rise with the distance moved."""
+    from pipeline.plots.common import View
+    from pipeline.plots.spectral import spectrum_travel
+
+    ds = synthetic_summary(2)
+    sv = ds["head_singular_values"].values.copy()
+    sv[:, 5] = sv[:, 4]  # step 5's spectrum is step 4's
+    travel = spectrum_travel(
+        View.of(ds.assign(head_singular_values=(ds["head_singular_values"].dims, sv)))
+    )
+    assert travel[0] == 0 and travel[-1] == pytest.approx(1)
+    assert travel[5] == pytest.approx(travel[4]) and (np.diff(travel) >= 0).all()
+    # against numpy: the mean over the models of the RMS change of log σ, cumulated
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # steps without a spectrum: NaN
+        logs = np.log(sv)
+        moves = np.nanmean(np.sqrt(np.nanmean(np.diff(logs, axis=1) ** 2, axis=2)), axis=0)
+    moves = np.nan_to_num(moves)
+    want = np.concatenate([[0], np.cumsum(moves)])
+    np.testing.assert_allclose(travel, want / want[-1], rtol=1e-12)
+
+
+def test_bottleneck_forms_are_all_suppressed_shares(summary):
+    """The middle panel's bars: 1 − κ, √(1 − κ), 1 − √κ and the batch form at each model's
+    last step."""
+    from pipeline.plots.common import View
+
+    fig = make("bottleneck", summary)
+    ax = data_axes(fig)[1]
+    view = View.of(summary)
+    bars = np.array([p.get_height() for p in ax.patches]).reshape(len(view.models), 4)
+    for i, m in enumerate(view.models):
+        last = {}
+        for var in ("suppressed_squared", "suppressed_norm", "kept_cosine", "suppressed_batch"):
+            v = summary[var].sel(model=m).values
+            last[var] = v[np.isfinite(v)][-1]
+        want = [
+            last["suppressed_squared"],
+            last["suppressed_norm"],
+            1 - last["kept_cosine"],
+            last["suppressed_batch"],
+        ]
+        np.testing.assert_allclose(bars[i], want, rtol=1e-6)
+    assert "√κ\nkept cosine" not in [t.get_text() for t in ax.get_xticklabels()]
+    assert "rank (rank)" not in figure_texts(fig)

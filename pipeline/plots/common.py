@@ -28,10 +28,12 @@ import matplotlib
 import numpy as np
 import xarray as xr
 from matplotlib.axes import Axes
+from matplotlib.axis import Axis
 from matplotlib.cm import ScalarMappable
 from matplotlib.colors import BoundaryNorm, Colormap, ListedColormap
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
+from matplotlib.ticker import FuncFormatter
 
 from pipeline.maths.frequency import UNSEEN_BIN
 
@@ -211,6 +213,64 @@ def line(ax: Axes, x, y, **kwargs) -> Line2D | None:
         kwargs.update(marker="o", ls="none")
         kwargs.setdefault("ms", 4)
     return ax.plot(x[ok], y[ok], **kwargs)[0]
+
+
+def dots(y, **style) -> dict:
+    """``style`` for ``common.line`` with small dots on the line, so that each measured point
+    of a sparse schedule shows; up to ``MARKERS_UP_TO`` points ``line`` draws markers alone."""
+    n = int(np.isfinite(np.asarray(y, dtype=np.float64)).sum()) if y is not None else 0
+    if n > MARKERS_UP_TO:
+        style.setdefault("marker", "o")
+        style.setdefault("ms", 3)
+    else:
+        style.update(ls="none", ms=style.get("ms", 3) + 2)
+        style.setdefault("marker", "o")
+    return style
+
+
+def _log_number(v: float) -> str:
+    """A tick of a log axis: plain from 0.001 to 1000, else m×10ᵉ."""
+    if not np.isfinite(v) or v <= 0:
+        return ""
+    e = int(np.floor(np.log10(v) + 1e-9))
+    if -3 <= e <= 3:
+        return f"{v:.{max(0, -e)}f}"
+    m = v / 10.0**e
+    return f"$10^{{{e}}}$" if round(m, 6) == 1 else f"${m:g}\\times10^{{{e}}}$"
+
+
+def log_labels(axis: Axis) -> None:
+    """Labels of a log axis that never crowd: the decades, and where the axis spans less than
+    two decades also 2 and 5 times them (2, 3, 5, 7 within one), plain from 0.001 to 1000."""
+
+    def minor(v: float, _) -> str:
+        lo, hi = sorted(axis.get_view_interval())
+        if not 0 < lo < hi < 100 * lo:
+            return ""
+        m = v / 10.0 ** np.floor(np.log10(v) + 1e-9)
+        labelled = (2, 3, 5, 7) if hi < 10 * lo else (2, 5)  # within a decade: more labels
+        return _log_number(v) if any(abs(m - k) < 1e-6 for k in labelled) else ""
+
+    axis.set_major_formatter(FuncFormatter(lambda v, _: _log_number(v)))
+    axis.set_minor_formatter(FuncFormatter(minor))
+
+
+def handle_of(drawn: Line2D | None, label: str, color="0.3") -> Line2D | None:
+    """A legend entry styled as ``drawn`` (in a neutral colour); None if nothing was drawn."""
+    if drawn is None:
+        return None
+    hollow = str(drawn.get_markerfacecolor()) == "none"
+    return Line2D(
+        [],
+        [],
+        color=color,
+        ls=drawn.get_linestyle(),
+        lw=drawn.get_linewidth(),
+        marker=drawn.get_marker(),
+        ms=drawn.get_markersize(),
+        mfc="none" if hollow else color,
+        label=label,
+    )
 
 
 ZERO_LABEL = "0 (off the log axis)"

@@ -28,8 +28,11 @@ from matplotlib.lines import Line2D
 from pipeline.plots.common import (
     MARKERS_UP_TO,
     View,
+    dots,
+    handle_of,
     legend_below,
     line,
+    log_labels,
     log_line,
     note,
     note_figure,
@@ -41,7 +44,6 @@ from pipeline.plots.common import (
     zero_handle,
     zero_line,
 )
-from pipeline.plots.zsl import dots, handle_of, log_labels
 from pipeline.schema import overall, update_summary
 
 IMPROVED, WORSENED = "#1b9e77", "#d95f02"
@@ -71,6 +73,15 @@ def _actual(ds: xr.Dataset) -> str:
     if kinds == {"displacement"}:
         return "the next checkpoint"
     return "the actual step" if kinds == {"optimizer"} else "the actual step (or next checkpoint)"
+
+
+def _step_axis(ax: Axes) -> None:
+    """``common.step_axis`` with a margin on the right too: the last update step is often the
+    last step, and its markers must not be cut in half."""
+    step_axis(ax)
+    right = ax.get_xlim()[1]
+    if right > 1:
+        ax.set_xlim(right=right * 1.35)
 
 
 def _nanmean(v: np.ndarray, axis: int) -> np.ndarray:
@@ -202,8 +213,8 @@ def plot_single_step_interference(ds: xr.Dataset) -> Figure:
         ax_m.set_yscale("log")
         log_labels(ax_m.yaxis)
         ax_m.set_ylabel("M: mean |Δℓ| (nats)")
-        step_axis(ax_d)
-        step_axis(ax_m)
+        _step_axis(ax_d)
+        _step_axis(ax_m)
     panel_title(axes[0, 0], "interference D")
     panel_title(axes[0, 1], "magnitude M (log)")
     labels = _set_labels(ds)
@@ -251,7 +262,7 @@ def plot_first_order(ds: xr.Dataset) -> Figure:
         ax_r.set_yscale("log")
         log_labels(ax_r.yaxis)
         ax_r.set_ylabel(f"{model}\n1 − Pearson r(Δℓ, ∇θℓ·Δθ)")
-        step_axis(ax_r)
+        _step_axis(ax_r)
         drawn.keep(diagonal=_histogram(fig, ax_h, view, model, at))
     over = _batches(ds)
     panel_title(
@@ -316,6 +327,7 @@ def plot_landscape_tokens(ds: xr.Dataset) -> Figure:
     steps = _spread_steps(_update_steps(view, "landscape_token"))
     n_models = len(view.models)
     fig = Figure(figsize=(1.0 + 3.2 * n_models, 1.3 + 2.4 * steps.size), layout="constrained")
+    fig.get_layout_engine().set(w_pad=0.08)  # each column's y label clear of its neighbour
     axes = fig.subplots(steps.size, n_models, squeeze=False)
     alpha = ds["alpha"].values
     shown = np.arange(min(60, ds.sizes["sample"]))
@@ -451,7 +463,7 @@ def plot_alignment(ds: xr.Dataset) -> Figure:
         log_labels(ax_g.yaxis)
         ax_g.set_ylabel("C_g, C_u (log)")
         for ax in (ax_c, ax_n, ax_g):
-            step_axis(ax)
+            _step_axis(ax)
     panel_title(axes[0, 0], "alignment (median, 10–90% of the tokens)")
     panel_title(axes[0, 1], "norm product (median, 10–90%, log)")
     panel_title(axes[0, 2], "App. C.4: C_g · C_u = 1 − D(∇θℓ·Δθ)")

@@ -23,10 +23,13 @@ from matplotlib.ticker import FuncFormatter
 
 from pipeline.maths.bnsl import bnsl as bnsl_curve
 from pipeline.plots.common import (
-    MARKERS_UP_TO,
     View,
+    dots,
+    handle_of,
+    has,
     layer_panels,
     legend_below,
+    log_labels,
     log_line,
     note,
     note_figure,
@@ -49,115 +52,49 @@ TABLE = (
     ("L̂_T / L_T", "L_hat_T_over_L_T", ".3f"),
     ("RSLE", "rsle", ".2g"),
 )
-#: The loss curves a summary can hold fits of, as ``results/fits/bnsl.csv`` names them (its
-#: ``curve`` column; a ``curve`` dimension of the ``bnsl_*`` variables): what each panel shows.
-CURVES = {
+#: What each panel of the BNSL figure shows: the fit to each of ``pipeline.schema.CURVES``.
+CURVE_TITLES = {
     "eval": "evaluation loss at the checkpoints",
-    "train": "training loss",
+    "train": "training loss at every logged step",
 }
-NO_TRAIN_FIT = (
-    "Training-loss fits: none in this summary (its bnsl_* fits are of the evaluation loss; "
-    "results/fits/bnsl.csv lists the training-curve fits of the models that have one)"
+NO_TRAIN_FIT = (  # in short lines: the legend beside the panels narrows them after wrapping
+    "Training loss: this summary holds no training-loss\ncurve or fit (train_loss, "
+    "bnsl_train_*):\nno model of the run has a training log"
 )
 #: Interference D is a fraction (0: all tokens' losses move together, 1: they cancel).
-D_CMAP = "magma_r"
+D_CMAP = "YlGnBu"
 MISSING = "0.82"  # the face of a heat-map cell without a value (no checkpoint pair)
-
-
-def dots(y, **style) -> dict:
-    """``style`` for ``common.line`` with small dots on the line, so that each measured point
-    of a sparse schedule shows; up to ``MARKERS_UP_TO`` points ``line`` draws markers alone."""
-    n = int(np.isfinite(np.asarray(y, dtype=np.float64)).sum()) if y is not None else 0
-    if n > MARKERS_UP_TO:
-        style.setdefault("marker", "o")
-        style.setdefault("ms", 3)
-    else:
-        style.update(ls="none", ms=style.get("ms", 3) + 2)
-        style.setdefault("marker", "o")
-    return style
-
-
-def _log_number(v: float) -> str:
-    """A tick of a log axis: plain from 0.001 to 1000, else m×10ᵉ."""
-    if not np.isfinite(v) or v <= 0:
-        return ""
-    e = int(np.floor(np.log10(v) + 1e-9))
-    if -3 <= e <= 3:
-        return f"{v:.{max(0, -e)}f}"
-    m = v / 10.0**e
-    return f"$10^{{{e}}}$" if round(m, 6) == 1 else f"${m:g}\\times10^{{{e}}}$"
-
-
-def log_labels(axis: Axis) -> None:
-    """Labels of a log axis that never crowd: the decades, and where the axis spans less than
-    two decades also 2 and 5 times them, plain numbers from 0.001 to 1000."""
-
-    def minor(v: float, _) -> str:
-        lo, hi = sorted(axis.get_view_interval())
-        if not 0 < lo < hi < 100 * lo:
-            return ""
-        m = v / 10.0 ** np.floor(np.log10(v) + 1e-9)
-        return _log_number(v) if any(abs(m - k) < 1e-6 for k in (2, 5)) else ""
-
-    axis.set_major_formatter(FuncFormatter(lambda v, _: _log_number(v)))
-    axis.set_minor_formatter(FuncFormatter(minor))
-
-
-def handle_of(drawn: Line2D | None, label: str, color="0.3") -> Line2D | None:
-    """A legend entry styled as ``drawn`` (in a neutral colour); None if nothing was drawn."""
-    if drawn is None:
-        return None
-    hollow = str(drawn.get_markerfacecolor()) == "none"
-    return Line2D(
-        [],
-        [],
-        color=color,
-        ls=drawn.get_linestyle(),
-        lw=drawn.get_linewidth(),
-        marker=drawn.get_marker(),
-        ms=drawn.get_markersize(),
-        mfc="none" if hollow else color,
-        label=label,
-    )
 
 
 # -- BNSL (Fig. 1, Table 2) -----------------------------------------------------------------------
 
 
 def _fit(view: View, model: str, curve: str) -> dict[str, float] | None:
-    """The fit fields of ``model``'s ``curve``; NaN where the summary lacks them, None where it
-    holds no fit of that curve at all."""
-    out = {}
-    for field in FIT_FIELDS:
-        if bnsl(field) not in view.ds:
-            out[field] = np.nan
-            continue
-        da = view.ds[bnsl(field)].sel(model=model)
-        if "curve" in da.dims:
-            if curve not in da["curve"].values:
-                return None
-            da = da.sel(curve=curve)
-        elif curve != "eval":
-            return None
-        out[field] = float(da)
-    return out
+    """The fit fields of ``model``'s fit to ``curve`` (``bnsl_*``, ``bnsl_train_*``); NaN where
+    the summary lacks them."""
+    return {field: view.scalar(bnsl(field, curve), model) for field in FIT_FIELDS}
 
 
 def _flag(view: View, model: str, curve: str) -> str:
-    """The fit's quality flag (a ``{curve: flag}`` where the summary flags several curves)."""
-    flag = view.ds.attrs.get("bnsl_flag", {}).get(model)
-    if isinstance(flag, dict):
-        flag = flag.get(curve)
-    return str(flag or "")
+    """The quality flag of the fit to ``curve`` (``attrs["bnsl_flag"]``, ``["bnsl_train_flag"]``)."""
+    key = "bnsl_flag" if curve == "eval" else f"bnsl_{curve}_flag"
+    return str(view.ds.attrs.get(key, {}).get(model) or "")
+
+
+def _curve(view: View, model: str, curve: str) -> tuple[np.ndarray, np.ndarray | None]:
+    """The steps and losses of ``model``'s ``curve``: the overall evaluation loss at the
+    checkpoints, or the training loss (``train_loss`` over ``train_step``)."""
+    if curve == "eval":
+        return view.steps.astype(np.float64), view.values(overall("loss"), model)
+    if "train_loss" not in view.ds:
+        return np.array([]), None
+    steps = view.ds["train_step"].values.astype(np.float64)
+    return steps, view.values("train_loss", model)
 
 
 def _has_curve(view: View, curve: str) -> bool:
-    """Whether some model has a fit (finite t_first) of ``curve``."""
-    for model in view.models:
-        fit = _fit(view, model, curve)
-        if fit is not None and np.isfinite(fit["t_first"]):
-            return True
-    return False
+    """Whether the summary holds ``curve``'s losses or fit for some model."""
+    return has(view.ds, bnsl("t_first", curve)) or (curve == "train" and has(view.ds, "train_loss"))
 
 
 def plot_bnsl(ds: xr.Dataset) -> Figure:
@@ -184,18 +121,17 @@ def plot_bnsl(ds: xr.Dataset) -> Figure:
         seen = []
         for model in view.models:
             fit = _fit(view, model, curve)
-            if fit is None:
-                continue
             flag = _flag(view, model, curve)
-            loss = view.values(overall("loss"), model) if curve == "eval" else None
-            seen += _draw_fit(axis, view, model, fit, flag, loss, drawn)
+            steps, loss = _curve(view, model, curve)
+            seen += _draw_fit(axis, view, model, fit, flag, steps, loss, drawn)
             fitted = np.isfinite(list(fit.values())).any()
             cells = [_format(fit[field], spec) for _, field, spec in TABLE]
             head = [model, curve] if len(curves) > 1 else [model]
             order = (view.models.index(model), curves.index(curve))  # by model, then curve
             rows.append((order, [*head, *cells, flag or ("" if fitted else "no fit")]))
-        _loss_axes(axis, np.concatenate(seen) if seen else np.array([]))
-        panel_title(axis, CURVES[curve])
+        ylabel = "mean loss, all tokens" if curve == "eval" else "training loss"
+        _loss_axes(axis, np.concatenate(seen) if seen else np.array([]), f"{ylabel} (nats, log)")
+        panel_title(axis, CURVE_TITLES[curve])
     if "train" not in curves:
         note(ax_train, NO_TRAIN_FIT)
     for model in view.models:
@@ -226,7 +162,14 @@ def _fit_handles(drawn: set[str]) -> list[Line2D]:
         "star": Line2D(
             [], [], color=grey, mec="k", label="deceleration (t_d, L_d): where they meet", **star
         ),
-        "flagged": Line2D([], [], color=grey, mfc="w", label="… of a flagged fit", **star),
+        "flagged": Line2D(
+            [],
+            [],
+            color=grey,
+            mfc="w",
+            label="… of a flagged fit" if "star" in drawn else "(t_d, L_d) of a flagged fit",
+            **star,
+        ),
     }
     return [h for kind, h in entries.items() if kind in drawn]
 
@@ -237,6 +180,7 @@ def _draw_fit(
     model: str,
     fit: dict[str, float],
     flag: str,
+    steps: np.ndarray,
     loss: np.ndarray | None,
     drawn: set[str],
 ) -> list[np.ndarray]:
@@ -247,10 +191,12 @@ def _draw_fit(
     c = view.colors[model]
     seen = []
     if loss is not None:
-        steps = view.steps.astype(np.float64)
         pos = (steps > 0) & np.isfinite(loss) & (loss > 0)
-        ax.plot(steps[pos], loss[pos], "o", color=c, ms=3.5, alpha=0.8)
-        seen.append(loss[pos])
+        dense = pos.sum() > 200  # a training loss logged at every step: small dots
+        style = dict(ms=1.5, alpha=0.35) if dense else dict(ms=3.5, alpha=0.8)
+        if pos.any():
+            ax.plot(steps[pos], loss[pos], ls="", marker="o", mew=0, color=c, **style)
+            seen.append(loss[pos])
     p = _curve_params(fit)
     t_first, T, t_d, L_d, r_d = (fit[k] for k in ("t_first", "T", "t_d", "L_d", "r_d"))
     if p is not None and np.isfinite([t_first, T]).all() and 0 < t_first < T:
@@ -259,7 +205,7 @@ def _draw_fit(
         curve = bnsl_curve(t, **p)
         ax.plot(t, curve, color=c, lw=1.6)
         drawn.add("curve")
-        if loss is None:
+        if loss is None or not np.isfinite(loss).any():
             seen.append(curve[np.isfinite(curve) & (curve > 0)])
     star = np.isfinite([t_d, L_d]).all() and t_d > 0 and L_d > 0
     if p is not None and star and np.isfinite([t_first, T, r_d]).all() and t_d < T:
@@ -285,7 +231,7 @@ def _curve_params(fit: dict[str, float]) -> dict[str, float] | None:
     return p if np.isfinite(list(p.values())).all() and p["b"] > 0 and p["d1"] > 0 else None
 
 
-def _loss_axes(ax: Axes, seen: np.ndarray) -> None:
+def _loss_axes(ax: Axes, seen: np.ndarray, ylabel: str) -> None:
     """Log-log axes whose loss range is set by the observed losses (a fit never stretches it)."""
     ax.set_xscale("log")
     ax.set_yscale("log")
@@ -298,7 +244,7 @@ def _loss_axes(ax: Axes, seen: np.ndarray) -> None:
         ax.set_ylim(1, 10)
         note(ax, "no loss after step 0", keep_axes=True)
     ax.set_xlabel("training step (log)")
-    ax.set_ylabel("mean loss, all tokens (nats, log)")
+    ax.set_ylabel(ylabel)
     ax.grid(True, which="both", alpha=0.25)
 
 

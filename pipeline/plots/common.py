@@ -273,7 +273,7 @@ def handle_of(drawn: Line2D | None, label: str, color="0.3") -> Line2D | None:
     )
 
 
-ZERO_LABEL = "0 (off the log axis)"
+ZERO_LABEL = "0: a zero update (off the log axis)"
 
 
 def log_line(ax: Axes, x, y, **kwargs) -> tuple[Line2D | None, Line2D | None]:
@@ -485,22 +485,6 @@ def legend_below(fig: Figure, handles: Sequence[Line2D | None], ncols: int | Non
     fit = legend_columns(fig, [h.get_label() for h in handles])
     ncols = fit if ncols is None else min(ncols, fit)
     fig.legend(handles=handles, loc="outside lower center", ncols=ncols, frameon=False)
-
-
-def category_legend(fig: Figure, colors: dict[str, Color], title: str | None = None) -> None:
-    """A few categories (two to four learning rates, directions): a legend of coloured squares
-    below the panels, where a colour bar would suggest a continuum."""
-    handles = [
-        Line2D([], [], ls="none", marker="s", ms=8, color=c, label=label)
-        for label, c in colors.items()
-    ]
-    fig.legend(
-        handles=handles,
-        loc="outside lower center",
-        ncols=legend_columns(fig, list(colors)),
-        frameon=False,
-        title=title,
-    )
 
 
 def model_legend(fig: Figure, view: View, extra: Sequence[Line2D] = (), ncols: int = 6) -> None:

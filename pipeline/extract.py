@@ -37,11 +37,18 @@ from pipeline.maths.geometry import (
     kl_to_uniform,
     sigma_ratio,
 )
-from pipeline.maths.parameters import BodyRecorder, ParamGradients, output_layer_grads
-from pipeline.schema import MEASUREMENTS, PARAM_STATISTICS, conform
+from pipeline.maths.parameters import STATISTICS, BodyRecorder, ParamGradients, output_layer_grads
+from pipeline.schema import MEASUREMENTS, PARAM_STATISTICS, conform, param_statistic
 from pipeline.store import open_store, with_labels, write_zarr
 
 log = logging.getLogger(__name__)
+
+try:  # GPT-2's linear layers are transformers' Conv1D: y = x W + b with W of shape (in, out)
+    from transformers.pytorch_utils import Conv1D
+
+    TRANSPOSED: tuple[type, ...] = (Conv1D,)
+except ImportError:  # pragma: no cover
+    TRANSPOSED = ()
 
 
 def output_layer(model) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -151,8 +158,9 @@ def _measure(
         raise ValueError("input ids fall outside the model's input vocabulary")
     U32, b32 = U.detach().float(), (b.detach().float() if b is not None else None)
     R = bottleneck_projector(U32)  # once per checkpoint
-    params = ParamGradients.for_model(model) if cfg.parameters else None
-    recorder = BodyRecorder(model, model.get_output_embeddings()) if cfg.parameters else None
+    params = ParamGradients.for_model(model, TRANSPOSED) if cfg.parameters else None
+    head = model.get_output_embeddings()
+    recorder = BodyRecorder(model, head, TRANSPOSED) if cfg.parameters else None
     names = dict(model.named_parameters())
     name_of = {id(p): n for n, p in names.items()}
     anisotropy = Anisotropy()
@@ -213,7 +221,7 @@ def _measure(
     log.info("geometry: %s", ", ".join(f"{k} {v:.4g}" for k, v in geometry.items()))
     return Measurements(
         tokens={k: np.concatenate(v).astype(np.float32) for k, v in tokens.items()},
-        params=params.summary() if params is not None else None,
+        params=_store_names(params.summary()) if params is not None else None,
         param_names=list(names),
         rank_sizes=sizes,
         ranks=ranks,
@@ -305,6 +313,11 @@ def extract_checkpoint(
     ds = to_dataset(meas, ev, attrs).expand_dims(step=np.array([step], dtype=np.int64))
     write_zarr(conform(ds, "extract"), out_path)
     log.info("mean loss %.4f, wrote %s", float(meas.tokens["loss"].mean()), out_path)
+
+
+def _store_names(summary: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """``ParamGradients.summary`` keyed by the stores' names (``param_size``, ``layer`` kept)."""
+    return {param_statistic(k) if k in STATISTICS else k: v for k, v in summary.items()}
 
 
 def to_dataset(meas: Measurements, ev: xr.Dataset, attrs: dict) -> xr.Dataset:

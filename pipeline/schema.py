@@ -99,6 +99,15 @@ PARAM_MEASUREMENTS = (
 PARAM_STATISTICS = tuple(v.name for v in PARAM_MEASUREMENTS)
 
 
+def param_statistic(name: str) -> str:
+    """The store variable (``param``,) of statistic ``name`` of
+    ``pipeline.maths.parameters.STATISTICS``: ``param_<name>``."""
+    out = f"param_{name}"
+    if out not in PARAM_STATISTICS:
+        raise KeyError(f"{name!r} is not a parameter statistic; {', '.join(PARAM_STATISTICS)}")
+    return out
+
+
 def _with_step(v: Variable) -> Variable:
     return Variable(v.name, ("step", *v.dims), v.units, v.meaning, v.serves, v.optional)
 

@@ -27,12 +27,16 @@ from torch import nn
 
 from pipeline.maths.decomposition import vocab_blocks
 from pipeline.maths.interference import weight_interference
-from pipeline.schema import PARAM_STATISTICS
 
-try:  # GPT-2's linear layers are transformers' Conv1D: y = x W + b with W of shape (in, out)
-    from transformers.pytorch_utils import Conv1D
-except ImportError:  # pragma: no cover
-    Conv1D = ()
+#: What ``ParamGradients.summary`` reports per parameter (the stores' names:
+#: ``pipeline.schema.param_statistic``).
+STATISTICS = (
+    "norm_attractive",
+    "norm_repulsive",
+    "norm_grad",
+    "cos_attractive_repulsive",
+    "interference",
+)
 
 
 def layer_index(name: str) -> int:
@@ -53,7 +57,10 @@ class ParamGradients:
     _hooks: list = field(default_factory=list)
 
     @classmethod
-    def for_model(cls, model: nn.Module) -> ParamGradients:
+    def for_model(cls, model: nn.Module, transposed: tuple[type, ...] = ()) -> ParamGradients:
+        """Zero sums for every parameter of ``model``, and A for its linear and embedding
+        weights; ``transposed``: linear layers whose weight is (in, out), y = x W + b (GPT-2's
+        ``transformers.pytorch_utils.Conv1D``)."""
         params = dict(model.named_parameters())  # tied weights appear once
         zeros = {n: torch.zeros_like(p, dtype=torch.float32) for n, p in params.items()}
         att = zeros
@@ -61,28 +68,28 @@ class ParamGradients:
         name_of = {id(p): n for n, p in params.items()}
         absolute = {}
         for mod in model.modules():
-            if isinstance(mod, (nn.Linear, nn.Embedding, Conv1D)):
+            if isinstance(mod, (nn.Linear, nn.Embedding, *transposed)):
                 absolute[name_of[id(mod.weight)]] = torch.zeros_like(zeros[name_of[id(mod.weight)]])
         return cls(list(params), att, rep, absolute)
 
     def summary(self) -> dict[str, np.ndarray]:
-        """Per parameter, keyed by ``pipeline.schema.PARAM_STATISTICS``: the norms of the mean
+        """Per parameter, keyed by ``STATISTICS``: the norms of the mean
         ∇θ⁺, ∇θ⁻ and ∇θ, cos(∇θ⁺, ∇θ⁻) and D_W (NaN for parameters that are not linear or
         embedding weights); and ``param_size`` and ``layer``."""
         n = max(self.n_tokens, 1)
-        out: dict[str, list] = {k: [] for k in PARAM_STATISTICS}
+        out: dict[str, list] = {k: [] for k in STATISTICS}
         for name in self.names:
             a, r = self.att[name] / n, self.rep[name] / n
             na, nr = a.norm().item(), r.norm().item()
-            out["param_norm_attractive"].append(na)
-            out["param_norm_repulsive"].append(nr)
-            out["param_norm_grad"].append((a + r).norm().item())
-            out["param_cos_attractive_repulsive"].append(
+            out["norm_attractive"].append(na)
+            out["norm_repulsive"].append(nr)
+            out["norm_grad"].append((a + r).norm().item())
+            out["cos_attractive_repulsive"].append(
                 (a * r).sum().item() / (na * nr) if na * nr > 0 else 0.0
             )
             A = self.absolute.get(name)
             S = self.att[name] + self.rep[name]
-            out["param_interference"].append(weight_interference(S, A) if A is not None else np.nan)
+            out["interference"].append(weight_interference(S, A) if A is not None else np.nan)
         res = {k: np.asarray(v, dtype=np.float64) for k, v in out.items()}
         res["param_size"] = np.array([self.att[n].numel() for n in self.names], dtype=np.int64)
         res["layer"] = np.array([layer_index(n) for n in self.names], dtype=np.int64)
@@ -92,15 +99,15 @@ class ParamGradients:
 class BodyRecorder:
     """Forward hooks on the body's linear and embedding layers (the output layer excluded) that
     record inputs and, through tensor hooks on the outputs, the output gradients of each
-    backward pass."""
+    backward pass (``transposed``: as in ``ParamGradients.for_model``)."""
 
-    def __init__(self, model: nn.Module, head: nn.Module):
+    def __init__(self, model: nn.Module, head: nn.Module, transposed: tuple[type, ...] = ()):
         name_of = {id(p): n for n, p in model.named_parameters()}
         self.records: list[dict] = []
         self.handles = []
         self.batch_size = 1  # sequences in the current forward pass, set by the caller
         for mod in model.modules():
-            if mod is head or not isinstance(mod, (nn.Linear, nn.Embedding, Conv1D)):
+            if mod is head or not isinstance(mod, (nn.Linear, nn.Embedding, *transposed)):
                 continue
             name = name_of[id(mod.weight)]
             self.handles.append(mod.register_forward_hook(self._hook(mod, name)))
@@ -132,7 +139,7 @@ class BodyRecorder:
                 A.index_add_(0, rec["x"].reshape(-1), delta)  # |x_i| is one-hot
             elif issubclass(rec["kind"], nn.Linear):
                 A += delta.T @ rec["x"].reshape(-1, rec["x"].shape[-1]).float().abs()
-            else:  # Conv1D: weight (in, out)
+            else:  # transposed: weight (in, out)
                 A += rec["x"].reshape(-1, rec["x"].shape[-1]).float().abs().T @ delta
         self.records.clear()
 

@@ -8,11 +8,9 @@ import numpy as np
 import pytest
 
 from pipeline.config import FitConfig
+from pipeline.fit import BNSLFit, FitWarning, fit_bnsl
 from pipeline.maths.bnsl import (
-    BNSLFit,
-    FitWarning,
     bnsl,
-    fit_bnsl,
     smooth_log,
     smooth_log_spaced,
     subsample_log,

@@ -67,3 +67,14 @@ def test_conform_labels_every_variable():
 def test_conform_rejects_what_is_not_declared(change, message):
     with pytest.raises(ValueError, match=message):
         schema.conform(change(_reduce_like()), "reduce")
+
+
+def test_parameter_statistics_are_named_by_the_schema():
+    """Every statistic the maths reports has a store variable, and every store variable of a
+    parameter statistic one statistic."""
+    from pipeline.maths.parameters import STATISTICS
+    from pipeline.schema import PARAM_STATISTICS, param_statistic
+
+    assert sorted(param_statistic(k) for k in STATISTICS) == sorted(PARAM_STATISTICS)
+    with pytest.raises(KeyError, match="not a parameter statistic"):
+        param_statistic("norm")

@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 # OLMo's own implementation, the reference of the OLMo-native loader's tests (see the file)
 REFERENCE := .olmo-reference/.installed
 
-.PHONY: run test lint report clean
+.PHONY: run test test-fast lint report clean
 
 $(STAMP): requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,10 @@ $(REFERENCE): tests/olmo-reference.txt $(STAMP)
 
 test: $(STAMP) $(REFERENCE)
 	$(BIN)/pytest
+
+# the edit-test loop: the unit tests without the slow ones (references in subprocesses, clusters)
+test-fast: $(STAMP)
+	$(BIN)/pytest tests/unit -m "not slow" -q
 
 lint: $(STAMP)
 	$(BIN)/ruff check pipeline scripts tests

@@ -18,8 +18,8 @@ from pipeline.optimizer import read_state
 from pipeline.plots.bottleneck import plot_head_rank, plot_spamlang
 from pipeline.summary import open_summary
 from tests.snake import TINY_CONFIG, run_ok
-from tests.unit.test_plots import figure_texts
-from tests.unit.test_toy import float32_rank
+from tests.unit.plots.test_plots import figure_texts
+from tests.unit.toy.test_toy import float32_rank
 
 pytestmark = pytest.mark.workflow
 

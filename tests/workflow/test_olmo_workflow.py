@@ -20,7 +20,7 @@ from pipeline.formats import olmo
 from pipeline.summary import open_summary
 from tests.hubcache import TEXT, add_revision, make_tokenizer
 from tests.snake import run_snakemake
-from tests.unit.test_olmo import run_reference
+from tests.unit.formats.test_olmo import run_reference
 from tests.workflow.test_hub_workflow import config as hub_config
 
 pytestmark = pytest.mark.workflow
@@ -171,7 +171,7 @@ def test_a_missing_branch_names_the_repository_and_how_to_fetch_it(suite, tmp_pa
 
 def test_the_reference_is_a_real_olmo_install():
     """The reference is OLMo's package, not this project's code."""
-    from tests.unit.test_olmo import reference_python
+    from tests.unit.formats.test_olmo import reference_python
 
     out = reference_python("import olmo, olmo.model; print(olmo.__file__)")
     assert ".olmo-reference" in out

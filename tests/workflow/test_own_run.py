@@ -108,7 +108,9 @@ def own_run(tmp_path_factory):
     train(run, tiny_model(), windows, MAX_STEPS, stop_at=FIRST, save_steps=SAVE, max_grad_norm=1.0)
     first = snakemake(tmp)
     before = state(tmp)
-    resumed = load_checkpoint(run / f"checkpoint-{FIRST}").train()  # see tests/unit/test_trainer.py
+    resumed = load_checkpoint(
+        run / f"checkpoint-{FIRST}"
+    ).train()  # see tests/unit/formats/test_trainer.py
     train(
         run,
         resumed,

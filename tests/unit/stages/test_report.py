@@ -15,7 +15,7 @@ import xarray as xr
 from pipeline import report
 from pipeline.schema import SUMMARY
 from pipeline.toy.schedule import pythia_schedule
-from tests.unit.test_plots import make, synthetic_summary
+from tests.unit.plots.test_plots import make, synthetic_summary
 
 
 def decoded(ds: xr.Dataset) -> dict:

@@ -16,7 +16,7 @@ from pipeline.plots import FIGURES
 from pipeline.plots.common import ZERO_LABEL, model_colors
 from pipeline.plots.zsl import NO_TRAIN_FIT
 from pipeline.schema import FIT_FIELDS, UPDATE_SUMMARY, bnsl, overall
-from tests.unit.test_plots import (
+from tests.unit.plots.test_plots import (
     NAMES,
     data_axes,
     figure_texts,

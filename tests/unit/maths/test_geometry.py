@@ -20,7 +20,7 @@ from pipeline.maths.geometry import (
     sigma_ratio,
     w_error,
 )
-from tests.unit.test_extract import FAMILIES, build, data
+from tests.unit.stages.test_extract import FAMILIES, build, data
 
 
 @pytest.mark.parametrize("shape", [(300, 16), (12, 40)])

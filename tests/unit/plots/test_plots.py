@@ -937,7 +937,7 @@ def test_overview_saturation_colours_dark_early():
     assert luminance[0] < luminance[1]
     assert "dark = early" in (
         plots.FIGURES["overview"].caption
-        and Path(Path(__file__).parents[2], plots.FIGURES["overview"].caption).read_text()
+        and Path(Path(__file__).parents[3], plots.FIGURES["overview"].caption).read_text()
     )
 
 

@@ -45,7 +45,10 @@ def write_steps(tmp_path, steps, n_tokens, chunk, seed=0):
     return paths, bins, values
 
 
-@pytest.mark.parametrize("chunk", [1000, 37, 11])  # one chunk, odd chunks, many chunks
+@pytest.mark.parametrize(  # one chunk, odd chunks, many chunks (the last two: full tier only)
+    "chunk",
+    [1000, pytest.param(37, marks=pytest.mark.slow), pytest.param(11, marks=pytest.mark.slow)],
+)
 def test_reduce_matches_numpy(tmp_path, chunk):
     steps = [4, 0, 1, 16, 2, 3]  # given out of order: the reduction sorts by step
     q = [0.1, 0.5]
@@ -242,6 +245,7 @@ def test_layer_summaries_match_concatenated_tensors():
     np.testing.assert_allclose(out["head_cos_attractive_repulsive"], cos[:, 4])
 
 
+@pytest.mark.slow  # starts a dask.distributed cluster
 def test_reduction_on_a_distributed_cluster_matches_local_threads(tmp_path):
     from dask.distributed import LocalCluster
 

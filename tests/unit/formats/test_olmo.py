@@ -22,6 +22,8 @@ from pipeline.optimizer import one_step
 from pipeline.update import batch_backward
 from tests.snake import REPO
 
+pytestmark = pytest.mark.slow  # OLMo's own code in a subprocess: not in the fast tier
+
 REFERENCE = REPO / ".olmo-reference"
 
 

@@ -30,7 +30,7 @@ def write_steps(tmp_path, disk_chunk: int) -> list[str]:
     return paths
 
 
-@pytest.mark.parametrize("disk_chunk", [7, 64, N_TOKENS])
+@pytest.mark.parametrize("disk_chunk", [pytest.param(7, marks=pytest.mark.slow), 64, N_TOKENS])
 def test_kernels_see_one_step_of_tokens(tmp_path, monkeypatch, disk_chunk):
     seen = {"statistics": [], "change": []}
 

@@ -24,6 +24,8 @@ from pipeline.optimizer import one_step
 from pipeline.update import batch_backward
 from tests.trainer_run import BATCH, VOCAB, WINDOW, tiny_model, train
 
+pytestmark = pytest.mark.slow  # a real Trainer run: not in the fast tier
+
 #: The agreement asked of one step: per tensor, relative to the tensor's largest entry.
 TOLERANCE = 1e-5
 

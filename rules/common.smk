@@ -289,7 +289,9 @@ def fit_params(curve):
 
 # the config files that made the run, as given (the embedded default: config.yaml), for the
 # summary's attrs (see pipeline.provenance.CONFIG_FILES_ENV: not a param)
-os.environ[provenance.CONFIG_FILES_ENV] = json.dumps([str(f) for f in workflow.configfiles])
+os.environ[provenance.CONFIG_FILES_ENV] = json.dumps(
+    [str(f) for f in workflow.configfiles]
+)
 
 
 # what the plan noticed (checkpoints skipped as incomplete, displacements for lack of state)

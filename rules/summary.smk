@@ -25,7 +25,8 @@ rule summary:
         updates={m: update_stores(m) for m in MODELS},
         corpora={m: toy_corpus_of(m) for m in TOY_MODELS},
         train_fits={
-            m: [results(f"fits/{m}_train.json"), *PLAN.train_curve(m)] for m in TRAIN_CURVE_MODELS
+            m: [results(f"fits/{m}_train.json"), *PLAN.train_curve(m)]
+            for m in TRAIN_CURVE_MODELS
         },
         provenance=PLAN.provenance(),
     script:

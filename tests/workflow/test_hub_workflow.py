@@ -18,7 +18,7 @@ import yaml
 
 from pipeline.summary import open_summary
 from tests.hubcache import TEXT, build_suite, write_megatron
-from tests.snake import REPO, copy_run, planned_jobs, run_snakemake
+from tests.snake import copy_run, planned_jobs, run_snakemake
 
 pytestmark = pytest.mark.workflow
 
@@ -227,24 +227,6 @@ def test_missing_revision_fails_clearly_and_leaves_nothing(suite, tmp_path):
     assert ", ".join(f"step{s}" for s in STEPS) in log  # the revisions that do exist
     assert not (tmp / f"results/checkpoints/pythia-test/step{MISSING}/config.json").exists()
     assert not (tmp / f"results/extract/pythia-test/step{MISSING}.zarr").exists()
-
-
-@pytest.mark.parametrize(
-    "preset,placeholder",
-    [
-        ("pythia.yaml", "data/pythia_unigram_counts.npy"),
-        ("crfm-gpt2.yaml", "data/openwebtext_gpt2_counts.npy"),
-    ],
-)
-def test_preset_dry_run_builds_the_whole_dag_offline(tmp_path, preset, placeholder):
-    (tmp_path / placeholder).parent.mkdir(parents=True)
-    (tmp_path / placeholder).touch()  # the counts the user provides (see the preset)
-    env = {"HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(tmp_path / "empty")}
-    spec = yaml.safe_load((REPO / "config" / preset).read_text())
-    models, steps = len(spec["models"]), len(set(spec["steps"]))
-    counts = planned_jobs(tmp_path, REPO / "config" / preset, env=env)
-    assert counts["download"] == counts["extract"] == models * steps
-    assert counts["reduce"] == counts["fit_bnsl"] == models
 
 
 def test_duplicates_fail_before_extraction_and_delete_nothing(suite, tmp_path):

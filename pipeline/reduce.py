@@ -17,6 +17,11 @@ are. Per model it writes ``results/reduce/{model}.zarr`` (every variable declare
   (t, 2t), or (t, next step) where 2t is missing, indexed by t;
 * per-block summaries of the parameter decomposition and of D_W (``layer`` dim), and the output
   and input layers' (``head_*``, ``embed_*``); the logit-gradient rank curve per step.
+
+The update stage's stores of a model are reduced apart (``reduce_updates``, rule
+``reduce_update``) into ``results/reduce/{model}_update.zarr``: per step and update batch,
+D, M, |ΔL|, D(Δ̃ℓ) and the correlations on V and on the update batch, D and M per bin, the
+landscape's mean change, the sampled tokens' cross-sections, and the alignment sums.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ from pipeline.maths.binning import Bins, bin_change, bin_statistics
 from pipeline.maths.bottleneck import suppressed_forms
 from pipeline.maths.frequency import UNSEEN_BIN
 from pipeline.maths.saturation import improving, saturation_step
+from pipeline.maths.update import change_summary
 from pipeline.schema import (
     GEOMETRY,
     MEASUREMENTS,
@@ -44,7 +50,7 @@ from pipeline.schema import (
     quantile,
     quantile_overall,
 )
-from pipeline.store import labeled, remove_dead_writers_in, verify_store, write_zarr
+from pipeline.store import labeled, open_store, remove_dead_writers_in, verify_store, write_zarr
 
 log = logging.getLogger(__name__)
 
@@ -377,3 +383,92 @@ def _saturation_and_dissent(red: xr.Dataset, cfg: ReduceConfig) -> xr.Dataset:
         red[overall("cos_attractive_repulsive")].values, steps, cfg.dissent_threshold
     )
     return red
+
+
+# -- the update stage's stores: one model's reduced over steps -----------------------------------
+
+#: The update stage's two sets of tokens: V (``eval``) and the update batch (``train``).
+SETS = ("eval", "train")
+
+
+def reduce_updates(paths: list[str], out_path: str | None = None) -> xr.Dataset:
+    """One model's update stores (one per step) reduced to what the figures draw, over ``step``
+    (``results/reduce/{model}_update.zarr``, declared by ``pipeline.schema.UPDATE_REDUCE``):
+    per set (eval, train) and batch D, M, |ΔL|, D(Δ̃ℓ), Pearson and Spearman r, D and M per bin;
+    the landscape's mean change over α; for batch 0 the per-token cross-sections of the sample
+    and its (Δℓ, Δ̃ℓ) pairs; alignment and App. C.4's sums where gradients were measured."""
+    parts = [_reduce_update(labeled(open_store(p))) for p in paths]
+    directions = sorted({p.attrs["direction"] for p in parts})
+    ds = xr.concat(parts, dim="step", join="outer", coords="minimal", compat="override")
+    ds = conform(ds, "reduce_update")
+    ds.attrs = {"direction": directions[0] if len(directions) == 1 else "mixed"}
+    if out_path is not None:
+        write_zarr(ds, out_path)
+        log.info("%d update stores over steps %s → %s", len(paths), ds["step"].values, out_path)
+    return ds
+
+
+def _reduce_update(u: xr.Dataset) -> xr.Dataset:
+    u = u.isel(step=0).load()
+    out, per_bin = {}, []
+    for s in SETS:
+        prefix = "" if s == "eval" else "train_"
+        if f"{prefix}loss_change" not in u:
+            continue
+        change = u[f"{prefix}loss_change"].values
+        pred = u[f"{prefix}loss_change_pred"].values
+        rows = [change_summary(change[k], pred[k]) for k in range(change.shape[0])]
+        for key in rows[0]:
+            out[f"{s}_{key}"] = ("batch", np.array([r[key] for r in rows]))
+        bins = u["bin"].values if s == "eval" else u["train_bin"].values
+        D, M, present = _changes_per_bin(change, bins)
+        per_bin.append(
+            xr.Dataset(
+                {f"{s}_D_bin": (("batch", "bin"), D), f"{s}_M_bin": (("batch", "bin"), M)},
+                coords={"bin": present},
+            )
+        )
+    land = u["landscape_mean"].values
+    zero = int(np.flatnonzero(u["alpha"].values == 0)[0])
+    one = int(np.flatnonzero(u["alpha"].values == 1)[0])
+    out["update_norm"] = ("batch", u["update_norm"].values)
+    out["landscape_change"] = (("batch", "alpha"), land - land[:, zero : zero + 1])
+    tok = u["landscape"].values[0]
+    out["landscape_token"] = (("alpha", "sample"), tok)
+    out["sample_improved"] = ("sample", tok[one] < tok[zero])
+    idx = u["sample_token"].values
+    out["sample_loss_change"] = ("sample", u["loss_change"].values[0][idx])
+    out["sample_loss_change_pred"] = ("sample", u["loss_change_pred"].values[0][idx])
+    coords = {
+        "batch": u["batch"].values,
+        "alpha": u["alpha"].values,
+        "sample": np.arange(idx.size),
+        "sample_token": ("sample", idx),
+    }
+    if "coherence_g" in u:
+        out["coherence_g"] = ("batch", u["coherence_g"].values)
+        out["coherence_u"] = ("batch", u["coherence_uG"].values / u["coherence_ug"].values)
+        out["update_grad_cos"] = ("gradient_token", u["update_grad_cos"].values[0])
+        out["grad_norm"] = ("gradient_token", u["grad_norm"].values)
+        coords["gradient_token"] = u["gradient_token"].values
+    # the two sets' bins differ: an outer join puts both on their union
+    ds = xr.merge([xr.Dataset(out, coords=coords), *per_bin], join="outer")
+    ds.attrs = {"direction": u.attrs["direction"]}
+    return ds.expand_dims(step=[int(u["step"])])
+
+
+def _changes_per_bin(
+    change: np.ndarray, bins: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """D and M per (batch, bin) of per-token changes (batch, token) with per-token bins (the
+    same bins for every batch, or (batch, token))."""
+    bins = np.broadcast_to(bins, change.shape)
+    present = np.unique(bins)
+    D = np.full((change.shape[0], present.size), np.nan)
+    M = np.full_like(D, np.nan)
+    for k in range(change.shape[0]):
+        b = Bins.of(bins[k])
+        sums = bin_change(np.zeros_like(change[k]), change[k], b)[:-1]  # (bin, 3)
+        cols = np.searchsorted(present, b.present)
+        D[k, cols], M[k, cols] = interference.from_sums(sums[:, 0], sums[:, 1], sums[:, 2])
+    return D, M, present

@@ -25,7 +25,7 @@ Kept free of heavy imports: the workflow's DAG and the analysis half never load 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import xarray as xr
 
@@ -652,19 +652,24 @@ UPDATE_SUMMARY = (
     ),
 )
 SUMMARY = (*SUMMARY, *UPDATE_SUMMARY)
+#: One model's update stores reduced over steps (``results/reduce/{model}_update.zarr``): the
+#: update summary without its ``model`` dimension, which the summary stacks.
+UPDATE_REDUCE = tuple(
+    replace(v, dims=tuple(d for d in v.dims if d != "model")) for v in UPDATE_SUMMARY
+)
 
 STORES = {
     "extract": EXTRACT,
     "update": UPDATE,
     "reduce": REDUCE,
+    "reduce_update": UPDATE_REDUCE,
     "summary": SUMMARY,
     "fits": FITS,
 }
 
 
 def declared(store: str) -> dict[str, Variable]:
-    """The variables declared for ``store`` (``extract``, ``reduce``, ``summary`` or ``fits``),
-    by name."""
+    """The variables declared for ``store`` (a key of ``STORES``), by name."""
     return {v.name: v for v in STORES[store]}
 
 

@@ -18,10 +18,7 @@ import xarray as xr
 
 import pipeline
 from pipeline.fit import read_curve, read_fit
-from pipeline.maths.binning import Bins, bin_change
 from pipeline.maths.geometry import w_error
-from pipeline.maths.interference import from_sums
-from pipeline.maths.update import change_summary
 from pipeline.schema import FIT_FIELDS, bnsl, conform
 from pipeline.store import open_labeled, open_store, with_labels, write_zarr
 
@@ -37,7 +34,7 @@ def summarize(
     fit_paths: list[str],
     out_path: str,
     provenance: dict | None = None,
-    update_paths: dict[str, list[str]] | None = None,
+    update_paths: dict[str, str] | None = None,
     frequency_path: str | None = None,
     eval_path: str | None = None,
     corpus_paths: dict[str, str] | None = None,
@@ -45,9 +42,9 @@ def summarize(
 ) -> xr.Dataset:
     """Stack the models' reductions and fits (both in ``models`` order) and write the summary.
 
-    ``update_paths`` maps each model to its update stores (``pipeline.update``), reduced over
-    steps by ``summarize_updates`` and stacked likewise; ``attrs["update_direction"]`` names each
-    model's direction. ``provenance`` (e.g. the config digest and the fit settings) is added to
+    ``update_paths`` maps each model with update stores to their reduction over steps
+    (``results/reduce/{model}_update.zarr``, ``pipeline.reduce.reduce_updates``), stacked
+    likewise; ``attrs["update_direction"]`` names each model's direction. ``provenance`` (e.g. the config digest and the fit settings) is added to
     the attrs. ``frequency_path`` and ``eval_path`` add the training counts of every id and
     its occurrences among V's targets (``vocab`` dimension), for the frequency figure.
     ``corpus_paths`` maps toy models to their language's corpus store, whose true
@@ -63,12 +60,11 @@ def summarize(
         p.attrs = {}
     ds = xr.concat(parts, dim="model", join="outer", coords="minimal", compat="override")
     ds = ds.assign_coords(model=np.arange(len(models), dtype=np.int64))
-    updates = {m: p for m, p in (update_paths or {}).items() if p}
-    if updates:
+    if update_paths:
         per_model = []
         for i, m in enumerate(models):
-            if m in updates:
-                u = summarize_updates(updates[m])
+            if m in update_paths:
+                u = open_labeled(update_paths[m]).load()
                 attrs.setdefault("update_direction", {})[m] = u.attrs["direction"]
                 per_model.append(u.expand_dims(model=[i]).drop_attrs())
         u = xr.concat(per_model, dim="model", join="outer", coords="minimal", compat="override")
@@ -156,84 +152,3 @@ def _shared_attrs(models: list[str], attrs: list[dict]) -> dict:
 def open_summary(path: str) -> xr.Dataset:
     """Open ``results/summary.zarr`` with the model names as the ``model`` coordinate."""
     return open_labeled(path)
-
-
-# --- one model's update stores reduced over steps ------------------------------------------
-
-SETS = ("eval", "train")
-
-
-def summarize_updates(paths: list[str]) -> xr.Dataset:
-    """One model's update stores (one per step) reduced to what the figures draw, over ``step``:
-    per set (eval, train) and batch D, M, |ΔL|, D(Δ̃ℓ), Pearson and Spearman r, D and M per bin;
-    the landscape's mean change over α; for batch 0 the per-token cross-sections of the sample
-    and its (Δℓ, Δ̃ℓ) pairs; alignment and App. C.4's sums where gradients were measured."""
-    parts = [_summarize_one(open_labeled(p)) for p in paths]
-    directions = sorted({p.attrs["direction"] for p in parts})
-    ds = xr.concat(parts, dim="step", join="outer", coords="minimal", compat="override")
-    ds.attrs = {"direction": directions[0] if len(directions) == 1 else "mixed"}
-    return ds
-
-
-def _summarize_one(u: xr.Dataset) -> xr.Dataset:
-    u = u.isel(step=0).load()
-    out, per_bin = {}, []
-    for s in SETS:
-        prefix = "" if s == "eval" else "train_"
-        if f"{prefix}loss_change" not in u:
-            continue
-        change = u[f"{prefix}loss_change"].values
-        pred = u[f"{prefix}loss_change_pred"].values
-        rows = [change_summary(change[k], pred[k]) for k in range(change.shape[0])]
-        for key in rows[0]:
-            out[f"{s}_{key}"] = ("batch", np.array([r[key] for r in rows]))
-        bins = u["bin"].values if s == "eval" else u["train_bin"].values
-        D, M, present = _per_bin(change, bins)
-        per_bin.append(
-            xr.Dataset(
-                {f"{s}_D_bin": (("batch", "bin"), D), f"{s}_M_bin": (("batch", "bin"), M)},
-                coords={"bin": present},
-            )
-        )
-    land = u["landscape_mean"].values
-    zero = int(np.flatnonzero(u["alpha"].values == 0)[0])
-    one = int(np.flatnonzero(u["alpha"].values == 1)[0])
-    out["update_norm"] = ("batch", u["update_norm"].values)
-    out["landscape_change"] = (("batch", "alpha"), land - land[:, zero : zero + 1])
-    tok = u["landscape"].values[0]
-    out["landscape_token"] = (("alpha", "sample"), tok)
-    out["sample_improved"] = ("sample", tok[one] < tok[zero])
-    idx = u["sample_token"].values
-    out["sample_loss_change"] = ("sample", u["loss_change"].values[0][idx])
-    out["sample_loss_change_pred"] = ("sample", u["loss_change_pred"].values[0][idx])
-    coords = {
-        "batch": u["batch"].values,
-        "alpha": u["alpha"].values,
-        "sample": np.arange(idx.size),
-        "sample_token": ("sample", idx),
-    }
-    if "coherence_g" in u:
-        out["coherence_g"] = ("batch", u["coherence_g"].values)
-        out["coherence_u"] = ("batch", u["coherence_uG"].values / u["coherence_ug"].values)
-        out["update_grad_cos"] = ("gradient_token", u["update_grad_cos"].values[0])
-        out["grad_norm"] = ("gradient_token", u["grad_norm"].values)
-        coords["gradient_token"] = u["gradient_token"].values
-    # the two sets' bins differ: an outer join puts both on their union
-    ds = xr.merge([xr.Dataset(out, coords=coords), *per_bin], join="outer")
-    ds.attrs = {"direction": u.attrs["direction"]}
-    return ds.expand_dims(step=[int(u["step"])])
-
-
-def _per_bin(change: np.ndarray, bins: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """D and M per (batch, bin) of per-token changes (batch, token) with per-token bins (the
-    same bins for every batch, or (batch, token))."""
-    bins = np.broadcast_to(bins, change.shape)
-    present = np.unique(bins)
-    D = np.full((change.shape[0], present.size), np.nan)
-    M = np.full_like(D, np.nan)
-    for k in range(change.shape[0]):
-        b = Bins.of(bins[k])
-        sums = bin_change(np.zeros_like(change[k]), change[k], b)[:-1]  # (bin, 3)
-        cols = np.searchsorted(present, b.present)
-        D[k, cols], M[k, cols] = from_sums(sums[:, 0], sums[:, 1], sums[:, 2])
-    return D, M, present

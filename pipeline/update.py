@@ -13,7 +13,7 @@ in one forward-mode pass (a Jacobian-vector product); loss-landscape cross-secti
 ℓ_i(θ + m·Δθ) over multiples m of the step (α = m‖Δθ‖); ‖Δθ‖ overall and per parameter
 tensor; and, optionally, exact per-token gradients for a sample of V (‖∇θℓ_i‖,
 cos(Δθ, ∇θℓ_i), App. C.4's coordinate sums, whose identity is checked on every run).
-``pipeline.summary.summarize_updates`` reduces one model's stores over steps.
+``pipeline.reduce.reduce_updates`` reduces one model's stores over steps.
 """
 
 from __future__ import annotations

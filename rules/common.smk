@@ -235,6 +235,10 @@ def update_stores(model):
     return PLAN.update_stores(model)
 
 
+#: The models with update stores (reduced by rule reduce_update).
+UPDATE_MODELS = [m for m in MODELS if update_stores(m)]
+
+
 def update_inputs(wildcards):
     """The update job's inputs; its checkpoints ``ancient`` where the store was measured on
     exactly their weights."""

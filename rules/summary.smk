@@ -1,13 +1,13 @@
-# The summary stage: every model's reduction, update stores, BNSL fits and training-loss curve,
-# and the run's provenance, in one dataset (pipeline/summary.py), results/summary.zarr, which
-# every figure reads.
+# The summary stage: every model's reductions (of its steps and of its update stores), BNSL fits
+# and training-loss curve, and the run's provenance, stacked in one dataset (pipeline/summary.py),
+# results/summary.zarr, which every figure reads.
 
 
 rule summary:
     input:
         reduce=expand(results("reduce/{model}.zarr"), model=MODELS),
         fits=expand(results("fits/{model}.json"), model=MODELS),
-        updates=[p for m in MODELS for p in update_stores(m)],
+        updates=expand(results("reduce/{model}_update.zarr"), model=UPDATE_MODELS),
         frequency=frequency_store(),
         eval=eval_store(),
         corpora=sorted({toy_corpus_of(m) for m in TOY_MODELS}),
@@ -22,7 +22,7 @@ rule summary:
         "../envs/analysis.yaml"
     params:
         models=MODELS,
-        updates={m: update_stores(m) for m in MODELS},
+        updates={m: results(f"reduce/{m}_update.zarr") for m in UPDATE_MODELS},
         corpora={m: toy_corpus_of(m) for m in TOY_MODELS},
         train_fits={
             m: [results(f"fits/{m}_train.json"), *PLAN.train_curve(m)]

@@ -1,15 +1,11 @@
 """Entry point of rule summary: every model's reduction and fit in one dataset."""
 
 from pipeline.logs import setup
-from pipeline.plan import Plan
 from pipeline.provenance import config_files, from_job
 from pipeline.summary import summarize
 
 setup(snakemake.log[0])  # noqa: F821
 from_job(snakemake)  # noqa: F821 (every store it writes records the inputs)
-plan = Plan(snakemake.config)  # noqa: F821
-for model in snakemake.params.models:  # noqa: F821 (update stores measured on today's weights)
-    plan.check_measured(model, "update")
 summarize(
     snakemake.params.models,  # noqa: F821
     list(snakemake.input.reduce),  # noqa: F821

@@ -1,5 +1,5 @@
 """The single-step figures of *Zero-sum learning* (Mircea et al. 2025, §3.2), from the update
-stage's reductions in the summary (``pipeline.update``, ``pipeline.summary.summarize_updates``).
+stage's reductions in the summary (``pipeline.update``, ``pipeline.reduce.reduce_updates``).
 
 * ``single_step_interference``: D and M of one step's per-token loss changes on the update
   batch and on V, mean and range over the K batches, beside the multi-step D(Δ_t^{t′}ℓ) between

@@ -35,9 +35,11 @@ def plot_jobs(figures=FIGURES) -> dict[str, int]:
 
 
 def update_jobs(config: dict, models: int, steps: list[int] | None = None) -> dict[str, int]:
-    """One update job per (model, analysed step): every listed step unless update.steps says."""
+    """One update job per (model, analysed step): every listed step unless update.steps says;
+    and each of those models' update stores reduced over steps."""
     steps = config["update"]["steps"] if steps is None else steps
-    return {"update": models * len(steps if steps is not None else config["steps"])}
+    n = models * len(steps if steps is not None else config["steps"])
+    return {"update": n, "reduce_update": models} if n else {}
 
 
 def downstream_jobs(models: int) -> dict[str, int]:
@@ -113,7 +115,11 @@ def test_adding_a_step_reruns_only_its_extractions_and_changes_no_other_store(
     n_models = len(config["models"])
     jobs = planned_jobs(run_copy, changed)
     # one new extraction and update per model, nothing upstream; every model's reduction and fit
-    assert jobs == {"extract": n_models, "update": n_models, **downstream_jobs(n_models)}
+    assert jobs == {
+        "extract": n_models,
+        **update_jobs(config, n_models, [new_step]),
+        **downstream_jobs(n_models),
+    }
 
     def fingerprint():
         out = {}

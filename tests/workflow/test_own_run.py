@@ -145,6 +145,7 @@ def test_training_further_plans_only_the_new_checkpoints(own_run):
         "extract": new,
         "update": new,
         "reduce": 1,
+        "reduce_update": 1,
         "fit_bnsl": 1,
         "fit_bnsl_train": 1,
         "fit_table": 1,

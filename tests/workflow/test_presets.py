@@ -59,6 +59,10 @@ def test_preset_dry_runs_in_a_fresh_directory(tmp_path, preset):
     stateful = [m for m, spec in cfg["models"].items() if has_optimizer_states(spec)]
     expected = sum(len(analysed) if m in stateful else len(moving) for m in cfg["models"])
     assert jobs.get("update", 0) == expected
+    updated = [
+        m for m in cfg["models"] if m in stateful and analysed or m not in stateful and moving
+    ]
+    assert jobs.get("reduce_update", 0) == (len(updated) if expected else 0)
     batches = {cfg["models"][m].get("language") for m in stateful} if analysed else set()
     assert jobs.get("update_batches", 0) == len(batches)
     assert jobs.get("fetch_counts", 0) == (1 if cfg["frequency"].get("url") else 0)

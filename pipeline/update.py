@@ -245,7 +245,7 @@ def optimizer_steps(
     update_path: str,
     k: int,
     device,
-    micro: int,
+    batch_size: int | None = None,
     allow_pickle: bool = False,
     max_grad_norm: float | None = None,
     lr: float | None = None,
@@ -253,8 +253,8 @@ def optimizer_steps(
     """One optimizer step from the checkpoint's saved state (read by its format,
     ``pipeline.formats``, and checked to belong to the checkpoint: its step, the schedule's
     learning rate ``lr`` where known, the weights' sha256, finite moments) on each of the first
-    ``k`` update batches (in training mode, as training took its steps), ``micro`` sequences a
-    pass."""
+    ``k`` update batches (in training mode, as training took its steps), each batch's gradient
+    accumulated over passes of ``sequences_per_pass(batch_size, …)`` of its windows."""
     fmt = formats.detect(checkpoint)
     state = fmt.read_optimizer(
         checkpoint, model, allow_pickle=allow_pickle, max_grad_norm=max_grad_norm, step=step
@@ -274,6 +274,7 @@ def optimizer_steps(
         )
     batches = torch.from_numpy(ub["input_ids"].values[:k].astype(np.int64)).to(device)
     _check_ids(model, batches, update_path)
+    micro = sequences_per_pass(batch_size, batches.shape[-1], _vocab(model))
     model.train()
     deltas = [
         one_step(model, state, lambda b=b: batch_backward(model, b, micro, state.loss_denominator))
@@ -424,6 +425,114 @@ def update_norms(deltas: list[Params], where: str, meaning: str) -> tuple[np.nda
     return norms, norm
 
 
+def sequences_per_pass(batch_size: int | None, window: int, vocab: int) -> int:
+    """Sequences of ``window`` tokens per forward (and backward) pass: ``update.batch_size``,
+    or 16k tokens a pass, fewer where the (tokens × V) logits would pass 2^27 entries
+    (512 MB)."""
+    return batch_size or max(1, min(16384 // window, 2**27 // (window * vocab)))
+
+
+def _vocab(model) -> int:
+    return model.get_output_embeddings().weight.shape[0]
+
+
+def find_directions(
+    model,
+    checkpoint: str,
+    step: int,
+    cfg: UpdateConfig,
+    device,
+    where: str,
+    update_path: str | None = None,
+    next_checkpoint: str | None = None,
+    next_step: int | None = None,
+    allow_pickle: bool = False,
+    max_grad_norm: float | None = None,
+    lr: float | None = None,
+) -> Directions:
+    """The K directions Δθ of ``cfg.direction``: one optimizer step from the checkpoint's saved
+    state on each update batch (``update_path``), or the displacement to ``next_checkpoint``."""
+    if cfg.direction == "optimizer":
+        if update_path is None:
+            raise ValueError(f"{where}: an optimizer step needs the update batches (update.zarr)")
+        return optimizer_steps(
+            model,
+            checkpoint,
+            step,
+            update_path,
+            cfg.batches,
+            device,
+            batch_size=cfg.batch_size,
+            allow_pickle=allow_pickle,
+            max_grad_norm=max_grad_norm,
+            lr=lr,
+        )
+    if next_checkpoint is None or next_step is None:
+        raise ValueError(
+            f"{where} has no optimizer state and no next checkpoint: the last listed step cannot "
+            "be analysed along a displacement"
+        )
+    return displacement_to(model, next_checkpoint, step, next_step, device, allow_pickle)
+
+
+def measure_directions(
+    model, x: torch.Tensor, y: torch.Tensor, dirs: Directions, cfg: UpdateConfig, where: str
+) -> tuple[dict, dict]:
+    """Everything measured along ``dirs`` on V (``x``, ``y``: its windows) and on the update
+    batches: per-token Δℓ and Δ̃ℓ, the landscapes over α, the norms, and (``cfg.gradients``)
+    the per-token gradient alignment. Returns the store's data and coordinates (those of V's
+    tokens left to the caller)."""
+    per_pass = sequences_per_pass(cfg.batch_size, x.shape[1], _vocab(model))
+    deltas, K = dirs.deltas, len(dirs.deltas)
+    norms, norm = update_norms(deltas, where, dirs.attrs["direction_meaning"])
+    loss, actual, pred = changes(model, x, y, deltas, per_pass)
+    if not np.isfinite(actual).any():
+        raise ValueError(f"{where}: every loss change came out NaN; nothing was written")
+    land = landscapes(model, x, y, deltas, cfg, per_pass)
+    alpha = np.asarray([float(a) for a in cfg.alpha])
+    data = {
+        "loss": ("token", loss.astype(np.float32)),
+        "loss_change": (("batch", "token"), actual.astype(np.float32)),
+        "loss_change_pred": (("batch", "token"), pred.astype(np.float32)),
+        "update_norm": ("batch", norm),
+        "update_param_norm": (("batch", "param"), norms),
+        "landscape_mean": (("batch", "alpha"), land["mean"]),
+        "landscape": (("batch", "alpha", "sample"), land["per_token"].astype(np.float32)),
+    }
+    coords = {
+        "batch": np.arange(K),
+        "alpha": alpha,
+        "alpha_distance": (("batch", "alpha"), np.outer(norm, alpha)),
+        "sample_token": ("sample", land["sample_token"]),
+        "param": np.arange(len(deltas[0])),
+    }
+    if dirs.batches is not None:  # the update batches themselves
+        window = dirs.batches.shape[-1] - 1
+        on_batch = sequences_per_pass(cfg.batch_size, window, _vocab(model))
+        tl, tc, tp = [], [], []
+        for b, d in zip(dirs.batches, deltas):
+            loss_b, actual_b, pred_b = changes(model, b[:, :-1], b[:, 1:], [d], on_batch)
+            tl.append(loss_b)
+            tc.append(actual_b[0])
+            tp.append(pred_b[0])
+        dims = ("batch", "train_token")
+        data.update(
+            train_loss=(dims, np.stack(tl).astype(np.float32)),
+            train_loss_change=(dims, np.stack(tc).astype(np.float32)),
+            train_loss_change_pred=(dims, np.stack(tp).astype(np.float32)),
+        )
+        coords.update(
+            train_token=np.arange(len(tl[0])),
+            train_target=(dims, dirs.batches[:, :, 1:].reshape(K, -1).cpu().numpy()),
+            train_bin=(dims, dirs.bins.reshape(K, -1)),
+        )
+    if cfg.gradients:
+        grad_data, tokens = gradient_measures(model, x, y, deltas, pred, norm, cfg, where)
+        data.update(grad_data)
+        coords["gradient_token"] = tokens.astype(np.int64)
+    return data, coords
+
+
 def analyse_update(
     checkpoint: str,
     eval_path: str,
@@ -451,82 +560,22 @@ def analyse_update(
     x = torch.from_numpy(ev["input_ids"].values.astype(np.int64)).to(device)
     y = torch.from_numpy(ev["targets"].values.astype(np.int64)).to(device)
     _check_ids(model, torch.cat([x, y], 1), eval_path)
-    V = model.get_output_embeddings().weight.shape[0]
-    # 16k tokens a pass, fewer where the (tokens × V) logits would pass 2^27 entries (512 MB)
-    batch = cfg.batch_size or max(1, min(16384 // x.shape[1], 2**27 // (x.shape[1] * V)))
-    if cfg.direction == "optimizer":
-        if update_path is None:
-            raise ValueError(f"{where}: an optimizer step needs the update batches (update.zarr)")
-        dirs = optimizer_steps(
-            model,
-            checkpoint,
-            step,
-            update_path,
-            cfg.batches,
-            device,
-            micro=batch,
-            allow_pickle=allow_pickle,
-            max_grad_norm=max_grad_norm,
-            lr=lr,
-        )
-    elif next_checkpoint is None or next_step is None:
-        raise ValueError(
-            f"{where} has no optimizer state and no next checkpoint: the last listed step cannot "
-            "be analysed along a displacement"
-        )
-    else:
-        dirs = displacement_to(model, next_checkpoint, step, next_step, device, allow_pickle)
-    deltas, K = dirs.deltas, len(dirs.deltas)
-    names = list(deltas[0])
-    norms, norm = update_norms(deltas, where, dirs.attrs["direction_meaning"])
-
-    loss, actual, pred = changes(model, x, y, deltas, batch)
-    if not np.isfinite(actual).any():
-        raise ValueError(f"{where}: every loss change came out NaN; nothing was written")
-    land = landscapes(model, x, y, deltas, cfg, batch)
-    alpha = np.asarray([float(a) for a in cfg.alpha])
-    data = {
-        "loss": ("token", loss.astype(np.float32)),
-        "loss_change": (("batch", "token"), actual.astype(np.float32)),
-        "loss_change_pred": (("batch", "token"), pred.astype(np.float32)),
-        "update_norm": ("batch", norm),
-        "update_param_norm": (("batch", "param"), norms),
-        "landscape_mean": (("batch", "alpha"), land["mean"]),
-        "landscape": (("batch", "alpha", "sample"), land["per_token"].astype(np.float32)),
-    }
-    coords = {
-        "batch": np.arange(K),
-        "token": ev["token"].values,
-        "target": ev["target"],
-        "bin": ev["bin"],
-        "alpha": alpha,
-        "alpha_distance": (("batch", "alpha"), np.outer(norm, alpha)),
-        "sample_token": ("sample", land["sample_token"]),
-        "param": np.arange(len(names)),
-    }
-    if dirs.batches is not None:  # the update batches themselves
-        tl, tc, tp = [], [], []
-        for b, d in zip(dirs.batches, deltas):
-            loss_b, actual_b, pred_b = changes(model, b[:, :-1], b[:, 1:], [d], batch)
-            tl.append(loss_b)
-            tc.append(actual_b[0])
-            tp.append(pred_b[0])
-        dims = ("batch", "train_token")
-        data.update(
-            train_loss=(dims, np.stack(tl).astype(np.float32)),
-            train_loss_change=(dims, np.stack(tc).astype(np.float32)),
-            train_loss_change_pred=(dims, np.stack(tp).astype(np.float32)),
-        )
-        coords.update(
-            train_token=np.arange(len(tl[0])),
-            train_target=(dims, dirs.batches[:, :, 1:].reshape(K, -1).cpu().numpy()),
-            train_bin=(dims, dirs.bins.reshape(K, -1)),
-        )
-    if cfg.gradients:
-        grad_data, tokens = gradient_measures(model, x, y, deltas, pred, norm, cfg, where)
-        data.update(grad_data)
-        coords["gradient_token"] = tokens.astype(np.int64)
-
+    dirs = find_directions(
+        model,
+        checkpoint,
+        step,
+        cfg,
+        device,
+        where,
+        update_path=update_path,
+        next_checkpoint=next_checkpoint,
+        next_step=next_step,
+        allow_pickle=allow_pickle,
+        max_grad_norm=max_grad_norm,
+        lr=lr,
+    )
+    data, coords = measure_directions(model, x, y, dirs, cfg, where)
+    coords.update(token=ev["token"].values, target=ev["target"], bin=ev["bin"])
     attrs = {
         "model": model_name,
         "step": int(step),
@@ -539,9 +588,11 @@ def analyse_update(
     ds = xr.Dataset(data, coords=coords, attrs=attrs).expand_dims(
         step=np.array([step], dtype=np.int64)
     )
+    names = list(dirs.deltas[0])
     write_zarr(with_labels(conform(ds, "update"), {"param": names}), out_path)
+    actual, pred = data["loss_change"][1], data["loss_change_pred"][1]
     s = change_summary(actual[0], pred[0])
     log.info(
         "eval: D %.3f, M %.4g, Pearson r(Δℓ, Δ̃ℓ) %.3f; ‖Δθ‖ %.4g; wrote %s",
-        *(s["D"], s["M"], s["pearson"], norm[0], out_path),
+        *(s["D"], s["M"], s["pearson"], data["update_norm"][1][0], out_path),
     )

@@ -53,7 +53,9 @@ def summarize(
     ``pipeline.fit.read_curve``): their curve becomes ``train_loss`` (``train_step``) and their
     fit ``bnsl_train_*``, flags in ``attrs["bnsl_train_flag"]``.
     """
-    parts = [open_labeled(p) for p in reduce_paths]
+    # the stores' encodings go: a value the stacking fills in (NaN where a model lacks a step)
+    # must not be cast back to a stored dtype (a bool's NaN written as True)
+    parts = [open_labeled(p).drop_encoding() for p in reduce_paths]
     attrs = _shared_attrs(models, [p.attrs for p in parts])
     attrs["weights_sha256"] = {m: list(p.attrs["weights_sha256"]) for m, p in zip(models, parts)}
     for p in parts:
@@ -64,7 +66,7 @@ def summarize(
         per_model = []
         for i, m in enumerate(models):
             if m in update_paths:
-                u = open_labeled(update_paths[m]).load()
+                u = open_labeled(update_paths[m]).drop_encoding().load()
                 attrs.setdefault("update_direction", {})[m] = u.attrs["direction"]
                 per_model.append(u.expand_dims(model=[i]).drop_attrs())
         u = xr.concat(per_model, dim="model", join="outer", coords="minimal", compat="override")

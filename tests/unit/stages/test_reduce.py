@@ -167,6 +167,42 @@ def test_summary_holds_the_training_curves_and_their_fits(tmp_path):
     assert s.attrs["bnsl_train_flag"] == {"b": fit["flag"]}
 
 
+def test_summary_stacks_reduced_updates_without_casting_its_gaps(tmp_path):
+    """A model's reduced update store (one step of two) stacked into the summary: its values
+    where measured, NaN at the other step, even for a variable stored as bool (a store's
+    encoding must not cast the gap back: NaN as bool is True)."""
+    from pipeline.schema import conform
+
+    paths, _, _ = write_steps(tmp_path, [0, 1], 20, 20)
+    reduce_model(paths, str(tmp_path / "a.zarr"), "a", ReduceConfig())
+    with pytest.warns(UserWarning, match="too_few_points"):
+        fit_model(str(tmp_path / "a.zarr"), str(tmp_path / "a.json"), FitConfig())
+    improved = np.array([[True, False, True]])
+    u = xr.Dataset(
+        {
+            "sample_improved": (("step", "sample"), improved),
+            "update_norm": (("step", "batch"), [[0.5, 0.25]]),
+        },
+        coords={"step": [1], "sample": np.arange(3), "batch": np.arange(2)},
+    )
+    u = conform(u, "reduce_update")
+    u.attrs = {"direction": "optimizer"}
+    write_zarr(u, str(tmp_path / "a_update.zarr"))
+    summarize(
+        ["a"],
+        [str(tmp_path / "a.zarr")],
+        [str(tmp_path / "a.json")],
+        str(tmp_path / "s.zarr"),
+        update_paths={"a": str(tmp_path / "a_update.zarr")},
+    )
+    s = open_summary(str(tmp_path / "s.zarr")).load()
+    got = s["sample_improved"].sel(model="a")
+    assert np.isnan(got.sel(step=0).values.astype(float)).all()
+    np.testing.assert_array_equal(got.sel(step=1).values.astype(float), improved[0])
+    np.testing.assert_array_equal(s["update_norm"].sel(model="a", step=1).values, [0.5, 0.25])
+    assert s.attrs["update_direction"] == {"a": "optimizer"}
+
+
 def test_summary_refuses_reductions_with_different_settings(tmp_path):
     paths, _, _ = write_steps(tmp_path, [0, 1], 20, 20)
     reduce_model(paths, str(tmp_path / "a.zarr"), "a", ReduceConfig(saturation_tolerance=0.01))

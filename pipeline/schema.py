@@ -4,8 +4,8 @@ and the paper and figure it serves.
 Writers pass their dataset through ``conform(ds, store)`` before writing: every data variable
 must be declared for that store with those dimensions, and each gets CF-style ``long_name`` and
 ``units`` attrs. Readers take names from here (``overall``, ``quantile``, ``bnsl`` …) rather than
-building them. The README's table of outputs is generated from this module
-(``python -m pipeline.schema``), and a test checks that it matches.
+building them. The README's tables of the stores are rendered from it by ``pipeline.tables``
+(``python -m pipeline.tables``), and a test checks that they match.
 
 The stores:
 
@@ -212,7 +212,7 @@ def quantile_overall(name: str) -> str:
     return f"{name}_quantile_overall"
 
 
-def _binned(v: Variable) -> tuple[Variable, ...]:
+def binned(v: Variable) -> tuple[Variable, ...]:
     m, u, s = v.meaning, v.units, v.serves
     return (
         Variable(v.name, ("step", "bin"), u, f"mean of {m} over each bin's tokens", s),
@@ -231,7 +231,7 @@ def _binned(v: Variable) -> tuple[Variable, ...]:
 
 _PAIR = "between checkpoints t and t′ (2t, else the next step)"
 REDUCE = (
-    *(w for v in TOKEN_MEASUREMENTS for w in _binned(v)),
+    *(w for v in TOKEN_MEASUREMENTS for w in binned(v)),
     Variable("n_tokens", ("bin",), "tokens", "evaluation tokens in each bin"),
     Variable(
         "improving",
@@ -699,62 +699,3 @@ def conform(ds: xr.Dataset, store: str) -> xr.Dataset:
         v = decl[name]
         out[name].attrs.update(long_name=v.meaning, units=v.units, serves=v.serves)
     return out
-
-
-#: The README's generated tables: the stores, and the summary's update variables.
-README_TABLES = {
-    "extract": "extract",
-    "update": "update",
-    "reduce": "reduce",
-    "summary-update": UPDATE_SUMMARY,
-    "fits": "fits",
-}
-
-
-def markdown_table(store: str | tuple[Variable, ...]) -> str:
-    """The README's table of one store's variables (generated; a test checks the README).
-
-    In the ``reduce`` table the four variables derived from each per-token measurement m are
-    shown once, as rows for ``m``, ``overall(m)``, ``quantile(m)`` and ``quantile_overall(m)``.
-    """
-    lines = ["| variable | dims | units | meaning | serves |", "| --- | --- | --- | --- | --- |"]
-
-    def row(name: str, v: Variable, meaning: str, units: str, serves: str) -> None:
-        dims = ", ".join(v.dims) if v.dims else "—"
-        opt = " (optional)" if v.optional else ""
-        cells = [f"`{name}`", dims, units, meaning + opt, serves]
-        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
-
-    families = (
-        {w.name: v.name for v in TOKEN_MEASUREMENTS for w in _binned(v)}
-        if store == "reduce"
-        else {}
-    )
-    shown = set()
-    for v in STORES[store] if isinstance(store, str) else store:
-        m = families.get(v.name)
-        if m is None:
-            row(v.name, v, v.meaning, v.units, v.serves)
-            continue
-        template = v.name.replace(m, "m", 1)
-        if template not in shown:
-            shown.add(template)
-            meaning = v.meaning.replace(_meaning(m), "m", 1) + ", for each measurement m"
-            row(template, v, meaning, "as m", "as m")
-    return "\n".join(lines)
-
-
-def _meaning(name: str) -> str:
-    return next(v.meaning for v in TOKEN_MEASUREMENTS if v.name == name)
-
-
-def readme_tables() -> str:
-    """Every generated table with the markers that delimit it in the README."""
-    return "\n\n".join(
-        f"<!-- schema:{name} -->\n{markdown_table(which)}\n<!-- /schema:{name} -->"
-        for name, which in README_TABLES.items()
-    )
-
-
-if __name__ == "__main__":  # python -m pipeline.schema: the README's tables
-    print(readme_tables())

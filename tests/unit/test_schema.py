@@ -7,16 +7,16 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from pipeline import schema
+from pipeline import schema, tables
 
 REPO_README = schema.__file__.rsplit("/pipeline/", 1)[0] + "/README.md"
 
 
 def test_readme_tables_are_generated_from_the_schema():
     readme = open(REPO_README).read()
-    for block in schema.readme_tables().split("\n\n"):
+    for block in tables.readme_tables().split("\n\n"):
         assert block in readme, (
-            f"README table out of date: run `python -m pipeline.schema`\n{block[:200]}"
+            f"README table out of date: run `python -m pipeline.tables`\n{block[:200]}"
         )
 
 

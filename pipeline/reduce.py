@@ -49,6 +49,7 @@ from pipeline.schema import (
     overall,
     quantile,
     quantile_overall,
+    update_summary,
 )
 from pipeline.store import labeled, open_store, remove_dead_writers_in, verify_store, write_zarr
 
@@ -419,12 +420,15 @@ def _reduce_update(u: xr.Dataset) -> xr.Dataset:
         pred = u[f"{prefix}loss_change_pred"].values
         rows = [change_summary(change[k], pred[k]) for k in range(change.shape[0])]
         for key in rows[0]:
-            out[f"{s}_{key}"] = ("batch", np.array([r[key] for r in rows]))
+            out[update_summary(s, key)] = ("batch", np.array([r[key] for r in rows]))
         bins = u["bin"].values if s == "eval" else u["train_bin"].values
         D, M, present = _changes_per_bin(change, bins)
         per_bin.append(
             xr.Dataset(
-                {f"{s}_D_bin": (("batch", "bin"), D), f"{s}_M_bin": (("batch", "bin"), M)},
+                {
+                    update_summary(s, "D_bin"): (("batch", "bin"), D),
+                    update_summary(s, "M_bin"): (("batch", "bin"), M),
+                },
                 coords={"bin": present},
             )
         )

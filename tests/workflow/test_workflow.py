@@ -37,6 +37,7 @@ def expected_stores(config: dict) -> set[Path]:
         *(Path(f"results/extract/{m}/step{s}.zarr") for m in models for s in steps),
         *(Path(f"results/update/{m}/step{s}.zarr") for m in models for s in steps),
         *(Path(f"results/reduce/{m}.zarr") for m in models),
+        *(Path(f"results/reduce/{m}_update.zarr") for m in models),
         Path("results/data/toy/update.zarr"),
         Path(f"results/data/{config['eval']['name']}/eval.zarr"),
         Path(f"results/data/{config['frequency']['name']}/frequency.zarr"),

@@ -76,8 +76,9 @@ def summarize(
         ds[bnsl(field)] = ("model", np.array([float(f[field]) for f in fits]))
     attrs["bnsl_flag"] = {m: f["flag"] for m, f in zip(models, fits)}
     if train_fits:
-        ds = ds.assign(training_curves(models, train_fits))
-        attrs["bnsl_train_flag"] = {m: read_fit(f)["flag"] for m, (f, _, _) in train_fits.items()}
+        train = {m: read_fit(f) for m, (f, _, _) in train_fits.items()}
+        ds = ds.assign(training_curves(models, train_fits, train))
+        attrs["bnsl_train_flag"] = {m: fit["flag"] for m, fit in train.items()}
     if frequency_path is not None and eval_path is not None:
         count = open_store(frequency_path)["count"].values
         targets = open_store(eval_path)["target"].values
@@ -93,10 +94,11 @@ def summarize(
 
 
 def training_curves(
-    models: list[str], train_fits: dict[str, tuple[str, str, str | None]]
+    models: list[str], train_fits: dict[str, tuple[str, str, str | None]], fits: dict[str, dict]
 ) -> dict[str, tuple]:
-    """The training-loss curves (``model``, ``train_step``) and their fits (``model``,) of the
-    models in ``train_fits`` (see ``summarize``); NaN for the other models."""
+    """The training-loss curves (``model``, ``train_step``) of the models in ``train_fits`` (see
+    ``summarize``) and their ``fits`` (``model``,), as ``read_fit`` returns them; NaN for the
+    other models."""
     curves = {m: read_curve(curve, reader) for m, (_, curve, reader) in train_fits.items()}
     steps = np.unique(np.concatenate([s for s, _ in curves.values()]))
     if np.array_equal(steps, np.round(steps)):
@@ -108,7 +110,7 @@ def training_curves(
             continue
         s, v = curves[m]
         loss[i, np.searchsorted(steps, s)] = v
-        fit = read_fit(train_fits[m][0])
+        fit = fits[m]
         for f in FIT_FIELDS:
             out[bnsl(f, "train")][i] = float(fit[f])
     return {

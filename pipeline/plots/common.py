@@ -147,6 +147,15 @@ class View:
         return None if value is None else float(value)
 
 
+def finite_mean(x: np.ndarray, axis: int) -> np.ndarray:
+    """The mean of the finite values along ``axis``; NaN (without a warning) where there are
+    none (steps without a measurement)."""
+    ok = np.isfinite(x)
+    n = ok.sum(axis=axis)
+    total = np.where(ok, x, 0.0).sum(axis=axis)
+    return np.where(n > 0, total / np.maximum(n, 1), np.nan)
+
+
 def has(ds: xr.Dataset, var: str) -> bool:
     """Whether ``ds`` has ``var`` and it holds a finite value."""
     return var in ds and bool(np.isfinite(np.asarray(ds[var].values, dtype=np.float64)).any())

@@ -29,6 +29,7 @@ from pipeline.plots.common import (
     MARKERS_UP_TO,
     View,
     dots,
+    finite_mean,
     handle_of,
     legend_below,
     line,
@@ -84,15 +85,6 @@ def _step_axis(ax: Axes) -> None:
         ax.set_xlim(right=right * 1.35)
 
 
-def _nanmean(v: np.ndarray, axis: int) -> np.ndarray:
-    """The mean of the finite values along ``axis``; NaN (without a warning) where there are
-    none (the steps without update measurements)."""
-    ok = np.isfinite(v)
-    n = ok.sum(axis)
-    total = np.where(ok, v, 0.0).sum(axis)
-    return np.where(n > 0, total / np.maximum(n, 1), np.nan)
-
-
 def _missing(ds: xr.Dataset, var: str, title: str) -> Figure | None:
     if var not in ds:
         return note_figure(title, "the update stage was not run (no update stores)")
@@ -129,7 +121,7 @@ def _band(ax: Axes, steps: np.ndarray, v: np.ndarray | None, log: bool = False, 
         return None, None, None
     ok = np.isfinite(v).any(axis=1)
     steps, v = steps[ok], v[ok]
-    mean = _nanmean(v, axis=1)
+    mean = finite_mean(v, axis=1)
     span = None
     if v.shape[1] > 1:
         span = _range(ax, steps, np.nanmin(v, 1), np.nanmax(v, 1), style.get("color"), log)
@@ -378,7 +370,7 @@ def plot_landscape(ds: xr.Dataset) -> Figure:
     view, fig, axes = panels(ds, lambda n: (1, n), panel=(3.6, 3.4), margin=(1.0, 0.9), sharey=True)
     steps = _update_steps(view, "landscape_change")
     alpha = ds["alpha"].values
-    change = {m: _nanmean(view.values("landscape_change", m), axis=1) for m in view.models}
+    change = {m: finite_mean(view.values("landscape_change", m), axis=1) for m in view.models}
     finite = np.concatenate([v[np.isfinite(v)] for v in change.values()])
     vmax = float(np.abs(finite).max()) if finite.size else 1.0
     pos = np.abs(finite[finite != 0])
@@ -446,7 +438,7 @@ def plot_alignment(ds: xr.Dataset) -> Figure:
         norm = view.values("grad_norm", model)
         upd = view.values("update_norm", model)
         if norm is not None and upd is not None:
-            product = norm * _nanmean(upd, axis=1)[:, None]
+            product = norm * finite_mean(upd, axis=1)[:, None]
             _, zero = _quantile_band(ax_n, view.steps, product, log=True, color=c)
             drawn.keep(zero=zero)
         ax_n.set_yscale("log")

@@ -25,6 +25,7 @@ from pipeline.plots.common import (
     COS_DISSENT,
     STEP_CMAP,
     View,
+    finite_mean,
     has,
     hide_unused,
     line,
@@ -85,17 +86,9 @@ def spectrum_travel(view: View) -> np.ndarray:
     numbers (a log of steps spends half its range on the first few, a linear one on the last)."""
     with np.errstate(divide="ignore", invalid="ignore"):
         logs = np.stack([np.log(view.values("head_singular_values", m)) for m in view.models])
-        moves = _finite_mean(_finite_mean(np.diff(logs, axis=1) ** 2, axis=2) ** 0.5, axis=0)
+        moves = finite_mean(finite_mean(np.diff(logs, axis=1) ** 2, axis=2) ** 0.5, axis=0)
     travel = np.concatenate([[0.0], np.cumsum(np.nan_to_num(moves))])
     return travel / travel[-1] if travel[-1] > 0 else np.linspace(0.0, 1.0, travel.size)
-
-
-def _finite_mean(x: np.ndarray, axis: int) -> np.ndarray:
-    """The mean of the finite values along ``axis``; NaN where there are none."""
-    ok = np.isfinite(x)
-    n = ok.sum(axis=axis)
-    total = np.where(ok, x, 0.0).sum(axis=axis)
-    return np.where(n > 0, total / np.maximum(n, 1), np.nan)
 
 
 def _spread(position: np.ndarray, gap: float = 0.07) -> list[int]:

@@ -935,10 +935,8 @@ def test_overview_saturation_colours_dark_early():
 
     luminance = [np.dot(SATURATION_CMAP(x)[:3], [0.2126, 0.7152, 0.0722]) for x in (0.0, 1.0)]
     assert luminance[0] < luminance[1]
-    assert "dark = early" in (
-        plots.FIGURES["overview"].caption
-        and Path(Path(__file__).parents[3], plots.FIGURES["overview"].caption).read_text()
-    )
+    caption = Path(__file__).parents[3] / plots.FIGURES["overview"].caption
+    assert "dark = early" in caption.read_text()
 
 
 def test_head_spectrum_colours_follow_the_spectrum():

@@ -19,8 +19,8 @@ import logging
 import numpy as np
 import xarray as xr
 
-from pipeline import sources
-from pipeline.config import EVAL_DEFAULTS
+from pipeline import declare, sources
+from pipeline.config.declarations import Windows
 from pipeline.logs import console_warning
 from pipeline.maths.frequency import UNSEEN_BIN, frequency_bins
 from pipeline.maths.geometry import log_prob_spectra, w_error
@@ -169,7 +169,7 @@ def windows_from_source(
     sampled alike; a 2-D array of windows gives a seeded sample of its rows, or its first ``n``
     rows in order (``in_order``: exported training batches).
     """
-    spec = {**EVAL_DEFAULTS, **spec}
+    spec = {**declare.defaults(Windows), **spec}
     L, seed, source = context_length, spec["seed"], spec["source"]
     if source == "toy":
         return eval_windows(open_store(corpus_path)["heldout"].values, n, L), "toy held-out stream"

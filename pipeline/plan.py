@@ -146,7 +146,7 @@ class Plan:
         return None if steps == "all" else sorted(steps)
 
     def toy_schedule(self) -> list[int]:
-        train = TrainConfig(**self.config["toy"]["train"])
+        train = TrainConfig(**section(self.config, "toy", "train"))
         return pythia_schedule(train.steps, train.save_every)
 
     def toy_shape(self, model: str) -> dict:
@@ -249,7 +249,7 @@ class Plan:
         """Under ``checkpoints.duplicates: fail``, raise ``ConfigError`` for checkpoints with
         identical weights, from the hashes their ``source.json`` records: before any of them is
         extracted, and with nothing deleted (the reduction also checks its stores' hashes)."""
-        if (self.config.get("checkpoints") or {}).get("duplicates") != "fail":
+        if section(self.config, "checkpoints")["duplicates"] != "fail":
             return
         first: dict[str, int] = {}
         same = []
@@ -531,7 +531,7 @@ class Plan:
     @property
     def languages(self) -> list[str]:
         """Toy languages beside the run's own (toy.languages), each a dataset of its own."""
-        return list((self.config.get("toy") or {}).get("languages") or {})
+        return list(section(self.config, "toy").get("languages") or {})
 
     @property
     def uses_toy(self) -> bool:

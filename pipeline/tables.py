@@ -1,6 +1,7 @@
-"""The README's tables of the stored variables, rendered from their declaration
-(``pipeline.schema``): ``python -m pipeline.tables`` prints them between the markers that
-delimit them in the README, and a test checks that the README holds exactly these."""
+"""The README's tables, rendered from the declarations: the stored variables
+(``pipeline.schema``) and the configuration keys (``pipeline.config.declarations``).
+``python -m pipeline.tables`` prints them between the markers that delimit them in the README,
+and a test checks that the README holds exactly these."""
 
 from __future__ import annotations
 
@@ -51,12 +52,38 @@ def _meaning(name: str) -> str:
     return next(v.meaning for v in TOKEN_MEASUREMENTS if v.name == name)
 
 
+def config_table() -> str:
+    """The README's table of every declared configuration key: its default and meaning."""
+    from pipeline import declare
+    from pipeline.config import SECTIONS
+
+    lines = ["| key | default | meaning |", "| --- | --- | --- |"]
+    for path, cls in SECTIONS.items():
+        for name, field in declare.keys(cls).items():
+            kind = declare.kind(field)
+            default = declare.defaults(cls)[name] if kind == "setting" else None
+            shown = {"required": "required", "optional": "—"}.get(kind) or f"`{_yaml(default)}`"
+            cells = [f"`{'.'.join((*path, name))}`", shown, declare.meaning(field)]
+            lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+    return "\n".join(lines)
+
+
+def _yaml(value) -> str:
+    """A default as YAML writes it (null, true, [0.1, 0.5])."""
+    import json
+
+    if isinstance(value, list) and len(value) > 6:
+        return f"[{value[0]:g}, {value[1]:g}, …, {value[-1]:g}]"
+    return json.dumps(value, ensure_ascii=False)
+
+
 def readme_tables() -> str:
     """Every generated table with the markers that delimit it in the README."""
-    return "\n\n".join(
+    blocks = [
         f"<!-- schema:{name} -->\n{markdown_table(which)}\n<!-- /schema:{name} -->"
         for name, which in README_TABLES.items()
-    )
+    ]
+    return "\n\n".join([*blocks, f"<!-- config:keys -->\n{config_table()}\n<!-- /config:keys -->"])
 
 
 if __name__ == "__main__":  # python -m pipeline.tables: the README's tables

@@ -5,16 +5,17 @@ import os
 import re
 
 from snakemake.logging import logger as snakemake_logger
-from snakemake.utils import validate
-
 from dataclasses import asdict
 
 from pipeline.config import (
     check as check_config,
     check_files,
     check_types,
+    execution,
+    filled,
     fit_configs,
     section,
+    validate,
 )
 from pipeline.inputs import check as check_inputs
 from pipeline.plan import Plan
@@ -22,9 +23,11 @@ from pipeline import provenance
 
 check_files(workflow.configfiles)
 check_types(config)
-validate(config, schema="../config/schema.yaml")
+validate(config)
 check_config(config)
 check_inputs(config)  # the input files, before any job deletes what they made
+# the run's config: the file(s) overlaid on the declared defaults (pipeline/config/declarations.py)
+config.update(filled(config))
 
 #: The plan (pipeline/plan.py): each model's steps (discovered for steps: all), where its
 #: checkpoints live, its update direction.
@@ -193,7 +196,7 @@ def extract_runtime(wildcards, attempt):
 def extract_gpus(wildcards):
     """One GPU per extraction job of a hub model, unless the config pins extraction to the CPU
     (toy models are small enough to share a device without reserving it)."""
-    on_cpu = config["extract"].get("device", "auto") == "cpu"
+    on_cpu = execution(config, "extract")["device"] == "cpu"
     return 0 if on_cpu or config["models"][wildcards.model]["source"] == "toy" else 1
 
 
@@ -288,7 +291,7 @@ def train_curve_format(wildcards):
 def fit_params(curve):
     """The fit settings of one curve (``eval`` or ``train``), as params: a change of the
     training curve's settings re-runs only its fits."""
-    return asdict(fit_configs(section(config, "fit"))[curve])
+    return asdict(fit_configs(config)[curve])
 
 
 # the config files that made the run, as given (the embedded default: config.yaml), for the

@@ -19,8 +19,8 @@ if CORPORA:
             "../envs/analysis.yaml"
         params:
             language=corpus_language,
-            train_tokens=config["toy"]["train_tokens"],
-            heldout_tokens=config["toy"]["heldout_tokens"],
+            train_tokens=section(config, "toy")["train_tokens"],
+            heldout_tokens=section(config, "toy")["heldout_tokens"],
         script:
             "../scripts/toy_corpus.py"
 

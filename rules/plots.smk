@@ -30,6 +30,6 @@ for figure, spec in FIGURES.items():
             "../envs/analysis.yaml"
         params:
             figure=figure,
-            plots=config["plots"],
+            plots=section(config, "plots"),
         script:
             "../scripts/plot.py"

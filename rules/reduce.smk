@@ -17,7 +17,8 @@ rule reduce:
     conda:
         "../envs/analysis.yaml"
     params:
-        reduce={**section(config, "reduce"), **section(config, "checkpoints")},
+        reduce=section(config, "reduce"),
+        checkpoints=section(config, "checkpoints"),
     script:
         "../scripts/reduce.py"
 

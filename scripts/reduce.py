@@ -14,6 +14,10 @@ reduce_model(
     list(snakemake.input),  # noqa: F821
     snakemake.output.store,  # noqa: F821
     snakemake.wildcards.model,  # noqa: F821
-    ReduceConfig(**snakemake.params.reduce, **execution(snakemake.config, "reduce")),  # noqa: F821
+    ReduceConfig(
+        **snakemake.params.reduce,  # noqa: F821
+        **snakemake.params.checkpoints,  # noqa: F821
+        **execution(snakemake.config, "reduce"),  # noqa: F821
+    ),
     duplicates_path=snakemake.output.duplicates,  # noqa: F821
 )

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from pipeline.declare import setting
+
 log = logging.getLogger(__name__)
 
 
@@ -44,17 +46,19 @@ class ToyLanguage:
     never occur (in the Markov chain as successors too, whose weights follow the unigram).
     """
 
-    vocab_size: int = 2048
-    zipf_exponent: float = 1.0
-    successors: int = 32
-    context_classes: int = 8
-    weight_sigma: float = 1.5
-    noise: float = 0.05
-    seed: int = 0
-    kind: str = "markov"
-    chain_length: int = 1024
-    dead_ids: int = 0  # the rarest ids, whose unigram weight is multiplied by dead_weight
-    dead_weight: float = 1e-4  # (a BPE-like dead tail of ids that almost never occur)
+    vocab_size: int = setting(2048, "number of token ids (the models' vocabulary)")
+    zipf_exponent: float = setting(
+        1.0, "the unigram frequency of the id of rank r ∝ r^-zipf_exponent"
+    )
+    successors: int = setting(32, "markov: ids that may follow a given id")
+    context_classes: int = setting(8, "markov: classes of the id two back, each reweighting them")
+    weight_sigma: float = setting(1.5, "markov: width of the log-normal noise on successor weights")
+    noise: float = setting(0.05, "markov: probability that the next id is a unigram draw")
+    seed: int = setting(0, "seed of the language's tables and of its streams")
+    kind: str = setting("markov", "markov, or spam (every chain one unigram-drawn id, repeated)")
+    chain_length: int = setting(1024, "ids per independently sampled chain of the corpus")
+    dead_ids: int = setting(0, "a dead tail: the rarest ids' unigram weight times dead_weight")
+    dead_weight: float = setting(1e-4, "the dead tail's weight factor (with dead_ids)")
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:

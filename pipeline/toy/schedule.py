@@ -9,6 +9,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from pipeline.declare import setting
+
 
 @dataclass(frozen=True)
 class ToyModel:
@@ -33,21 +35,25 @@ class ToyModel:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """How the toy suite is trained (``toy.train``; shared by all its models)."""
+    """How the toy suite is trained (``toy.train``, shared by its models; a model's ``train``
+    overrides learning_rate, batch_size, warmup_steps, weight_decay, seed, optimizer, momentum
+    and corpus_tokens)."""
 
-    steps: int = 2048
-    batch_size: int = 16
-    sequence_length: int = 64
-    learning_rate: float = 3e-3
-    warmup_steps: int = 64
-    weight_decay: float = 0.01
-    save_every: int = 256
-    seed: int = 0
-    optimizer: str = "adamw"  # "adamw", or "sgd" (with momentum; weight decay added to the loss
-    # gradient, PyTorch's SGD)
-    momentum: float = 0.9  # SGD's momentum
-    corpus_tokens: int | None = None  # train on the first this many ids of the stream only
-    # (a finite corpus repeated for epochs); None: the whole stream
+    steps: int = setting(2048, "optimizer steps")
+    batch_size: int = setting(16, "sequences per step")
+    sequence_length: int = setting(64, "tokens per sequence (the models' maximum context)")
+    learning_rate: float = setting(3e-3, "peak learning rate (linear warm-up, cosine decay to 10%)")
+    warmup_steps: int = setting(64, "linear warm-up steps")
+    weight_decay: float = setting(
+        0.01, "AdamW's decoupled weight decay (SGD: added to the gradient)"
+    )
+    save_every: int = setting(256, "checkpoint spacing after the powers of two (Pythia: 1000)")
+    seed: int = setting(0, "initialisation and batch-order seed")
+    optimizer: str = setting("adamw", "adamw, or sgd (with momentum: an ablation, PyTorch's SGD)")
+    momentum: float = setting(0.9, "SGD's momentum")
+    corpus_tokens: int | None = setting(
+        None, "train on the stream's first this many ids only, repeated; null: the whole stream"
+    )
 
     def __post_init__(self) -> None:
         if self.optimizer not in ("adamw", "sgd"):

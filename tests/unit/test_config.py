@@ -10,16 +10,22 @@ from collections.abc import Callable
 import pytest
 import yaml
 
-from pipeline.config import ConfigError, check, digest, science
+from pipeline.config import ConfigError, check, digest, filled, science
 from pipeline.toy.schedule import TrainConfig, pythia_schedule
 from tests.snake import REPO
 
 
 @pytest.fixture(scope="module")
-def default() -> dict:
-    """The embedded default config, as Snakemake loads it."""
+def raw() -> dict:
+    """The embedded default config file, as YAML reads it."""
     with open(REPO / "config.yaml") as fh:
         return yaml.safe_load(fh)
+
+
+@pytest.fixture(scope="module")
+def default(raw) -> dict:
+    """The embedded default config as the workflow runs it: overlaid on the declared defaults."""
+    return filled(raw)
 
 
 def changed(config: dict, change: Callable[[dict], object]) -> dict:
@@ -40,7 +46,8 @@ def _schedule(config: dict) -> dict:
     return {"steps": train.steps, "save_every": train.save_every}
 
 
-def test_the_default_config_passes(default):
+def test_the_default_config_passes(raw, default):
+    check(raw)
     check(default)
     assert any(spec["source"] == "toy" for spec in default["models"].values())
 
@@ -82,7 +89,6 @@ def _indivisible_heads(c: dict) -> None:
             ["eval.context_length", "toy.train.sequence_length"],
             id="context-length",
         ),
-        pytest.param(lambda c: c.pop("toy"), ["'toy'"], id="no-toy-section"),
         pytest.param(lambda c: c["fit"].update(smooth=4), ["fit.smooth"], id="fit-smooth"),
         pytest.param(lambda c: c["fit"].update(a=-0.5), ["fit.a"], id="fit-a"),
         pytest.param(lambda c: c["fit"].update(subsample=1), ["fit.subsample"], id="fit-subsample"),
@@ -210,30 +216,36 @@ def test_the_indivisible_model_is_named(default):
 # --- the digest of a run's science --------------------------------------------------------------
 
 EXECUTION = [
-    ("extract", "batch_size", 3),
-    ("extract", "device", "cuda"),
-    ("extract", "vocab_chunk", 17),
-    ("reduce", "scheduler", "tcp://localhost:8786"),
-    ("update", "batch_size", 3),
-    ("update", "device", "cuda"),
-    ("plots", "dpi", 31),
+    (("execution", "extract"), "batch_size", 3),
+    (("execution", "extract"), "device", "cuda"),
+    (("execution", "extract"), "vocab_chunk", 17),
+    (("execution", "reduce"), "scheduler", "tcp://localhost:8786"),
+    (("execution", "update"), "batch_size", 3),
+    (("execution", "update"), "device", "cuda"),
+    (("plots",), "dpi", 31),
 ]
 
 
+def _at(config: dict, path: tuple[str, ...]) -> dict:
+    for key in path:
+        config = config[key]
+    return config
+
+
 @pytest.mark.parametrize(
-    "section, key, value", EXECUTION, ids=[f"{s}.{k}" for s, k, _ in EXECUTION]
+    "path, key, value", EXECUTION, ids=[".".join((*p, k)) for p, k, _ in EXECUTION]
 )
-def test_execution_and_presentation_keys_leave_the_digest(default, section, key, value):
-    assert default[section].get(key) != value
-    other = changed(default, lambda c: c[section].update({key: value}))
+def test_execution_and_presentation_keys_leave_the_digest(default, path, key, value):
+    assert _at(default, path).get(key) != value
+    other = changed(default, lambda c: _at(c, path).update({key: value}))
     assert digest(other) == digest(default)
     assert science(other) == science(default)
 
 
 def test_all_execution_keys_at_once_leave_the_digest(default):
     def every(c):
-        for section, key, value in EXECUTION:
-            c[section][key] = value
+        for path, key, value in EXECUTION:
+            _at(c, path)[key] = value
 
     assert digest(changed(default, every)) == digest(default)
 
@@ -264,7 +276,7 @@ def test_the_digest_is_a_sha256_that_ignores_key_order(default):
     reordered["extract"] = {k: v for k, v in reversed(list(default["extract"].items()))}
     assert digest(reordered) == value
     assert digest(copy.deepcopy(default)) == value
-    assert "plots" not in science(default) and "batch_size" not in science(default)["extract"]
+    assert "plots" not in science(default) and "execution" not in science(default)
     assert science(default)["extract"]["dtype"] == default["extract"]["dtype"]
 
 
@@ -343,8 +355,10 @@ def test_params_sections_fill_defaults_and_ignore_key_order(default):
     assert section(explicit, "eval") == section(default, "eval")
     reordered = changed(default, lambda c: c.update(fit=dict(reversed(list(c["fit"].items())))))
     assert list(section(reordered, "fit").items()) == list(section(default, "fit").items())
-    assert "batch_size" not in section(default, "extract")
-    assert execution(default, "extract")["vocab_chunk"] == default["extract"]["vocab_chunk"]
+    assert (
+        execution(default, "extract")["vocab_chunk"]
+        == default["execution"]["extract"]["vocab_chunk"]
+    )
 
 
 def test_a_model_overrides_the_training_and_names_its_language(default):
@@ -376,3 +390,84 @@ def test_models_whose_saved_state_cannot_be_stepped_follow_displacements():
     assert not has_optimizer_states({**toy, "head_rank": 2})  # the factors' moments
     assert not has_optimizer_states({**toy, "train": {"optimizer": "sgd"}})
     assert has_optimizer_states({**toy, "train": {"optimizer": "adamw"}})
+
+
+# --- one home per setting: the declarations, the schema, the presets ---------------------------
+
+
+def test_the_schema_carries_every_declared_key_and_nothing_undeclared():
+    """Each declared section's keys are the schema's properties there (its subsections apart),
+    each with the declaration's meaning and, for a setting, its default."""
+    from pipeline import declare
+    from pipeline.config import SECTIONS
+    from pipeline.config.load import _resolve, schema
+
+    root = schema()
+    for path, cls in SECTIONS.items():
+        node = root
+        for key in path:
+            node = _resolve(node["properties"][key], root)
+        subsections = {
+            p[len(path)] for p in SECTIONS if len(p) > len(path) and p[: len(path)] == path
+        }
+        assert set(node["properties"]) == set(declare.keys(cls)) | subsections, path
+        for name, field in declare.keys(cls).items():
+            prop = node["properties"][name]
+            assert prop["description"] == declare.meaning(field)
+            if declare.kind(field) == "setting":
+                assert prop["default"] == declare.defaults(cls)[name], (path, name)
+            else:
+                assert "default" not in prop, (path, name)
+            if declare.kind(field) == "required":
+                assert name in node.get("required", []), (path, name)
+
+
+def test_every_declared_default_passes_the_schema(default):
+    """The defaults are valid values: the filled default config validates."""
+    from pipeline.config import validate
+
+    validate(default)
+
+
+PRESETS = sorted(p for p in (REPO / "config").glob("*.yaml") if p.name != "schema.yaml")
+
+
+@pytest.mark.parametrize("path", [REPO / "config.yaml", *PRESETS], ids=lambda p: p.name)
+def test_a_preset_holds_only_what_differs_from_the_defaults(path):
+    from pipeline import declare
+    from pipeline.config import SECTIONS
+
+    config = yaml.safe_load(path.read_text())
+    for where, cls in SECTIONS.items():
+        values = config
+        for key in where:
+            values = (values or {}).get(key) if isinstance(values, dict) else None
+        defaults = declare.defaults(cls)
+        same = [k for k, v in (values or {}).items() if k in defaults and defaults[k] == v]
+        assert not same, f"{path.name}: {'.'.join(where)}.{same} repeat their defaults"
+
+
+def test_a_filled_config_is_filled_once(raw, default):
+    assert filled(default) == default
+    assert science(raw) == science(default) and digest(raw) == digest(default)
+
+
+@pytest.mark.parametrize(
+    "stage, key", [("extract", "batch_size"), ("update", "device"), ("reduce", "scheduler")]
+)
+def test_an_execution_setting_in_its_old_place_names_its_new_one(raw, stage, key):
+    from pipeline.config import check_types
+
+    with pytest.raises(
+        ConfigError, match=rf"{stage}.{key} is an execution setting.*execution.{stage}.{key}"
+    ):
+        check_types(changed(raw, lambda c: c.setdefault(stage, {}).update({key: 1})))
+
+
+def test_a_schema_violation_names_the_key(raw):
+    from pipeline.config import validate
+
+    with pytest.raises(ConfigError, match=r"extract.dtype: 'float16' is not one of"):
+        validate(changed(raw, lambda c: c.update(extract={"dtype": "float16"})))
+    with pytest.raises(ConfigError, match=r"reduce: Additional properties .*'tolerance'"):
+        validate(changed(raw, lambda c: c.update(reduce={"tolerance": 0.1})))

@@ -12,13 +12,15 @@ from pathlib import Path
 import pytest
 import yaml
 
+from pipeline.config import filled
 from tests.snake import TINY_CONFIG, copy_run, fingerprint, tiny_run
 
 
 @pytest.fixture(scope="session")
 def config() -> dict:
-    """tests/config.yaml, the tiny suite the shared run ran."""
-    return yaml.safe_load(TINY_CONFIG.read_text())
+    """tests/config.yaml, the tiny suite the shared run ran, as the workflow ran it (overlaid on
+    the declared defaults)."""
+    return filled(yaml.safe_load(TINY_CONFIG.read_text()))
 
 
 @pytest.fixture(scope="session")

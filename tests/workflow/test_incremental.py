@@ -168,14 +168,14 @@ def _edited(config: dict, changes: dict) -> dict:
     "changes",
     [
         {
-            "extract.batch_size": 3,
-            "extract.vocab_chunk": 37,
-            "extract.device": "cpu",
-            "update.batch_size": 5,
-            "update.device": "cpu",
+            "execution.extract.batch_size": 3,
+            "execution.extract.vocab_chunk": 37,
+            "execution.extract.device": "cpu",
+            "execution.update.batch_size": 5,
+            "execution.update.device": "cpu",
+            "execution.reduce.scheduler": None,
         },
         {
-            "reduce.scheduler": None,
             "eval.seed": 0,
             "fit.smooth": 0,
             "checkpoints.duplicates": "warn",

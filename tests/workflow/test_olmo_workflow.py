@@ -64,7 +64,7 @@ def config(tmp: Path) -> dict:
         "tokens": 4000,
         "vocab_size": PADDED,
     }
-    cfg["extract"]["vocab_chunk"] = 50
+    cfg["execution"]["extract"]["vocab_chunk"] = 50
     cfg["update"]["batches"] = 2
     cfg["update"]["data"] = {
         "name": "heldout",

@@ -51,7 +51,7 @@ def config(tmp: Path) -> dict:
             "vocab_size": VOCAB,
         },
         "checkpoints": {"duplicates": "warn"},
-        "extract": {"batch_size": 4, "vocab_chunk": 50, "device": "cpu", "rank_tokens": 16},
+        "extract": {"rank_tokens": 16},
         "update": {
             "batches": 2,
             "data": {
@@ -65,8 +65,10 @@ def config(tmp: Path) -> dict:
             "alpha": [-1, 0, 1, 2],
             "landscape_tokens": 20,
             "gradient_tokens": 6,
-            "batch_size": 4,
-            "device": "cpu",
+        },
+        "execution": {
+            "extract": {"batch_size": 4, "vocab_chunk": 50, "device": "cpu"},
+            "update": {"batch_size": 4, "device": "cpu"},
         },
         "reduce": {"quantiles": [0.5]},
         "fit": {"min_step": 0, "train": {"min_step": 0, "subsample": 0}},

@@ -319,11 +319,11 @@ def test_a_dense_training_curve_recovers_its_parameters(true):
     training-curve settings (first 100 steps dropped, log-spaced moving average, 200 log-spaced
     points): the break and the post-break slope are recovered, also with c1 < 0, the
     deceleration the reference BNSL code's grid (c1 ≥ 0) cannot reach."""
-    from pipeline.config import TRAIN_FIT_DEFAULTS
+    from pipeline.config import fit_configs
 
     steps = np.arange(1, 50_001, dtype=float)
     loss = noisy(steps, true, 0.03, seed=11)
-    cfg = FitConfig(**TRAIN_FIT_DEFAULTS)
+    cfg = fit_configs({})["train"]  # the declared defaults of fit.train
     fit = fit_quietly(steps, loss, cfg)
     assert fit.flag == "" and fit.n_points <= 200
     assert fit.t_d == pytest.approx(true["d1"], rel=0.15)

@@ -53,7 +53,9 @@ def test_reduce_matches_numpy(tmp_path, chunk):
     steps = [4, 0, 1, 16, 2, 3]  # given out of order: the reduction sorts by step
     q = [0.1, 0.5]
     paths, bins, values = write_steps(tmp_path, steps, 300, chunk)
-    reduce_model(paths, str(tmp_path / "m.zarr"), "m", ReduceConfig(0.01, quantiles=q))
+    reduce_model(
+        paths, str(tmp_path / "m.zarr"), "m", ReduceConfig(saturation_tolerance=0.01, quantiles=q)
+    )
     red = xr.open_zarr(tmp_path / "m.zarr")
     order = sorted(steps)
     assert red["step"].values.tolist() == order

@@ -53,8 +53,8 @@ import math
 import os
 import warnings
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-import lmfit
 import numpy as np
 
 from pipeline.config import FitConfig
@@ -77,6 +77,9 @@ from pipeline.maths.bnsl import (
 )
 from pipeline.schema import FIT_FIELDS, STDERR_FIELDS, overall
 from pipeline.store import open_store
+
+if TYPE_CHECKING:  # imported where a fit runs: the summary only reads fits
+    import lmfit
 
 log = logging.getLogger(__name__)
 
@@ -343,6 +346,8 @@ def _least_squares(x, y, starts: list[dict], fit_a: bool, a_max: float):
     """The best bounded least-squares fit (lmfit, trust-region reflective) over the starts, one
     from the best grid point of each value of a (with a free, a single start can end in a local
     minimum at a = 0); None if none converges to finite values."""
+    import lmfit
+
     log10_range = (x[0] / math.log(10), x[-1] / math.log(10))
 
     def residual(p: lmfit.Parameters) -> np.ndarray:

@@ -19,10 +19,12 @@ block; GQ (N × r) is small and decomposed directly.
 
 from __future__ import annotations
 
-import numpy as np
-import torch
+from typing import TYPE_CHECKING
 
-from pipeline.maths.decomposition import vocab_blocks
+import numpy as np
+
+if TYPE_CHECKING:  # torch is imported where it is used: the reductions read only numpy here
+    import torch
 
 
 def logit_gradient_gram(
@@ -39,6 +41,10 @@ def logit_gradient_gram(
     ----------
     h : (N, d); U : (V, d); b : (V,) or None; targets : (N,); lse : (N,) log-sum-exp of logits.
     """
+    import torch
+
+    from pipeline.maths.decomposition import vocab_blocks
+
     N = h.shape[0]
     gram = torch.zeros(N, N, dtype=torch.float64, device=h.device)
     rows = torch.arange(N, device=h.device)
@@ -51,11 +57,13 @@ def logit_gradient_gram(
 
 
 #: Relative tolerance per row or column of a rank: float32's epsilon (see the module docstring).
-RANK_EPS = torch.finfo(torch.float32).eps
+RANK_EPS = float(np.finfo(np.float32).eps)
 
 
 def rank_curve(gram: torch.Tensor, sizes: list[int], vocab_size: int) -> list[int]:
     """Rank of the first n rows of G for each n in ``sizes``, from its Gram matrix."""
+    import torch
+
     eps = RANK_EPS
     ranks = []
     for n in sizes:
@@ -76,6 +84,8 @@ def kept_rank_curve(grad_h: torch.Tensor, R: torch.Tensor, sizes: list[int]) -> 
     """Rank of GQ, the first n logit gradients projected onto U's column space, for each n in
     ``sizes``: ``GQ = ∇H Rᵀ`` from the gradients at h ``grad_h`` (N, d) and the bottleneck
     projector ``R`` (r, d)."""
+    import torch
+
     GQ = grad_h.double() @ R.T.double()  # (N, r)
     ranks = []
     for n in sizes:

@@ -25,12 +25,18 @@ anisotropy of the final hidden states; and the bottleneck a language imposes by 
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import torch
+
+if TYPE_CHECKING:  # torch is imported where it is used: the data stage reads only numpy here
+    import torch
 
 
 def head_spectrum(U: torch.Tensor) -> np.ndarray:
     """The singular values of ``U`` (V × d), largest first, min(V, d) of them, in float64."""
+    import torch
+
     A = U.detach().double()
     gram = A.T @ A if A.shape[0] >= A.shape[1] else A @ A.T
     return _from_gram(torch.linalg.eigvalsh(gram).cpu().numpy())

@@ -15,7 +15,7 @@ MATHS = sorted((REPO / "pipeline" / "maths").glob("*.py"))
 #: What a pure module may import: the standard library's maths and containers, the array
 #: libraries, and itself.
 PURE_IMPORTS = {
-    "__future__", "collections", "dataclasses", "math", "re", "warnings",
+    "__future__", "collections", "dataclasses", "math", "re", "typing", "warnings",
     "numpy", "torch", "scipy", "pipeline.maths",
 }  # fmt: skip
 
@@ -60,7 +60,17 @@ def test_building_the_dag_imports_neither_torch_nor_matplotlib(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "module", ["pipeline.config", "pipeline.schema", "pipeline.plots", "pipeline.toy.schedule"]
+    "module",
+    [
+        "pipeline.config",
+        "pipeline.schema",
+        "pipeline.plots",
+        "pipeline.toy.schedule",
+        # the jobs of the reductions, the summary and the data stage: a second of import each
+        "pipeline.reduce",
+        "pipeline.summary",
+        "pipeline.data",
+    ],
 )
 def test_light_modules_stay_light(module):
     code = f"import sys, {module}; print([m for m in {HEAVY!r} if m in sys.modules])"

@@ -1,4 +1,4 @@
-"""The one declaration of stored variables (pipeline/schema.py): writers conform to it, and the
+"""The one declaration of stored variables (pipeline/schema/): writers conform to it, and the
 README's tables are the ones it generates."""
 
 from __future__ import annotations

@@ -189,7 +189,7 @@ def main() -> None:
 
     def config(parameters: bool, chunk: int) -> ExtractConfig:
         return ExtractConfig(
-            batch_size=batch,
+            sequences_per_pass=batch,
             vocab_chunk=chunk,
             dtype=args.dtype,
             parameters=parameters,

@@ -136,10 +136,10 @@ def write_update_batches(
     K, S, W = windows.shape
     ds = xr.Dataset(
         {
-            "input_ids": (("batch", "sequence", "window"), windows.astype(np.int32)),
-            "bin": (("batch", "sequence", "position"), bins[windows[:, :, 1:]]),
+            "input_ids": (("update_batch", "sequence", "window"), windows.astype(np.int32)),
+            "bin": (("update_batch", "sequence", "position"), bins[windows[:, :, 1:]]),
         },
-        coords={"batch": np.arange(K)},
+        coords={"update_batch": np.arange(K)},
         attrs={"source": source, **(attrs or {})},
     )
     write_zarr(ds, path)

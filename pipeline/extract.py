@@ -89,9 +89,9 @@ class Measurements:
     geometry: dict[str, float]  # per-checkpoint scalars, keyed by GEOMETRY's names
 
 
-def auto_batch_size(model, seq_len: int, cfg: ExtractConfig, device: torch.device) -> int:
-    """Sequences per batch: half the free GPU memory over an estimate of one sequence's needs
-    (logit blocks, activations kept for the backward passes); 16k tokens a batch on a CPU."""
+def auto_sequences_per_pass(model, seq_len: int, cfg: ExtractConfig, device: torch.device) -> int:
+    """Sequences per pass: half the free GPU memory over an estimate of one sequence's needs
+    (logit blocks, activations kept for the backward passes); 16k tokens a pass on a CPU."""
     if device.type != "cuda":
         return max(1, 16384 // seq_len)
     free, _ = torch.cuda.mem_get_info(device)
@@ -168,7 +168,7 @@ def _measure(
     rank_rows: list[tuple[torch.Tensor, ...]] = []
     n_rank = 0
     n_seq, seq_len = input_ids.shape
-    batch = cfg.batch_size or auto_batch_size(model, seq_len, cfg, device)
+    batch = cfg.sequences_per_pass or auto_sequences_per_pass(model, seq_len, cfg, device)
     log.info("batches of %d sequences x %d positions", batch, seq_len)
     progress = Progress(log, n_seq * seq_len, "tokens")
     try:

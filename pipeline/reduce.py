@@ -420,14 +420,14 @@ def _reduce_update(u: xr.Dataset) -> xr.Dataset:
         pred = u[f"{prefix}loss_change_pred"].values
         rows = [change_summary(change[k], pred[k]) for k in range(change.shape[0])]
         for key in rows[0]:
-            out[update_summary(s, key)] = ("batch", np.array([r[key] for r in rows]))
+            out[update_summary(s, key)] = ("update_batch", np.array([r[key] for r in rows]))
         bins = u["bin"].values if s == "eval" else u["train_bin"].values
         D, M, present = _changes_per_bin(change, bins)
         per_bin.append(
             xr.Dataset(
                 {
-                    update_summary(s, "D_bin"): (("batch", "bin"), D),
-                    update_summary(s, "M_bin"): (("batch", "bin"), M),
+                    update_summary(s, "D_bin"): (("update_batch", "bin"), D),
+                    update_summary(s, "M_bin"): (("update_batch", "bin"), M),
                 },
                 coords={"bin": present},
             )
@@ -435,8 +435,8 @@ def _reduce_update(u: xr.Dataset) -> xr.Dataset:
     land = u["landscape_mean"].values
     zero = int(np.flatnonzero(u["alpha"].values == 0)[0])
     one = int(np.flatnonzero(u["alpha"].values == 1)[0])
-    out["update_norm"] = ("batch", u["update_norm"].values)
-    out["landscape_change"] = (("batch", "alpha"), land - land[:, zero : zero + 1])
+    out["update_norm"] = ("update_batch", u["update_norm"].values)
+    out["landscape_change"] = (("update_batch", "alpha"), land - land[:, zero : zero + 1])
     tok = u["landscape"].values[0]
     out["landscape_token"] = (("alpha", "sample"), tok)
     out["sample_improved"] = ("sample", tok[one] < tok[zero])
@@ -444,14 +444,14 @@ def _reduce_update(u: xr.Dataset) -> xr.Dataset:
     out["sample_loss_change"] = ("sample", u["loss_change"].values[0][idx])
     out["sample_loss_change_pred"] = ("sample", u["loss_change_pred"].values[0][idx])
     coords = {
-        "batch": u["batch"].values,
+        "update_batch": u["update_batch"].values,
         "alpha": u["alpha"].values,
         "sample": np.arange(idx.size),
         "sample_token": ("sample", idx),
     }
     if "coherence_g" in u:
-        out["coherence_g"] = ("batch", u["coherence_g"].values)
-        out["coherence_u"] = ("batch", u["coherence_uG"].values / u["coherence_ug"].values)
+        out["coherence_g"] = ("update_batch", u["coherence_g"].values)
+        out["coherence_u"] = ("update_batch", u["coherence_uG"].values / u["coherence_ug"].values)
         out["update_grad_cos"] = ("gradient_token", u["update_grad_cos"].values[0])
         out["grad_norm"] = ("gradient_token", u["grad_norm"].values)
         coords["gradient_token"] = u["gradient_token"].values

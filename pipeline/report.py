@@ -42,7 +42,7 @@ VIEWS = {
     "bins": ("per-bin curves over steps", ("model", "step", "bin")),
     "heatmap": ("(step × bin) heat map", ("model", "step", "bin")),
     "overall": ("all tokens over steps", ("model", "step")),
-    "single_step": ("single-step measures", ("model", "step", "batch")),
+    "single_step": ("single-step measures", ("model", "step", "update_batch")),
 }
 #: Significant digits of the embedded values (the summary holds float32: about 7).
 DIGITS = 6
@@ -86,7 +86,7 @@ def data(ds: xr.Dataset) -> str:
     from pipeline.plots.common import model_colors
 
     names = sorted({n for names in measurements(ds).values() for n in names})
-    dims = ("model", "step", "bin", "batch")
+    dims = ("model", "step", "bin", "update_batch")
     coords = {d: ds[d].values.tolist() for d in dims if d in ds.coords}
     colors = model_colors(coords["model"])
     declared = {v.name: v for v in SUMMARY}

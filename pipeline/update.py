@@ -55,9 +55,10 @@ def forward_mode_attention() -> Iterator[None]:
         yield
 
 
-def _batches(n: int, size: int) -> Iterator[slice]:
-    for lo in range(0, n, size):
-        yield slice(lo, min(n, lo + size))
+def _passes(n: int, per_pass: int) -> Iterator[slice]:
+    """The sequences of each forward (or backward) pass over ``n`` sequences."""
+    for lo in range(0, n, per_pass):
+        yield slice(lo, min(n, lo + per_pass))
 
 
 def _ce(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -67,13 +68,17 @@ def _ce(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
 
 
 def token_losses(
-    model, input_ids: torch.Tensor, targets: torch.Tensor, batch: int, params: Params | None = None
+    model,
+    input_ids: torch.Tensor,
+    targets: torch.Tensor,
+    per_pass: int,
+    params: Params | None = None,
 ) -> torch.Tensor:
     """Per-token losses (float32, sequences × positions flattened) at the model's weights, or at
     ``params`` in their place."""
     out = []
     with torch.no_grad():
-        for s in _batches(input_ids.shape[0], batch):
+        for s in _passes(input_ids.shape[0], per_pass):
             if params is None:
                 logits = model(input_ids=input_ids[s]).logits
             else:
@@ -83,7 +88,7 @@ def token_losses(
 
 
 def first_order(
-    model, input_ids: torch.Tensor, targets: torch.Tensor, delta: Params, batch: int
+    model, input_ids: torch.Tensor, targets: torch.Tensor, delta: Params, per_pass: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-token losses and their first-order changes ``Δ̃ℓ_i = ∇θℓ_i · Δθ`` along ``delta``,
     for every token in one forward-mode pass (a Jacobian-vector product).
@@ -110,7 +115,7 @@ def first_order(
     short = [n[len(prefix) :] for n in names]
     losses, changes = [], []
     with forward_mode_attention():
-        for s in _batches(input_ids.shape[0], batch):
+        for s in _passes(input_ids.shape[0], per_pass):
 
             def f(*ps, s=s):
                 out = torch.func.functional_call(body, dict(zip(short, ps)), (input_ids[s],))
@@ -138,14 +143,14 @@ def landscape(
     targets: torch.Tensor,
     delta: Params,
     multiples: list[float],
-    batch: int,
+    per_pass: int,
 ) -> torch.Tensor:
     """Per-token losses ``ℓ_i(θ + m·Δθ)`` for each multiple ``m`` of the step: (alpha, token)."""
     theta = {n: p.detach() for n, p in model.named_parameters()}
     rows = []
     for m in multiples:
         moved = {n: theta[n] + m * delta[n] for n in delta}
-        rows.append(token_losses(model, input_ids, targets, batch, moved))
+        rows.append(token_losses(model, input_ids, targets, per_pass, moved))
     return torch.stack(rows)
 
 
@@ -215,25 +220,25 @@ def _sample(n: int, size: int, seed: int) -> np.ndarray:
 
 @dataclass
 class Directions:
-    """The update directions Δθ_k of one checkpoint, what they are, and the batches they were
-    taken on (None for a displacement)."""
+    """The update directions Δθ_k of one checkpoint, what they are, and the update batches they
+    were taken on (None for a displacement)."""
 
     deltas: list[Params]
     attrs: dict
-    batches: torch.Tensor | None = None  # (K, sequences, window) ids
+    update_ids: torch.Tensor | None = None  # (K update batches, sequences, window) ids
     bins: np.ndarray | None = None  # (K, sequences, positions) frequency bins of the targets
 
 
-def batch_backward(model, ids: torch.Tensor, micro: int, denominator: str = "labels") -> None:
+def batch_backward(model, ids: torch.Tensor, per_pass: int, denominator: str = "labels") -> None:
     """Accumulate into ``model``'s parameters the gradient of the training loss of ``ids``
-    (sequences, window), ``micro`` sequences a pass: one training batch's gradient in bounded
+    (sequences, window), ``per_pass`` sequences a pass: one update batch's gradient in bounded
     memory (a 512 × 1,024-token batch of the Zero-sum learning suite does not fit one pass).
 
     The loss is the sum of next-token losses over the batch divided by the number of predicted
     tokens (``denominator="labels"``, the mean) or of input ids (``"inputs"``, OLMo's trainer).
     """
     total = ids[:, 1:].numel() if denominator == "labels" else ids.numel()
-    for s in _batches(ids.shape[0], micro):
+    for s in _passes(ids.shape[0], per_pass):
         b = ids[s]
         (model(input_ids=b, labels=b).loss * (b[:, 1:].numel() / total)).backward()
 
@@ -245,7 +250,7 @@ def optimizer_steps(
     update_path: str,
     k: int,
     device,
-    batch_size: int | None = None,
+    per_pass: int | None = None,
     allow_pickle: bool = False,
     max_grad_norm: float | None = None,
     lr: float | None = None,
@@ -254,7 +259,7 @@ def optimizer_steps(
     ``pipeline.formats``, and checked to belong to the checkpoint: its step, the schedule's
     learning rate ``lr`` where known, the weights' sha256, finite moments) on each of the first
     ``k`` update batches (in training mode, as training took its steps), each batch's gradient
-    accumulated over passes of ``sequences_per_pass(batch_size, …)`` of its windows."""
+    accumulated over passes of ``sequences_per_pass(per_pass, …)`` of its windows."""
     fmt = formats.detect(checkpoint)
     state = fmt.read_optimizer(
         checkpoint, model, allow_pickle=allow_pickle, max_grad_norm=max_grad_norm, step=step
@@ -267,18 +272,18 @@ def optimizer_steps(
         weights_sha256=weights_sha256(checkpoint) if state.weights_sha256 else None,
     )
     ub = open_store(update_path)
-    if ub.sizes["batch"] < k:
+    if ub.sizes["update_batch"] < k:
         raise ValueError(
-            f"{update_path} holds {ub.sizes['batch']} update batches, update.batches asks for "
+            f"{update_path} holds {ub.sizes['update_batch']} update batches, update.batches asks for "
             f"{k}; delete it and re-run to draw them again"
         )
-    batches = torch.from_numpy(ub["input_ids"].values[:k].astype(np.int64)).to(device)
-    _check_ids(model, batches, update_path)
-    micro = sequences_per_pass(batch_size, batches.shape[-1], _vocab(model))
+    update_ids = torch.from_numpy(ub["input_ids"].values[:k].astype(np.int64)).to(device)
+    _check_ids(model, update_ids, update_path)
+    n = sequences_per_pass(per_pass, update_ids.shape[-1], _vocab(model))
     model.train()
     deltas = [
-        one_step(model, state, lambda b=b: batch_backward(model, b, micro, state.loss_denominator))
-        for b in batches
+        one_step(model, state, lambda b=b: batch_backward(model, b, n, state.loss_denominator))
+        for b in update_ids
     ]
     model.eval()
     log.info("%d optimizer steps from step %d at lr %.4g", k, step, state.lr)
@@ -295,7 +300,7 @@ def optimizer_steps(
         "max_grad_norm": "none" if state.max_grad_norm is None else state.max_grad_norm,
         **{f"optimizer_{k}_from": v for k, v in state.provenance.items()},
     }
-    return Directions(deltas, attrs, batches, ub["bin"].values[:k])
+    return Directions(deltas, attrs, update_ids, ub["bin"].values[:k])
 
 
 def displacement_to(
@@ -326,21 +331,21 @@ def _check_ids(model, ids: torch.Tensor, where: str) -> None:
         )
 
 
-def changes(model, x, y, deltas: list[Params], batch: int) -> tuple[np.ndarray, ...]:
+def changes(model, x, y, deltas: list[Params], per_pass: int) -> tuple[np.ndarray, ...]:
     """Per-token losses ``(token,)``, actual changes and first-order predictions ``(K, token)``
     along each direction."""
-    loss = token_losses(model, x, y, batch)
+    loss = token_losses(model, x, y, per_pass)
     actual, pred = np.empty((len(deltas), loss.numel())), np.empty((len(deltas), loss.numel()))
     progress = Progress(log, len(deltas), "directions")
     for k, d in enumerate(deltas):
         moved = {n: p.detach() + d[n] for n, p in model.named_parameters()}
-        actual[k] = (token_losses(model, x, y, batch, moved) - loss).cpu().numpy()
-        pred[k] = first_order(model, x, y, d, batch)[1].cpu().numpy()
+        actual[k] = (token_losses(model, x, y, per_pass, moved) - loss).cpu().numpy()
+        pred[k] = first_order(model, x, y, d, per_pass)[1].cpu().numpy()
         progress.update(k + 1)
     return loss.cpu().numpy(), actual, pred
 
 
-def landscapes(model, x, y, deltas: list[Params], cfg: UpdateConfig, batch: int) -> dict:
+def landscapes(model, x, y, deltas: list[Params], cfg: UpdateConfig, per_pass: int) -> dict:
     """The mean landscape ``(K, alpha)`` over a seeded sample of sequences and the per-token
     cross-sections ``(K, alpha, sample)`` of a seeded sample of their tokens, whose flat indices
     into V are ``sample_token``."""
@@ -351,7 +356,7 @@ def landscapes(model, x, y, deltas: list[Params], cfg: UpdateConfig, batch: int)
     mean = np.empty((len(deltas), len(multiples)))
     per_token = np.empty((len(deltas), len(multiples), toks.size))
     for k, d in enumerate(deltas):
-        rows = landscape(model, x[seqs], y[seqs], d, multiples, batch).cpu().numpy()
+        rows = landscape(model, x[seqs], y[seqs], d, multiples, per_pass).cpu().numpy()
         mean[k], per_token[k] = rows.mean(axis=1), rows[:, toks]
     sample_token = (seqs[toks // T] * T + toks % T).astype(np.int64)
     return {"mean": mean, "per_token": per_token, "sample_token": sample_token}
@@ -391,10 +396,13 @@ def gradient_measures(
         cos = grads["dot"] / np.outer(norm, grads["grad_norm"])
     data = {
         "grad_norm": ("gradient_token", grads["grad_norm"]),
-        "update_grad_cos": (("batch", "gradient_token"), np.where(moving[:, None], cos, np.nan)),
-        "coherence_g": ("batch", np.array([c.C_g for c in coh])),
-        "coherence_ug": ("batch", np.array([c.C_ug for c in coh])),
-        "coherence_uG": ("batch", np.array([c.C_uG for c in coh])),
+        "update_grad_cos": (
+            ("update_batch", "gradient_token"),
+            np.where(moving[:, None], cos, np.nan),
+        ),
+        "coherence_g": ("update_batch", np.array([c.C_g for c in coh])),
+        "coherence_ug": ("update_batch", np.array([c.C_ug for c in coh])),
+        "coherence_uG": ("update_batch", np.array([c.C_uG for c in coh])),
     }
     return data, tokens
 
@@ -425,11 +433,11 @@ def update_norms(deltas: list[Params], where: str, meaning: str) -> tuple[np.nda
     return norms, norm
 
 
-def sequences_per_pass(batch_size: int | None, window: int, vocab: int) -> int:
-    """Sequences of ``window`` tokens per forward (and backward) pass: ``update.batch_size``,
-    or 16k tokens a pass, fewer where the (tokens × V) logits would pass 2^27 entries
-    (512 MB)."""
-    return batch_size or max(1, min(16384 // window, 2**27 // (window * vocab)))
+def sequences_per_pass(given: int | None, window: int, vocab: int) -> int:
+    """Sequences of ``window`` tokens per forward (and backward) pass: ``given``
+    (``execution.update.sequences_per_pass``), or 16k tokens a pass, fewer where the
+    (tokens × V) logits would pass 2^27 entries (512 MB)."""
+    return given or max(1, min(16384 // window, 2**27 // (window * vocab)))
 
 
 def _vocab(model) -> int:
@@ -462,7 +470,7 @@ def find_directions(
             update_path,
             cfg.batches,
             device,
-            batch_size=cfg.batch_size,
+            per_pass=cfg.sequences_per_pass,
             allow_pickle=allow_pickle,
             max_grad_norm=max_grad_norm,
             lr=lr,
@@ -482,7 +490,7 @@ def measure_directions(
     batches: per-token Δℓ and Δ̃ℓ, the landscapes over α, the norms, and (``cfg.gradients``)
     the per-token gradient alignment. Returns the store's data and coordinates (those of V's
     tokens left to the caller)."""
-    per_pass = sequences_per_pass(cfg.batch_size, x.shape[1], _vocab(model))
+    per_pass = sequences_per_pass(cfg.sequences_per_pass, x.shape[1], _vocab(model))
     deltas, K = dirs.deltas, len(dirs.deltas)
     norms, norm = update_norms(deltas, where, dirs.attrs["direction_meaning"])
     loss, actual, pred = changes(model, x, y, deltas, per_pass)
@@ -492,30 +500,30 @@ def measure_directions(
     alpha = np.asarray([float(a) for a in cfg.alpha])
     data = {
         "loss": ("token", loss.astype(np.float32)),
-        "loss_change": (("batch", "token"), actual.astype(np.float32)),
-        "loss_change_pred": (("batch", "token"), pred.astype(np.float32)),
-        "update_norm": ("batch", norm),
-        "update_param_norm": (("batch", "param"), norms),
-        "landscape_mean": (("batch", "alpha"), land["mean"]),
-        "landscape": (("batch", "alpha", "sample"), land["per_token"].astype(np.float32)),
+        "loss_change": (("update_batch", "token"), actual.astype(np.float32)),
+        "loss_change_pred": (("update_batch", "token"), pred.astype(np.float32)),
+        "update_norm": ("update_batch", norm),
+        "update_param_norm": (("update_batch", "param"), norms),
+        "landscape_mean": (("update_batch", "alpha"), land["mean"]),
+        "landscape": (("update_batch", "alpha", "sample"), land["per_token"].astype(np.float32)),
     }
     coords = {
-        "batch": np.arange(K),
+        "update_batch": np.arange(K),
         "alpha": alpha,
-        "alpha_distance": (("batch", "alpha"), np.outer(norm, alpha)),
+        "alpha_distance": (("update_batch", "alpha"), np.outer(norm, alpha)),
         "sample_token": ("sample", land["sample_token"]),
         "param": np.arange(len(deltas[0])),
     }
-    if dirs.batches is not None:  # the update batches themselves
-        window = dirs.batches.shape[-1] - 1
-        on_batch = sequences_per_pass(cfg.batch_size, window, _vocab(model))
+    if dirs.update_ids is not None:  # the update batches themselves
+        window = dirs.update_ids.shape[-1] - 1
+        on_batch = sequences_per_pass(cfg.sequences_per_pass, window, _vocab(model))
         tl, tc, tp = [], [], []
-        for b, d in zip(dirs.batches, deltas):
+        for b, d in zip(dirs.update_ids, deltas):
             loss_b, actual_b, pred_b = changes(model, b[:, :-1], b[:, 1:], [d], on_batch)
             tl.append(loss_b)
             tc.append(actual_b[0])
             tp.append(pred_b[0])
-        dims = ("batch", "train_token")
+        dims = ("update_batch", "train_token")
         data.update(
             train_loss=(dims, np.stack(tl).astype(np.float32)),
             train_loss_change=(dims, np.stack(tc).astype(np.float32)),
@@ -523,7 +531,7 @@ def measure_directions(
         )
         coords.update(
             train_token=np.arange(len(tl[0])),
-            train_target=(dims, dirs.batches[:, :, 1:].reshape(K, -1).cpu().numpy()),
+            train_target=(dims, dirs.update_ids[:, :, 1:].reshape(K, -1).cpu().numpy()),
             train_bin=(dims, dirs.bins.reshape(K, -1)),
         )
     if cfg.gradients:

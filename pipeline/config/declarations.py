@@ -208,7 +208,9 @@ class Toy:
 class ExtractExecution:
     """``execution.extract``."""
 
-    batch_size: int | None = setting(None, "evaluation sequences per forward pass; null: sized")
+    sequences_per_pass: int | None = setting(
+        None, "evaluation sequences per forward pass; null: sized to the device"
+    )
     vocab_chunk: int = setting(8192, "vocabulary rows per block of logits (bounds the memory)")
     device: str = setting("auto", "auto (CUDA when present, else CPU), cpu, cuda or cuda:N")
 
@@ -217,8 +219,8 @@ class ExtractExecution:
 class UpdateExecution:
     """``execution.update``."""
 
-    batch_size: int | None = setting(
-        None, "sequences per pass (forward, and the backward of a step); null: 16k tokens a pass"
+    sequences_per_pass: int | None = setting(
+        None, "sequences per forward (and backward) pass; null: 16k tokens a pass"
     )
     device: str = setting("auto", "auto (CUDA when present, else CPU), cpu, cuda or cuda:N")
 

@@ -14,13 +14,7 @@ from functools import cache
 from pathlib import Path
 
 from pipeline import declare
-from pipeline.config.declarations import (
-    SECTIONS,
-    ExtractExecution,
-    FitConfig,
-    ReduceExecution,
-    UpdateExecution,
-)
+from pipeline.config.declarations import SECTIONS, FitConfig
 
 
 class ConfigError(ValueError):
@@ -29,8 +23,15 @@ class ConfigError(ValueError):
 
 SCHEMA = Path(__file__).resolve().parents[2] / "config" / "schema.yaml"
 
-#: Each stage's execution settings, as they are declared under ``execution``.
-EXECUTION = {"extract": ExtractExecution, "update": UpdateExecution, "reduce": ReduceExecution}
+#: Keys that moved, and where they are now: an old config gets the fix, not a schema error.
+MOVED = {
+    "extract.batch_size": "execution.extract.sequences_per_pass",
+    "extract.vocab_chunk": "execution.extract.vocab_chunk",
+    "extract.device": "execution.extract.device",
+    "update.batch_size": "execution.update.sequences_per_pass",
+    "update.device": "execution.update.device",
+    "reduce.scheduler": "execution.reduce.scheduler",
+}
 
 
 def section(config: dict, *path: str) -> dict:
@@ -180,13 +181,13 @@ def check_types(config: dict) -> None:
     for name in config.get("models", {}):
         if not isinstance(name, str):
             raise ConfigError(f"models: the name {name!r} is read as a number; quote it: '{name}'")
-    for stage, cls in EXECUTION.items():
-        for key in declare.keys(cls):
-            if key in (config.get(stage) or {}):
-                raise ConfigError(
-                    f"{stage}.{key} is an execution setting (it changes how a job runs, not what "
-                    f"it computes): move it to execution.{stage}.{key}"
-                )
+    for old, new in MOVED.items():
+        stage, key = old.split(".")
+        if key in (config.get(stage) or {}):
+            raise ConfigError(
+                f"{old} is an execution setting (it changes how a job runs, not what it "
+                f"computes): it is {new} now; move it there"
+            )
     root = schema()
     _integers(config, root, "", root)
 

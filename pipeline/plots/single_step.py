@@ -158,14 +158,14 @@ def _range_handle(span, label: str) -> Line2D | None:
     return Line2D([], [], color=GREY, lw=6, alpha=0.2, label=label)
 
 
-def _batches(ds: xr.Dataset) -> str:
+def _over_batches(ds: xr.Dataset) -> str:
     """ "the K update batches", or "" where there is one direction only (a displacement)."""
-    k = ds.sizes.get("batch", 1)
+    k = ds.sizes.get("update_batch", 1)
     return f"the {k} update batches" if k > 1 else ""
 
 
 def _set_labels(ds: xr.Dataset) -> dict[str, str]:
-    over = _batches(ds)
+    over = _over_batches(ds)
     mean = f", mean over {over}" if over else ""
     return {"eval": f"held-out V (eval){mean}", "train": f"update batch (train){mean}"}
 
@@ -214,7 +214,7 @@ def plot_single_step_interference(ds: xr.Dataset) -> Figure:
         fig,
         [
             *(handle_of(drawn.get(s), labels[s]) for s in SETS),
-            _range_handle(drawn.get("range"), f"range over {_batches(ds)}"),
+            _range_handle(drawn.get("range"), f"range over {_over_batches(ds)}"),
             handle_of(drawn.get("pairs"), "between checkpoints t, t′", color="k"),
             zero_handle(GREY) if drawn.get("zero") else None,
         ],
@@ -256,7 +256,7 @@ def plot_first_order(ds: xr.Dataset) -> Figure:
         ax_r.set_ylabel(f"{model}\n1 − Pearson r(Δℓ, ∇θℓ·Δθ)")
         _step_axis(ax_r)
         drawn.keep(diagonal=_histogram(fig, ax_h, view, model, at))
-    over = _batches(ds)
+    over = _over_batches(ds)
     panel_title(
         axes[0, 0], f"1 − r over training (log){f'; mean, range over {over}' if over else ''}"
     )
@@ -459,7 +459,7 @@ def plot_alignment(ds: xr.Dataset) -> Figure:
     panel_title(axes[0, 0], "alignment (median, 10–90% of the tokens)")
     panel_title(axes[0, 1], "norm product (median, 10–90%, log)")
     panel_title(axes[0, 2], "App. C.4: C_g · C_u = 1 − D(∇θℓ·Δθ)")
-    over = _batches(ds)
+    over = _over_batches(ds)
     legend_below(
         fig,
         [

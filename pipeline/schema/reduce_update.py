@@ -25,14 +25,14 @@ _STATS = {
 }
 UPDATE_REDUCE = (
     *(
-        Variable(update_summary(s, k), ("step", "batch"), u, f"{m} on {where}", z, True)
+        Variable(update_summary(s, k), ("step", "update_batch"), u, f"{m} on {where}", z, True)
         for s, where in _SETS.items()
         for k, (u, m, z) in _STATS.items()
     ),
     *(
         Variable(
             update_summary(s, f"{k}_bin"),
-            ("step", "batch", "bin"),
+            ("step", "update_batch", "bin"),
             _STATS[k][0],
             f"{_STATS[k][1]} on {where}, per frequency bin",
             _STATS[k][2],
@@ -41,10 +41,10 @@ UPDATE_REDUCE = (
         for s, where in _SETS.items()
         for k in ("D", "M")
     ),
-    Variable("update_norm", ("step", "batch"), "unit θ", "‖Δθ_k‖", f"{ZSL} Fig. 6", True),
+    Variable("update_norm", ("step", "update_batch"), "unit θ", "‖Δθ_k‖", f"{ZSL} Fig. 6", True),
     Variable(
         "landscape_change",
-        ("step", "batch", "alpha"),
+        ("step", "update_batch", "alpha"),
         "nats",
         "ΔL(α): mean landscape loss minus its value at α = 0",
         f"{ZSL} Fig. 9, 10",
@@ -98,10 +98,10 @@ UPDATE_REDUCE = (
         f"{ZSL} Fig. 6",
         True,
     ),
-    Variable("coherence_g", ("step", "batch"), "1", "C_g", f"{ZSL} App. C.4", True),
+    Variable("coherence_g", ("step", "update_batch"), "1", "C_g", f"{ZSL} App. C.4", True),
     Variable(
         "coherence_u",
-        ("step", "batch"),
+        ("step", "update_batch"),
         "1",
         "C_u = C_uG / C_ug; C_g·C_u = 1 − D(Δ̃ℓ)",
         f"{ZSL} App. C.4",

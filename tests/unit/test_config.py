@@ -216,11 +216,11 @@ def test_the_indivisible_model_is_named(default):
 # --- the digest of a run's science --------------------------------------------------------------
 
 EXECUTION = [
-    (("execution", "extract"), "batch_size", 3),
+    (("execution", "extract"), "sequences_per_pass", 3),
     (("execution", "extract"), "device", "cuda"),
     (("execution", "extract"), "vocab_chunk", 17),
     (("execution", "reduce"), "scheduler", "tcp://localhost:8786"),
-    (("execution", "update"), "batch_size", 3),
+    (("execution", "update"), "sequences_per_pass", 3),
     (("execution", "update"), "device", "cuda"),
     (("plots",), "dpi", 31),
 ]
@@ -453,14 +453,18 @@ def test_a_filled_config_is_filled_once(raw, default):
 
 
 @pytest.mark.parametrize(
-    "stage, key", [("extract", "batch_size"), ("update", "device"), ("reduce", "scheduler")]
+    "old, new",
+    [
+        ("extract.batch_size", "execution.extract.sequences_per_pass"),
+        ("update.device", "execution.update.device"),
+        ("reduce.scheduler", "execution.reduce.scheduler"),
+    ],
 )
-def test_an_execution_setting_in_its_old_place_names_its_new_one(raw, stage, key):
+def test_an_execution_setting_in_its_old_place_names_its_new_one(raw, old, new):
     from pipeline.config import check_types
 
-    with pytest.raises(
-        ConfigError, match=rf"{stage}.{key} is an execution setting.*execution.{stage}.{key}"
-    ):
+    stage, key = old.split(".")
+    with pytest.raises(ConfigError, match=rf"{old} is an execution setting.*it is {new} now"):
         check_types(changed(raw, lambda c: c.setdefault(stage, {}).update({key: 1})))
 
 

@@ -51,8 +51,8 @@ def config(tmp: Path, steps: list[int]) -> dict:
         "extract": {"dtype": "float32", "parameters": True, "rank_tokens": 16},
         "update": {"alpha": [-1, 0, 1, 2], "landscape_tokens": 20, "gradient_tokens": 6},
         "execution": {
-            "extract": {"batch_size": 4, "vocab_chunk": 100, "device": "cpu"},
-            "update": {"batch_size": 4, "device": "cpu"},
+            "extract": {"sequences_per_pass": 4, "vocab_chunk": 100, "device": "cpu"},
+            "update": {"sequences_per_pass": 4, "device": "cpu"},
         },
         "reduce": {"saturation_tolerance": 0.01, "quantiles": [0.5]},
         "fit": {"min_step": 0, "a": 0.0, "smooth": 0, "subsample": 0},
@@ -173,7 +173,7 @@ def test_displacements_to_the_next_checkpoint(suite):
         assert u.attrs["direction"] == "displacement" and u.attrs["multi_step"] == 1
         assert u.attrs["next_step"] == later
         assert f"θ({later}) − θ({step})" in u.attrs["direction_meaning"]
-        assert "train_loss_change" not in u and u.sizes["batch"] == 1
+        assert "train_loss_change" not in u and u.sizes["update_batch"] == 1
         idx = u["sample_token"].values
         land = u["landscape"].values[0, 0]  # (alpha, sample)
         alpha = u["alpha"].values.tolist()

@@ -168,10 +168,10 @@ def _edited(config: dict, changes: dict) -> dict:
     "changes",
     [
         {
-            "execution.extract.batch_size": 3,
+            "execution.extract.sequences_per_pass": 3,
             "execution.extract.vocab_chunk": 37,
             "execution.extract.device": "cpu",
-            "execution.update.batch_size": 5,
+            "execution.update.sequences_per_pass": 5,
             "execution.update.device": "cpu",
             "execution.reduce.scheduler": None,
         },

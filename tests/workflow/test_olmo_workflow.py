@@ -127,7 +127,7 @@ def test_one_optimizer_step_from_every_saved_state(suite):
         assert u.attrs["learning_rate"] == pytest.approx(olmo.scheduled_lr(native, step + 1))
         assert u.attrs["update_batches"].startswith("held-out text sample")
         assert "not the training batches" in u.attrs["update_batches"]
-        assert u.sizes["batch"] == 2 and (u["update_norm"].values > 0).all()
+        assert u.sizes["update_batch"] == 2 and (u["update_norm"].values > 0).all()
     s = open_summary(str(tmp / "results/summary.zarr"))
     assert s.attrs["update_direction"] == {"olmo-test": "optimizer"}
     for name in ("single_step_interference", "first_order", "landscape"):

@@ -67,8 +67,8 @@ def config(tmp: Path) -> dict:
             "gradient_tokens": 6,
         },
         "execution": {
-            "extract": {"batch_size": 4, "vocab_chunk": 50, "device": "cpu"},
-            "update": {"batch_size": 4, "device": "cpu"},
+            "extract": {"sequences_per_pass": 4, "vocab_chunk": 50, "device": "cpu"},
+            "update": {"sequences_per_pass": 4, "device": "cpu"},
         },
         "reduce": {"quantiles": [0.5]},
         "fit": {"min_step": 0, "train": {"min_step": 0, "subsample": 0}},

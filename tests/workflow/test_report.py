@@ -113,7 +113,7 @@ const out = [];
     for (const it of node.items || []) {
       const d = it.datum;
       if (d && "step" in d && "value" in d) out.push({model: d.model, step: d.step,
-        bin: d.bin === undefined ? null : d.bin, batch: d.batch === undefined ? null : d.batch,
+        bin: d.bin === undefined ? null : d.bin, update_batch: d.update_batch === undefined ? null : d.update_batch,
         value: d.value});
     }
     return;
@@ -171,14 +171,14 @@ def test_the_runs_page_opens_on_its_figures_and_explores_the_summary(run_dir, co
             )
         )
         plotted = {
-            (p["model"], p["step"], p["bin"], p["batch"]): p["value"]
+            (p["model"], p["step"], p["bin"], p["update_batch"]): p["value"]
             for p in browser.execute_script(PLOTTED)
         }
         v = summary[name].sel(model=models)
         expected = {}
         for idx in np.argwhere(np.isfinite(v.values)):
             at = {d: v[d].values[i] for d, i in zip(v.dims, idx)}
-            key = (str(at["model"]), int(at["step"]), at.get("bin"), at.get("batch"))
+            key = (str(at["model"]), int(at["step"]), at.get("bin"), at.get("update_batch"))
             key = tuple(None if k is None else (k if isinstance(k, str) else int(k)) for k in key)
             expected[key] = float(v.values[tuple(idx)])
         assert plotted.keys() == expected.keys(), (view, name)

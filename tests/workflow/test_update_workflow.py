@@ -29,7 +29,7 @@ def test_update_stores_agree_with_the_extraction(run_dir, config):
         assert u.attrs["direction"] == "optimizer" and u.attrs["multi_step"] == 0
         assert u.attrs["optimizer_step"] == step
         assert u.attrs["weights_sha256"] == ex.attrs["weights_sha256"]
-        assert u.sizes["batch"] == K
+        assert u.sizes["update_batch"] == K
         np.testing.assert_allclose(u["loss"].values, ex["loss"].values, rtol=1e-5)
         alpha = u["alpha"].values
         at0, at1 = int(np.flatnonzero(alpha == 0)[0]), int(np.flatnonzero(alpha == 1)[0])
@@ -60,16 +60,18 @@ def test_summary_reduces_the_update_stores(run_dir, config):
             change = u[f"{prefix}loss_change"].values
             for k in range(change.shape[0]):
                 D, M = interference_of_changes(change[k].astype(np.float64))
-                got = s[update_summary(name, "D")].sel(model=model, step=step, batch=k)
+                got = s[update_summary(name, "D")].sel(model=model, step=step, update_batch=k)
                 assert float(got) == pytest.approx(D, rel=1e-9)
-                got = s[update_summary(name, "M")].sel(model=model, step=step, batch=k)
+                got = s[update_summary(name, "M")].sel(model=model, step=step, update_batch=k)
                 assert float(got) == pytest.approx(M, rel=1e-9)
         # per bin, on V
         bins = u["bin"].values
         for b in np.unique(bins):
             D, _ = interference_of_changes(u["loss_change"].values[0][bins == b])
             got = float(
-                s[update_summary("eval", "D_bin")].sel(model=model, step=step, batch=0, bin=b)
+                s[update_summary("eval", "D_bin")].sel(
+                    model=model, step=step, update_batch=0, bin=b
+                )
             )
             assert got == pytest.approx(D, rel=1e-9, nan_ok=True)
         # the first-order prediction is a close one at this scale

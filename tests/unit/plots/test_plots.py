@@ -254,14 +254,14 @@ def update_variables(names, steps, bins, missing_steps, rng) -> tuple[dict, dict
     }
     data = {}
     for name, v in stats.items():
-        data[name] = (("model", "step", "batch"), v)
+        data[name] = (("model", "step", "update_batch"), v)
     for s in ("eval", "train"):
         data[f"{s}_D_bin"] = (
-            ("model", "step", "batch", "bin"),
+            ("model", "step", "update_batch", "bin"),
             np.repeat(stats[f"{s}_D"][..., None], nb, -1),
         )
         data[f"{s}_M_bin"] = (
-            ("model", "step", "batch", "bin"),
+            ("model", "step", "update_batch", "bin"),
             np.repeat(stats[f"{s}_M"][..., None], nb, -1),
         )
     slope = rng.normal(0, 0.05, (nm, ns, 1, n_sample))
@@ -273,7 +273,7 @@ def update_variables(names, steps, bins, missing_steps, rng) -> tuple[dict, dict
     data["sample_loss_change_pred"] = (("model", "step", "sample"), slope[:, :, 0])
     mean = curve.mean(-1)  # (model, step, alpha)
     data["landscape_change"] = (
-        ("model", "step", "batch", "alpha"),
+        ("model", "step", "update_batch", "alpha"),
         np.repeat(mean[:, :, None], K, 2) - 0.02 * alpha * (1 - p[..., None]),
     )
     data["update_grad_cos"] = (
@@ -291,7 +291,7 @@ def update_variables(names, steps, bins, missing_steps, rng) -> tuple[dict, dict
             v[1, missing_steps] = np.nan
         data[name] = (dims, v)
     coords = {
-        "batch": np.arange(K),
+        "update_batch": np.arange(K),
         "alpha": alpha,
         "sample": np.arange(n_sample),
         "gradient_token": np.arange(n_grad),

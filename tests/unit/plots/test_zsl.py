@@ -38,10 +38,10 @@ def summary() -> xr.Dataset:
 
 def displacement(ds: xr.Dataset) -> xr.Dataset:
     """``ds`` as a suite without optimizer states is analysed: along one displacement per step
-    (one "batch"), without update-batch ("train") variables, and step 0's displacement between
+    (one update batch), without update-batch ("train") variables, and step 0's displacement between
     identical revisions: every change 0, M = 0, D and r undefined."""
     train = [v.name for v in UPDATE_SUMMARY if v.name.startswith("train_") and v.name in ds]
-    ds = ds.drop_vars(train).isel(batch=[0])
+    ds = ds.drop_vars(train).isel(update_batch=[0])
     first = ds["step"] == 0
     ds["eval_M"] = ds["eval_M"].where(~first, 0.0)
     ds["update_norm"] = ds["update_norm"].where(~first, 0.0)

@@ -115,7 +115,7 @@ def test_final_hidden_feeds_the_output_layer(family):
 def test_parameter_decomposition_matches_masked_autograd(family):
     model = build(family)
     ids, tgt = data()
-    cfg = ExtractConfig(batch_size=3, vocab_chunk=7, device="cpu", rank_tokens=0)
+    cfg = ExtractConfig(sequences_per_pass=3, vocab_chunk=7, device="cpu", rank_tokens=0)
     meas = measure(model, ids, tgt, cfg, torch.device("cpu"))
     names = meas.param_names
     assert names == list(dict(model.named_parameters()))
@@ -132,7 +132,7 @@ def test_parameter_decomposition_matches_masked_autograd(family):
 def test_interference_matches_a_loop_over_positions(family):
     model = build(family)
     ids, tgt = data(n_seq=3, seq_len=8)
-    cfg = ExtractConfig(batch_size=2, vocab_chunk=16, device="cpu", rank_tokens=0)
+    cfg = ExtractConfig(sequences_per_pass=2, vocab_chunk=16, device="cpu", rank_tokens=0)
     meas = measure(model, ids, tgt, cfg, torch.device("cpu"))
     ref = interference_by_positions(model, ids, tgt)
     ours = dict(zip(meas.param_names, meas.params["param_interference"]))
@@ -150,14 +150,16 @@ def test_token_measurements_match_autograd_and_chunking(family):
         model,
         ids,
         tgt,
-        ExtractConfig(batch_size=4, vocab_chunk=V, device="cpu", parameters=False, rank_tokens=0),
+        ExtractConfig(
+            sequences_per_pass=4, vocab_chunk=V, device="cpu", parameters=False, rank_tokens=0
+        ),
         torch.device("cpu"),
     )
     chunked = measure(
         model,
         ids,
         tgt,
-        ExtractConfig(batch_size=3, vocab_chunk=5, device="cpu", rank_tokens=0),
+        ExtractConfig(sequences_per_pass=3, vocab_chunk=5, device="cpu", rank_tokens=0),
         torch.device("cpu"),
     )
     with torch.no_grad():

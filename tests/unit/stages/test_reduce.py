@@ -183,9 +183,9 @@ def test_summary_stacks_reduced_updates_without_casting_its_gaps(tmp_path):
     u = xr.Dataset(
         {
             "sample_improved": (("step", "sample"), improved),
-            "update_norm": (("step", "batch"), [[0.5, 0.25]]),
+            "update_norm": (("step", "update_batch"), [[0.5, 0.25]]),
         },
-        coords={"step": [1], "sample": np.arange(3), "batch": np.arange(2)},
+        coords={"step": [1], "sample": np.arange(3), "update_batch": np.arange(2)},
     )
     u = conform(u, "reduce_update")
     u.attrs = {"direction": "optimizer"}

@@ -101,7 +101,7 @@ def pythia_shaped(n_models: int = 8, n_bins: int = 24, batches: int = 2) -> xr.D
     steps, two dozen frequency bins), with random values."""
     steps = [0, *[2**k for k in range(10)], *range(1000, 143001, 1000)]
     assert len(steps) == 154 and steps == sorted(set(steps))
-    sizes = {"model": n_models, "step": len(steps), "bin": n_bins, "batch": batches}
+    sizes = {"model": n_models, "step": len(steps), "bin": n_bins, "update_batch": batches}
     rng = np.random.default_rng(0)
     dims_of_views = {dims for _, dims in report.VIEWS.values()}
     ds = xr.Dataset(
@@ -114,7 +114,7 @@ def pythia_shaped(n_models: int = 8, n_bins: int = 24, batches: int = 2) -> xr.D
             "model": [f"pythia-{i}" for i in range(n_models)],
             "step": steps,
             "bin": np.arange(-n_bins, 0),
-            "batch": np.arange(batches),
+            "update_batch": np.arange(batches),
         },
     )
     return ds

@@ -237,11 +237,11 @@ def step_and_tokens(suite):
 
 def test_forward_mode_prediction_matches_per_token_autograd(step_and_tokens):
     model, delta, x, y = step_and_tokens
-    loss, pred = first_order(model, x, y, delta, batch=2)
+    loss, pred = first_order(model, x, y, delta, per_pass=2)
     grads = per_token_gradients(model, x, y)
     u = torch.cat([delta[n].reshape(-1).double() for n, _ in model.named_parameters()])
     assert rel_err(pred, grads @ u) <= 1e-5
-    assert rel_err(loss, token_losses(model, x, y, batch=3)) <= 1e-6
+    assert rel_err(loss, token_losses(model, x, y, per_pass=3)) <= 1e-6
 
 
 def test_forward_mode_prediction_with_tied_embeddings(tiny_neox):
@@ -256,7 +256,7 @@ def test_forward_mode_prediction_with_tied_embeddings(tiny_neox):
     assert model.get_output_embeddings().weight is model.get_input_embeddings().weight
     delta = {n: 1e-2 * torch.randn_like(p) for n, p in model.named_parameters()}
     ids = torch.randint(0, cfg.vocab_size, (3, 9))
-    _, pred = first_order(model, ids[:, :-1], ids[:, 1:], delta, batch=2)
+    _, pred = first_order(model, ids[:, :-1], ids[:, 1:], delta, per_pass=2)
     grads = per_token_gradients(model, ids[:, :-1], ids[:, 1:])
     u = torch.cat([delta[n].reshape(-1).double() for n, _ in model.named_parameters()])
     assert rel_err(pred, grads @ u) <= 1e-5
@@ -264,8 +264,8 @@ def test_forward_mode_prediction_with_tied_embeddings(tiny_neox):
 
 def test_landscape_passes_through_the_checkpoint_and_the_step(step_and_tokens):
     model, delta, x, y = step_and_tokens
-    rows = landscape(model, x, y, delta, [0.0, 1.0, -2.0], batch=2)
-    torch.testing.assert_close(rows[0], token_losses(model, x, y, batch=3))
+    rows = landscape(model, x, y, delta, [0.0, 1.0, -2.0], per_pass=2)
+    torch.testing.assert_close(rows[0], token_losses(model, x, y, per_pass=3))
     moved = {n: p.detach() + delta[n] for n, p in model.named_parameters()}
     torch.testing.assert_close(rows[1], token_losses(model, x, y, 3, moved))
     # and it is a real second evaluation, not the first one again

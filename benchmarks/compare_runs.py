@@ -7,7 +7,8 @@ For refactors that must not change results: run the workflow before and after, t
 Each store present in both runs is compared variable by variable (values exactly, NaN equal to
 NaN; dtype and dims too); variables only in one run are listed, as are attribute differences.
 Figures are compared as decoded pixels. Prints one line per difference and a summary; exits 1
-if any value differs.
+if any value differs. A deliberate renaming of dimensions or variables is compared by value
+with ``--rename OLD=NEW`` (applied to the before run), e.g. ``--rename batch=update_batch``.
 """
 
 from __future__ import annotations
@@ -51,15 +52,23 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("before", type=Path)
     parser.add_argument("after", type=Path)
+    parser.add_argument(
+        "--rename",
+        action="append",
+        default=[],
+        metavar="OLD=NEW",
+        help="a dimension or variable renamed between the runs (applied to the before run)",
+    )
     args = parser.parse_args()
+    renames = dict(r.split("=", 1) for r in args.rename)
     n_values = 0
     before, after = set(stores(args.before)), set(stores(args.after))
     for rel in sorted(before ^ after):
         print(f"{rel}: only {'before' if rel in before else 'after'}")
     for rel in sorted(before & after):
-        values, other = compare_store(
-            xr.open_zarr(args.before / rel), xr.open_zarr(args.after / rel)
-        )
+        old = xr.open_zarr(args.before / rel)
+        old = old.rename({k: v for k, v in renames.items() if k in old.dims or k in old.variables})
+        values, other = compare_store(old, xr.open_zarr(args.after / rel))
         n_values += len(values)
         for line in values + other:
             print(f"{rel}: {line}")

@@ -238,7 +238,30 @@ def read_optimizer(
     raw = _torch_load(file, "the Trainer's optimizer state")
     if not isinstance(raw, dict) or not {"state", "param_groups"} <= set(raw):
         raise ValueError(f"{file} is not an optimizer state dict (no 'state' and 'param_groups')")
-    groups = [g for g in raw["param_groups"]]
+    groups = list(raw["param_groups"])
+    moments, no_decay = _moments(file, raw, groups, model, saved_step)
+    g0 = groups[0]
+    for key in ("lr", "betas", "eps"):
+        if any(g[key] != g0[key] for g in groups):
+            raise ValueError(f"{file}: the parameter groups differ in {key}")
+    lr, clip, provenance = _learning_rate(path, float(g0["lr"]), g0, saved_step, max_grad_norm)
+    return OptimizerState(
+        step=saved_step,
+        lr=lr,
+        betas=tuple(float(b) for b in g0["betas"]),
+        eps=float(g0["eps"]),
+        weight_decay=float(groups[0]["weight_decay"]),
+        moments=moments,
+        no_weight_decay=no_decay,
+        max_grad_norm=clip,
+        loss_denominator="labels",  # the Trainer's: the mean over the batch's label tokens
+        provenance=provenance,
+    )
+
+
+def _moments(file: Path, raw: dict, groups: list, model, saved_step: int) -> tuple[dict, list]:
+    """AdamW's moments by parameter name (the Trainer's grouping rule, checked against the
+    model's shapes) and the names without weight decay; the step count must be ``saved_step``."""
     decay, no_decay = parameter_groups(model)
     expected = [decay, no_decay] if no_decay or len(groups) == 2 else [decay]
     sizes = [len(g["params"]) for g in groups]
@@ -272,11 +295,16 @@ def read_optimizer(
             f"{file}: AdamW's step count is {opt_step}, {STATE_FILE} says global_step "
             f"{saved_step}: the files do not belong together"
         )
-    g0 = groups[0]
-    for key in ("lr", "betas", "eps"):
-        if any(g[key] != g0[key] for g in groups):
-            raise ValueError(f"{file}: the parameter groups differ in {key}")
-    lr = float(g0["lr"])
+    return moments, sorted(no_decay)
+
+
+def _learning_rate(
+    path: Path, lr: float, g0: dict, saved_step: int, max_grad_norm: float | None
+) -> tuple[float, float | None, dict]:
+    """The next step's learning rate ``lr`` (the saved group rate) checked against
+    ``scheduler.pt`` and the schedule of ``training_args.bin``; the clipping norm; where each
+    came from."""
+    file = path / OPTIMIZER_FILE
     provenance = {
         "learning_rate": f"{OPTIMIZER_FILE} (the rate the scheduler set for the next step)"
     }
@@ -318,15 +346,4 @@ def read_optimizer(
             *(path, saved_step + 1, lr),
         )
         provenance["learning_rate"] = "the peak rate (the schedule's next rate is 0, its end)"
-    return OptimizerState(
-        step=saved_step,
-        lr=lr,
-        betas=tuple(float(b) for b in g0["betas"]),
-        eps=float(g0["eps"]),
-        weight_decay=float(groups[0]["weight_decay"]),
-        moments=moments,
-        no_weight_decay=sorted(no_decay),
-        max_grad_norm=clip,
-        loss_denominator="labels",  # the Trainer's: the mean over the batch's label tokens
-        provenance=provenance,
-    )
+    return lr, clip, provenance

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 import yaml
 
+from pipeline.config import filled
 from pipeline.maths.frequency import frequency_bins
 from pipeline.maths.saturation import saturation_step
 from pipeline.toy.language import ToyLanguage, eval_windows, toy_streams
@@ -64,7 +65,7 @@ def main() -> None:
     args = parser.parse_args()
 
     with open(args.config) as fh:
-        cfg = yaml.safe_load(fh)
+        cfg = filled(yaml.safe_load(fh))  # the file overlaid on the declared defaults
     toy = cfg["toy"]
     language = ToyLanguage(**{**toy["language"], **overrides(args.language)})
     train = TrainConfig(**{**toy["train"], **overrides(args.train)})

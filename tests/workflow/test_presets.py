@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import yaml
 
-from pipeline.config import has_optimizer_states
+from pipeline.config import filled, has_optimizer_states
 from pipeline.plan import Plan
 from tests.snake import REPO, job_stats, run_snakemake
 
@@ -39,7 +39,7 @@ def test_the_own_run_template_names_what_is_missing(tmp_path):
 
 @pytest.mark.parametrize("preset", PRESETS, ids=lambda p: p.stem)
 def test_preset_dry_runs_in_a_fresh_directory(tmp_path, preset):
-    cfg = yaml.safe_load(preset.read_text())
+    cfg = filled(yaml.safe_load(preset.read_text()))  # as the workflow runs it
     r = run_snakemake(tmp_path, preset, "-n", env={"HF_HUB_OFFLINE": "1"})
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
     jobs = job_stats(r.stdout)

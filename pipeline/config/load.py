@@ -59,7 +59,7 @@ def filled(config: dict) -> dict:
             parent = parent.setdefault(key, {})
         if path[-1] in parent and parent[path[-1]] is None:
             continue  # a section that is off unless given (update.data: null)
-        parent[path[-1]] = {**parent.get(path[-1], {}), **section(out, *path)}
+        parent[path[-1]] = section(out, *path)  # its own subsections kept as given
     return out
 
 

@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 # OLMo's own implementation, the reference of the OLMo-native loader's tests (see the file)
 REFERENCE := .olmo-reference/.installed
 
-.PHONY: run test test-fast lint report clean
+.PHONY: run test test-fast docs lint report clean
 
 $(STAMP): requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,11 @@ test: $(STAMP) $(REFERENCE)
 # the edit-test loop: the unit tests without the slow ones (references in subprocesses, clusters)
 test-fast: $(STAMP)
 	$(BIN)/pytest tests/unit -m "not slow" -q
+
+# the documentation site, warnings (a broken link, a missing image) as errors
+docs: $(STAMP)
+	$(BIN)/sphinx-build -W --keep-going -q -b html docs docs/_build/html
+	@echo "open docs/_build/html/index.html"
 
 lint: $(STAMP)
 	$(BIN)/ruff check pipeline scripts tests

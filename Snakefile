@@ -1,7 +1,7 @@
 # Learning-dynamics measurements over suites of training checkpoints.
 # The DAG: data → checkpoints → extract, update {model, step} → reduce, reduce_update {model}
 # → fit {model} → summary → plots → report.
-# See README.md for how to run it and for the definitions of what it measures.
+# See README.md for how to run it, and docs/ for the definitions of what it measures.
 
 from snakemake.utils import min_version
 

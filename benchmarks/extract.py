@@ -12,7 +12,7 @@ On one random model and one set of tokens, in one run, it times:
 and prints tokens/s, peak memory (CUDA: allocator peak; CPU: peak RSS growth, sampled) and the
 ratios b/a, c/(forward+backward), d/b. It also measures the h-level extraction's peak memory
 with the vocabulary in chunks and in one block. Shapes come from Pythia's configs, weights are
-random. Examples (see the README's performance section)::
+random. Examples (see docs/performance.md)::
 
     .venv/bin/python benchmarks/extract.py --shape pythia-14m --tokens 8192
     python benchmarks/extract.py --shape pythia-1b --tokens 262144 --dtype bfloat16  # a GPU

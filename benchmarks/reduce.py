@@ -8,7 +8,7 @@ own:
 * ``reduce``: ``pipeline.reduce.reduce_model`` over the same stores;
 
 and prints the stores' total size, each phase's peak RSS and throughput (MB/s of store data)
-and the ratio reduce/read (goal ≥ 0.5). Example (see the README's performance section)::
+and the ratio reduce/read (goal ≥ 0.5). Example (see docs/performance.md)::
 
     .venv/bin/python benchmarks/reduce.py --tokens 2097152 --steps 24 --dir /tmp/reduce-bench
 """

@@ -13,7 +13,7 @@ On one random model, one random update direction and one set of tokens, in one r
 
 and prints tokens/s and the ratios b/a, c/b and d/a, and checks that (b) and (c) agree.
 Shapes come from Pythia's configs (``benchmarks/extract.py``), weights are random. Examples
-(see the README's performance section)::
+(see docs/performance.md)::
 
     .venv/bin/python benchmarks/update.py --shape pythia-14m --sequences 32
     python benchmarks/update.py --shape pythia-1b --sequences 64 --device cuda  # a GPU

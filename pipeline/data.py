@@ -91,35 +91,40 @@ def write_frequency(
     return ds
 
 
-def write_eval(windows: np.ndarray, bins: np.ndarray, path: str, source: str) -> None:
-    """Write the evaluation set: ``input_ids``/``targets`` (sequence, position) and per token
-    (the flattened (sequence, position) pairs) its ``target`` id and frequency ``bin``."""
+def eval_dataset(windows: np.ndarray, bins: np.ndarray | None, source: str) -> xr.Dataset:
+    """The evaluation set of ``windows`` (sequence, context + 1) ids: ``input_ids``/``targets``
+    (sequence, position) and per token (the flattened (sequence, position) pairs) its
+    ``target`` id and, given the frequency ``bins`` of every id, its ``bin``."""
     inputs, targets = windows[:, :-1], windows[:, 1:]
-    if windows.max() >= bins.size or windows.min() < 0:
-        raise ValueError(
-            f"evaluation ids (inputs and targets) span {windows.min()}..{windows.max()} but the "
-            f"frequency table has {bins.size} ids; use the same tokenizer for both"
-        )
     target = targets.reshape(-1)
-    unseen = int((bins[target] == UNSEEN_BIN).sum())
-    if unseen:
-        console_warning(
-            log,
-            f"{unseen} of {target.size} evaluation tokens ({unseen / target.size:.2%}) are ids "
-            "the frequency counts never saw: they form the unseen bin. Many of them mean that the "
-            "counts and the evaluation tokenizer do not match.",
-        )
-    ds = xr.Dataset(
-        {
-            "input_ids": (("sequence", "position"), inputs.astype(np.int32)),
-            "targets": (("sequence", "position"), targets.astype(np.int32)),
-            "target": ("token", target.astype(np.int32)),
-            "bin": ("token", bins[target]),
-        },
-        coords={"token": np.arange(target.size)},
-        attrs={"source": source, "unseen_bin": UNSEEN_BIN},
-    )
-    write_zarr(ds, path)
+    data = {
+        "input_ids": (("sequence", "position"), inputs.astype(np.int32)),
+        "targets": (("sequence", "position"), targets.astype(np.int32)),
+        "target": ("token", target.astype(np.int32)),
+    }
+    attrs = {"source": source}
+    if bins is not None:
+        if windows.max() >= bins.size or windows.min() < 0:
+            raise ValueError(
+                f"evaluation ids (inputs and targets) span {windows.min()}..{windows.max()} but "
+                f"the frequency table has {bins.size} ids; use the same tokenizer for both"
+            )
+        unseen = int((bins[target] == UNSEEN_BIN).sum())
+        if unseen:
+            console_warning(
+                log,
+                f"{unseen} of {target.size} evaluation tokens ({unseen / target.size:.2%}) are "
+                "ids the frequency counts never saw: they form the unseen bin. Many of them mean "
+                "that the counts and the evaluation tokenizer do not match.",
+            )
+        data["bin"] = ("token", bins[target])
+        attrs["unseen_bin"] = UNSEEN_BIN
+    return xr.Dataset(data, coords={"token": np.arange(target.size)}, attrs=attrs)
+
+
+def write_eval(windows: np.ndarray, bins: np.ndarray, path: str, source: str) -> None:
+    """Write the evaluation set (``eval_dataset``) of ``windows`` with their frequency ``bins``."""
+    write_zarr(eval_dataset(windows, bins, source), path)
 
 
 def write_update_batches(

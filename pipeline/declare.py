@@ -4,7 +4,7 @@ Every config section is a frozen dataclass whose fields are made by one of three
 ``setting`` (a default the workflow fills in when the key is left out), ``required`` (no
 default: the user gives it) or ``optional`` (no default, and absent unless given: a key that only
 one source or format reads). ``defaults``, ``meaning`` and ``keys`` read them back for the config
-loader, the JSON schema and the README's table of keys. No imports beyond the standard library:
+loader, the JSON schema and the docs' table of keys. No imports beyond the standard library:
 both ``pipeline.config`` and ``pipeline.toy`` declare their sections with it.
 """
 

@@ -5,7 +5,8 @@ output layer, found through ``get_output_embeddings()``); everything else is the
 algebra of ``pipeline.decomposition``. The store ``results/extract/{model}/step{step}.zarr``
 holds one variable per measurement over the ``token`` dimension (with ``target`` and ``bin``
 coordinates from the evaluation set) and attrs naming the model, step, revision, weights
-sha256, dtype, device and package versions.
+sha256, dtype, device and package versions. ``checkpoint_dataset`` (measure, label, conform)
+is the one path from a model to that dataset, shared with the notebook API (``pipeline.api``).
 """
 
 from __future__ import annotations
@@ -281,38 +282,58 @@ def extract_checkpoint(
     revision: str | None = None,
 ) -> None:
     """Measure checkpoint ``checkpoint`` on the evaluation set and write ``out_path``."""
-    import transformers
-
     device = resolve_device(cfg.device)
-    dtype = getattr(torch, cfg.dtype)
     ev = open_store(eval_path)
-    input_ids, targets = ev["input_ids"].values, ev["targets"].values
-    if input_ids.size == 0:
+    if ev.sizes["token"] == 0:
         raise ValueError(f"the evaluation set {eval_path} is empty")
     sha = weights_sha256(checkpoint)
-    log.info("%s step %d: %d tokens on %s in %s", model_name, step, targets.size, device, cfg.dtype)
-    model = load_checkpoint(checkpoint, dtype=dtype, allow_pickle=allow_pickle).to(device)
-    meas = measure(model, input_ids, targets, cfg, device)
-    empty = [k for k, v in meas.tokens.items() if not np.isfinite(v).any()]
-    if empty:
-        raise ValueError(
-            f"{model_name} step {step} ({checkpoint}): {', '.join(empty)} came out NaN for every "
-            "token; the checkpoint or the evaluation set is broken, nothing was written"
-        )
+    log.info(
+        "%s step %d: %d tokens on %s in %s", model_name, step, ev.sizes["token"], device, cfg.dtype
+    )
+    model = load_checkpoint(checkpoint, dtype=getattr(torch, cfg.dtype), allow_pickle=allow_pickle)
     attrs = {
         "model": model_name,
         "step": int(step),
         "revision": revision or f"step{step}",
         "weights_sha256": sha,
+    }
+    where = f"{model_name} step {step} ({checkpoint})"
+    ds = checkpoint_dataset(model.to(device), ev, cfg, device, attrs, where)
+    write_zarr(ds, out_path)
+    log.info("mean loss %.4f, wrote %s", float(ds["loss"].mean()), out_path)
+
+
+def checkpoint_dataset(
+    model, ev: xr.Dataset, cfg: ExtractConfig, device: torch.device, attrs: dict, where: str
+) -> xr.Dataset:
+    """Measure ``model`` (on ``device``) on the evaluation set ``ev`` and label the result as
+    the extract store holds it: over a ``step`` dimension of one (``attrs["step"]`` its
+    coordinate, when given; ``pipeline.api`` drops it), the run's dtype, device and versions
+    added to ``attrs``, conformed to the extract store's declaration. ``where`` names the
+    checkpoint in errors."""
+    import transformers
+
+    meas = measure(model, ev["input_ids"].values, ev["targets"].values, cfg, device)
+    empty = [k for k, v in meas.tokens.items() if not np.isfinite(v).any()]
+    if empty:
+        raise ValueError(
+            f"{where}: {', '.join(empty)} came out NaN for every token; the checkpoint or the "
+            "evaluation set is broken, nothing was written"
+        )
+    attrs = {
+        **attrs,
         "dtype": cfg.dtype,
         "device": str(device),
         "pipeline_version": pipeline.__version__,
         "torch_version": torch.__version__,
         "transformers_version": transformers.__version__,
     }
-    ds = to_dataset(meas, ev, attrs).expand_dims(step=np.array([step], dtype=np.int64))
-    write_zarr(conform(ds, "extract"), out_path)
-    log.info("mean loss %.4f, wrote %s", float(meas.tokens["loss"].mean()), out_path)
+    ds = to_dataset(meas, ev, attrs)
+    if "step" in attrs:
+        ds = ds.expand_dims(step=np.array([attrs["step"]], dtype=np.int64))
+    else:
+        ds = ds.expand_dims("step")
+    return conform(ds, "extract")
 
 
 def _store_names(summary: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -323,7 +344,9 @@ def _store_names(summary: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 def to_dataset(meas: Measurements, ev: xr.Dataset, attrs: dict) -> xr.Dataset:
     """Label one checkpoint's measurements: ``token``, ``param`` and ``rank_tokens`` dims."""
     data = {k: ("token", v) for k, v in meas.tokens.items()}
-    coords = {"token": ev["token"].values, "target": ev["target"], "bin": ev["bin"]}
+    coords = {"token": ev["token"].values, "target": ev["target"]}
+    if "bin" in ev:  # an evaluation set without frequency counts has no bins (pipeline.api)
+        coords["bin"] = ev["bin"]
     labels = {}
     if meas.params is not None:
         p = meas.params

@@ -272,38 +272,50 @@ def count_megatron(prefixes: list[str], vocab_size: int, chunk_tokens: int = 1 <
 
 def load_counts(path: str, vocab_size: int) -> np.ndarray:
     """A counts vector (``.npy``, one integer count per id), padded with zeros to ``vocab_size``
-    (the model's output size, which may exceed the tokenizer's: padded ids are never seen).
+    (the model's output size, which may exceed the tokenizer's: padded ids are never seen);
+    checked by ``check_counts``."""
+    return check_counts(np.load(path, allow_pickle=False), vocab_size, path)
 
-    Refused with a message naming the file: a non-vector, NaN or infinite entries, negative
-    counts, non-integer counts (relative frequencies are not counts: a cast would truncate them
-    and move ids between bins), and more counts than ``vocab_size``.
+
+def check_counts(
+    count: np.ndarray, vocab_size: int, where: str, limit: str = "frequency.vocab_size"
+) -> np.ndarray:
+    """``count`` (one count per id) as int64, padded with zeros to ``vocab_size``.
+
+    Refused with a message naming ``where`` (the file or argument it came from): a non-vector,
+    NaN or infinite entries, negative counts, non-integer counts (relative frequencies are not
+    counts: a cast would truncate them and move ids between bins), and more counts than
+    ``vocab_size`` (``limit`` says what sets it).
     """
-    count = np.load(path, allow_pickle=False)
+    count = np.asarray(count)
     if count.ndim != 1 or count.size == 0:
         raise ValueError(
-            f"{path}: a counts vector must be a non-empty 1-D array, got {count.shape}"
+            f"{where}: a counts vector must be a non-empty 1-D array, got {count.shape}"
         )
     if not (np.issubdtype(count.dtype, np.integer) or np.issubdtype(count.dtype, np.floating)):
-        raise ValueError(f"{path}: counts must be numbers, got dtype {count.dtype}")
+        raise ValueError(f"{where}: counts must be numbers, got dtype {count.dtype}")
     if np.issubdtype(count.dtype, np.floating):
         bad = np.flatnonzero(~np.isfinite(count))
         if bad.size:
             raise ValueError(
-                f"{path} holds NaN or infinite counts at {bad.size} ids (first: {bad[0]})"
+                f"{where} holds NaN or infinite counts at {bad.size} ids (first: {bad[0]})"
             )
         frac = np.flatnonzero(count != np.round(count))
         if frac.size:
             raise ValueError(
-                f"{path} holds non-integer counts at {frac.size} ids (id {frac[0]}: "
+                f"{where} holds non-integer counts at {frac.size} ids (id {frac[0]}: "
                 f"{count[frac[0]]:g}); it looks like relative frequencies: give integer counts"
             )
     negative = np.flatnonzero(count < 0)
     if negative.size:
         raise ValueError(
-            f"{path} holds negative counts at {negative.size} ids (first: {negative[0]})"
+            f"{where} holds negative counts at {negative.size} ids (first: {negative[0]})"
         )
     if count.size > vocab_size:
-        raise ValueError(f"{path} has {count.size} counts but frequency.vocab_size is {vocab_size}")
+        raise ValueError(
+            f"{where} has {count.size} counts but {limit} is {vocab_size}; give one count per "
+            "id of the models' vocabulary"
+        )
     return np.pad(count.astype(np.int64), (0, vocab_size - count.size))
 
 

@@ -6,7 +6,7 @@ execution settings (how it runs: batch sizes, devices, vocabulary blocks, the sc
 ``execution``) are separate sections, and the figures' ``plots`` a presentation section: what
 re-runs when a setting changes follows from where it is declared, with no list of exceptions.
 The JSON schema (``config/schema.yaml``) checks types and ranges; the descriptions and defaults
-it carries are filled in from here (``load.schema``), and the README's table of keys is
+it carries are filled in from here (``load.schema``), and the docs' table of keys is
 rendered from here (``pipeline.tables``).
 """
 
@@ -283,3 +283,52 @@ SECTIONS: dict[tuple[str, ...], type] = {
 }
 #: Top-level sections that change no stored number: left out of a run's science digest.
 NOT_SCIENCE = ("execution", "plots")
+
+#: The keys of a model entry (``models.{name}``): the sources each applies to and its meaning.
+#: Entries are not sections (their keys depend on ``source``), so they have no defaults here;
+#: config/schema.yaml checks them, and a test keeps this table and the schema in step.
+MODEL_KEYS: dict[str, tuple[tuple[str, ...], str]] = {
+    "source": (("toy", "hub", "local"), "toy (trained by this workflow), hub or local"),
+    "hidden_size": (("toy",), "width d of the residual stream; the output layer has rank ≤ d"),
+    "layers": (("toy",), "transformer blocks"),
+    "heads": (("toy",), "attention heads (hidden_size must be divisible by heads)"),
+    "head_rank": (
+        ("toy",),
+        "train the output layer as two factors U = A·B of rank r ≤ d (the checkpoints hold "
+        "the product; the update stage follows displacements)",
+    ),
+    "language": (("toy",), "train and measure it on the language of toy.languages by this name"),
+    "train": (
+        ("toy",),
+        "its own values of toy.train's batch_size, learning_rate, warmup_steps, weight_decay, "
+        "seed, optimizer, momentum, corpus_tokens",
+    ),
+    "repo_id": (("hub",), "the hub repository, org/name"),
+    "revision": (
+        ("hub",),
+        'the branch: "step{step}" for one branch per checkpoint (Pythia), or main (default)',
+    ),
+    "subfolder": (
+        ("hub",),
+        'one folder per checkpoint, e.g. "checkpoint-{step}" (a Trainer run pushed with '
+        "hub_strategy all_checkpoints)",
+    ),
+    "path": (("local",), "the checkpoint directories, a template: runs/my-model/checkpoint-{step}"),
+    "format": (
+        ("hub", "local"),
+        "transformers, trainer or olmo (OLMo's native files); detected from the files where "
+        "unambiguous",
+    ),
+    "allow_pickle": (
+        ("hub", "local"),
+        "read pickles (.bin weights, a Trainer's optimizer.pt, OLMo's .pt) with weights_only; "
+        "default false",
+    ),
+    "parameters": (("hub", "local"), "the model's size: scales its jobs' memory and time on SLURM"),
+    "train_loss": (("hub", "local"), "a (step, loss) table, tab- or comma-separated with a header"),
+    "max_grad_norm": (
+        ("hub", "local"),
+        "training's clipping norm, only where training_args.bin cannot be read",
+    ),
+    "steps": (("toy", "hub", "local"), "its own steps (a list, or all), instead of the run's"),
+}

@@ -34,6 +34,7 @@ class FigureSpec:
     module : the submodule of ``pipeline.plots`` that holds ``plot_<name>``.
     category : the figure's category in ``snakemake --report``.
     caption : its caption (reStructuredText), relative to the repository root.
+    shows : one line: what it draws and the paper's figure it reproduces (the docs' tables).
     experiment : the toy experiment it shows (a key of ``EXPERIMENTS``), drawn only for a run
         with a model of it; None: drawn for every run.
     """
@@ -42,6 +43,7 @@ class FigureSpec:
     module: str
     category: str
     caption: str
+    shows: str
     experiment: str | None = None
 
     @property
@@ -50,8 +52,10 @@ class FigureSpec:
         return f"pipeline/plots/{self.module}.py"
 
 
-def _spec(name: str, module: str, category: str, experiment: str | None = None) -> FigureSpec:
-    return FigureSpec(name, module, category, f"report/{name}.rst", experiment)
+def _spec(
+    name: str, module: str, category: str, shows: str, experiment: str | None = None
+) -> FigureSpec:
+    return FigureSpec(name, module, category, f"report/{name}.rst", shows, experiment)
 
 
 #: The toy experiments that have figures of their own: whether a toy model belongs to one, from
@@ -66,25 +70,122 @@ EXPERIMENTS: dict[str, Callable[[dict], bool]] = {
 FIGURES: dict[str, FigureSpec] = {
     s.name: s
     for s in (
-        _spec("token_frequency", "dissent", "Saturation"),
-        _spec("loss_by_bin", "dissent", "Saturation"),
-        _spec("decomposition_basis", "dissent", "Gradient dissent"),
-        _spec("dissent", "dissent", "Gradient dissent"),
-        _spec("parameter_dissent", "dissent", "Gradient dissent"),
-        _spec("bnsl", "zsl", "Zero-sum learning"),
-        _spec("interference", "zsl", "Zero-sum learning"),
-        _spec("layer_interference", "zsl", "Zero-sum learning"),
-        _spec("single_step_interference", "single_step", "One optimizer step"),
-        _spec("first_order", "single_step", "One optimizer step"),
-        _spec("alignment", "single_step", "One optimizer step"),
-        _spec("landscape_tokens", "single_step", "One optimizer step"),
-        _spec("landscape", "single_step", "One optimizer step"),
-        _spec("bottleneck", "bottleneck", "Gradient bottleneck"),
-        _spec("head_rank", "bottleneck", "Gradient bottleneck", "head_rank"),
-        _spec("spamlang", "bottleneck", "Gradient bottleneck", "spamlang"),
-        _spec("head_spectrum", "spectral", "Spectral saturation"),
-        _spec("spectral_saturation", "spectral", "Spectral saturation"),
-        _spec("overview", "overview", "Saturation"),
+        _spec(
+            "token_frequency",
+            "dissent",
+            "Saturation",
+            "normalised frequency against rank of the training counts and of V's targets, a Zipf fit, the rarest 5% of ids, the share of ids in V (Gradient Dissent Fig. 4)",
+        ),
+        _spec(
+            "loss_by_bin",
+            "dissent",
+            "Saturation",
+            "loss per frequency bin over steps, improving vs saturated points, the saturation step (Gradient Dissent Fig. 1, 5)",
+        ),
+        _spec(
+            "decomposition_basis",
+            "dissent",
+            "Gradient dissent",
+            "cos(h,∇h⁺), cos(h,∇h⁻), cos(∇h,∇h⁺), cos(∇h,∇h⁻) per bin (Gradient Dissent Fig. 2, 6)",
+        ),
+        _spec(
+            "dissent",
+            "dissent",
+            "Gradient dissent",
+            "cos(∇h⁺,∇h⁻) per bin and the norms ‖∇h⁺‖, ‖∇h⁻‖, ‖∇h‖ (Gradient Dissent Fig. 3)",
+        ),
+        _spec(
+            "parameter_dissent",
+            "dissent",
+            "Gradient dissent",
+            "per block, ‖∇θ⁺‖ and ‖∇θ⁻‖ relative to ‖∇θ‖ beside cos(∇θ⁺, ∇θ⁻) (Gradient Dissent Fig. 7)",
+        ),
+        _spec(
+            "bnsl",
+            "zsl",
+            "Zero-sum learning",
+            "the evaluation loss at the checkpoints and, below it, the training loss at every logged step, each with its BNSL fit, its two power laws and the deceleration point (t_d, L_d) where they meet, and the fit table (Zero-sum learning Fig. 1, Table 2)",
+        ),
+        _spec(
+            "interference",
+            "zsl",
+            "Zero-sum learning",
+            "magnitude M of the loss changes, and interference D as a (bin × step) heat map with all tokens on top (Zero-sum learning Fig. 2)",
+        ),
+        _spec(
+            "layer_interference",
+            "zsl",
+            "Zero-sum learning",
+            "D_W per block (Zero-sum learning Fig. 3a)",
+        ),
+        _spec(
+            "single_step_interference",
+            "single_step",
+            "One optimizer step",
+            "single-step D and M on the update batch and on V, mean and range over the K batches, beside D between checkpoints (Zero-sum learning Fig. 3b, 5)",
+        ),
+        _spec(
+            "first_order",
+            "single_step",
+            "One optimizer step",
+            "1 − Pearson r(Δℓ, Δ̃ℓ) over training on a log axis (r is within 10⁻³ of 1), and a 2-D histogram of Δ̃ℓ against Δℓ at one step (Zero-sum learning Fig. 4)",
+        ),
+        _spec(
+            "alignment",
+            "single_step",
+            "One optimizer step",
+            "cos(Δθ, ∇θℓ_i) and ‖Δθ‖‖∇θℓ_i‖ over training, C_g and C_u (Zero-sum learning Fig. 6, App. C.4)",
+        ),
+        _spec(
+            "landscape_tokens",
+            "single_step",
+            "One optimizer step",
+            "per-token loss cross-sections along Δθ, rows = steps, columns = models, coloured by whether the token improved at the actual step (Zero-sum learning Figs. 7–8)",
+        ),
+        _spec(
+            "landscape",
+            "single_step",
+            "One optimizer step",
+            "the mean loss change ΔL(α) over (step, α), symmetric-log colours (Zero-sum learning Figs. 9–10)",
+        ),
+        _spec(
+            "bottleneck",
+            "bottleneck",
+            "Gradient bottleneck",
+            "the share of the logit gradient lost in the output layer over training, its four forms at the last step, and rank(G) and rank(GQ) against tokens under their bounds min(N, V − 1) and d, beside 2d (Godey & Artzi)",
+        ),
+        _spec(
+            "head_rank",
+            "bottleneck",
+            "Gradient bottleneck",
+            "models with a factored output layer: loss and suppressed share over training, final loss against the head rank r (Godey & Artzi Fig. 1, 3)",
+            "head_rank",
+        ),
+        _spec(
+            "spamlang",
+            "bottleneck",
+            "Gradient bottleneck",
+            "SpamLang models: final loss over vocabulary × learning rate, its share of ln V against V/d, and over training (Godey & Artzi Fig. 4, 5)",
+            "spamlang",
+        ),
+        _spec(
+            "head_spectrum",
+            "spectral",
+            "Spectral saturation",
+            "the output layer's singular values over σ₁ at every step, one panel per model, the steps' colours spaced by how far the spectrum moved (Godey et al. 2024 Fig. 4)",
+        ),
+        _spec(
+            "spectral_saturation",
+            "spectral",
+            "Spectral saturation",
+            "KL(spectrum ‖ uniform) and anisotropy over training with the saturation and dissent-onset steps marked (Godey et al. 2024 Fig. 3, 5); mean cos(∇h⁺, ∇h⁻) against the common-direction share",
+        ),
+        _spec(
+            "overview",
+            "overview",
+            "Saturation",
+            "saturation step and onset of total dissent against model size; which bins each model ends saturated on, and from which step",
+        ),
     )
 }
 

@@ -5,7 +5,7 @@ Writers pass their dataset through ``conform(ds, store)`` before writing: every 
 must be declared for that store with those dimensions, and each gets CF-style ``long_name`` and
 ``units`` attrs. Readers take names from the functions that build them (``overall``,
 ``quantile``, ``bnsl``, ``update_summary``, ``param_statistic``) rather than writing them out.
-The README's tables are rendered from here by ``pipeline.tables``.
+The docs' tables are rendered from here by ``pipeline.tables``.
 
 The stores: ``extract`` (one checkpoint), ``update`` (one step from one checkpoint), ``reduce``
 and ``reduce_update`` (one model over steps), ``summary`` (every model, stacked along

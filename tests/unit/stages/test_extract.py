@@ -241,8 +241,8 @@ def test_rejects_out_of_vocabulary_targets():
 
 
 #: Bounds on ‖bf16 − f32‖ / ‖f32‖ over tokens, about three times what this test's model gives
-#: (measured: loss 1.1e-3, p_t 4.7e-3, norms ≤ 2.4e-3, cosines ≤ 8e-3, κ 1.3e-3). The README
-#: ("Performance" → bfloat16) claims, on the trained toy-d128: loss ~1.7e-3, p_t ~4e-3, norms
+#: (measured: loss 1.1e-3, p_t 4.7e-3, norms ≤ 2.4e-3, cosines ≤ 8e-3, κ 1.3e-3). The docs
+#: ("Performance" → bfloat16) (docs/performance.md) claims, on the trained toy-d128: loss ~1.7e-3, p_t ~4e-3, norms
 #: ~2e-3, cosines ~5e-3, κ ~9e-4, "everything at h good to about 1e-3". A regression to bfloat16
 #: softmax or sums (errors of 1e-2 and more) fails here; the old bound of 0.1 let it through.
 BF16_BOUND = {

@@ -43,7 +43,7 @@ lint: $(STAMP)
 	$(BIN)/snakemake --lint
 
 clean:
-	rm -rf results/data results/checkpoints results/extract results/reduce results/summary.zarr \
+	rm -rf docs/_build results/data results/checkpoints results/extract results/reduce results/summary.zarr \
 	       results/fits results/figures results/logs results/benchmarks results/report.html \
 	       results/provenance.html results/update \
 	       .snakemake

@@ -27,8 +27,9 @@ def _step(x) -> str:
     return "–" if not math.isfinite(float(x)) else str(round(float(x)))
 
 
-def _table(header: list[str], rows: list[list[str]]) -> str:
-    right = ["---" if i == 0 else "---:" for i in range(len(header))]
+def _table(header: list[str], rows: list[list[str]], left: tuple[int, ...] = (0,)) -> str:
+    """A Markdown table, numbers right-aligned and the ``left`` columns (text) left-aligned."""
+    right = ["---" if i in left else "---:" for i in range(len(header))]
     lines = ["| " + " | ".join(header) + " |", "| " + " | ".join(right) + " |"]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
     return "\n".join(lines)
@@ -61,7 +62,7 @@ def models(ds: xr.Dataset) -> str:
         share = float(one.n_tokens.where(sat).sum() / one.n_tokens.sum())
         rows.append(
             [
-                f"`{m}`",
+                str(m),
                 f"{int(one.n_params):,}",
                 _num(_last(one.loss_overall)),
                 _step(one.saturation_step),
@@ -77,7 +78,7 @@ def models(ds: xr.Dataset) -> str:
         "bins saturated at the end (from step)",
         "their share of V",
     ]
-    return _table(header, rows)
+    return _table(header, rows, left=(0, 4))
 
 
 def fits(ds: xr.Dataset) -> str:
@@ -91,7 +92,7 @@ def fits(ds: xr.Dataset) -> str:
         ]
         rows.append(
             [
-                f"`{m}`",
+                str(m),
                 _step(one.bnsl_t_d),
                 _step(one.bnsl_train_t_d),
                 _num(one.bnsl_r_d, 3),
@@ -111,7 +112,7 @@ def fits(ds: xr.Dataset) -> str:
         "L_d (train)",
         "flags (eval / train)",
     ]
-    return _table(header, rows)
+    return _table(header, rows, left=(0, 7))
 
 
 def bottleneck(ds: xr.Dataset) -> str:
@@ -122,7 +123,7 @@ def bottleneck(ds: xr.Dataset) -> str:
         one = ds.sel(model=m)
         rows.append(
             [
-                f"`{m}`",
+                str(m),
                 str(int(one.hidden_size)),
                 _num(_last(one.suppressed_squared), 3),
                 _num(_last(one.suppressed_batch), 3),
@@ -160,7 +161,7 @@ def geometry(ds: xr.Dataset) -> str:
         one = ds.sel(model=m)
         rows.append(
             [
-                f"`{m}`",
+                str(m),
                 _peak(one.head_spectrum_kl),
                 _num(_last(one.head_spectrum_kl)),
                 _peak(one.anisotropy),
@@ -205,7 +206,7 @@ def single_step(ds: xr.Dataset) -> str:
             at = one.sel(step=s)
             rows.append(
                 [
-                    f"`{m}`",
+                    str(m),
                     str(int(s)),
                     _spread(at.eval_D),
                     _spread(at.train_D),
@@ -235,7 +236,7 @@ def head_rank(ds: xr.Dataset) -> str:
     toy = ds.attrs.get("toy_models", {})
     rows = [
         [
-            f"`{m}`",
+            str(m),
             str(toy[m]["head_rank"]),
             str(int(ds.hidden_size.sel(model=m))),
             _num(_last(ds.loss_overall.sel(model=m))),
@@ -275,7 +276,7 @@ def saturation(ds: xr.Dataset) -> str:
         one = ds.sel(model=m)
         rows.append(
             [
-                f"`{m}`",
+                str(m),
                 _num(_last(one.loss_overall), 3),
                 _peak(one.loss_overall, np.nanargmin, 3),
                 _step(one.saturation_step),
@@ -309,4 +310,5 @@ TABLES: dict[str, tuple[str | None, Callable[[xr.Dataset], str]]] = {
     "bottleneck-head-rank": ("bottleneck", head_rank),
     "bottleneck-spamlang": ("bottleneck", spamlang),
     "saturation": ("saturation", saturation),
+    "saturation-geometry": ("saturation", geometry),
 }

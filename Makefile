@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 # OLMo's own implementation, the reference of the OLMo-native loader's tests (see the file)
 REFERENCE := .olmo-reference/.installed
 
-.PHONY: run test test-fast docs lint report clean
+.PHONY: run test test-fast docs lint clean
 
 $(STAMP): requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)

@@ -116,14 +116,28 @@ def _cell(text: str) -> str:
     return text.replace("|", "\\|")
 
 
+#: The run that draws the toy experiments' figures (``config/bottleneck.yaml``'s ``run``);
+#: every other figure's image is the embedded default run's.
+EXPERIMENT_RUN = "bottleneck"
+
+
+def _figure_run(spec) -> str:
+    """The folder under ``results/`` of the run whose image of ``spec`` the docs show."""
+    return EXPERIMENT_RUN if spec.experiment else ""
+
+
 def figure_header(name: str) -> str:
     """The generated top of a figure's page: its image, caption, function and command."""
     from pipeline.plots import FIGURES
 
     s = FIGURES[name]
-    run = "config/bottleneck.yaml" if s.experiment else None
-    where = f"results/{'bottleneck/' if run else ''}figures/{name}.png"
-    command = ".venv/bin/snakemake --cores 2 " + (f"--configfile {run} " if run else "") + where
+    run = _figure_run(s)
+    where = f"results/{run + '/' if run else ''}figures/{name}.png"
+    command = (
+        ".venv/bin/snakemake --cores 2 "
+        + (f"--configfile config/{run}.yaml " if run else "")
+        + where
+    )
     return "\n".join(
         [
             f"![{name}](../_static/figures/{name}.png)",
@@ -207,7 +221,7 @@ def copy_figures(results: Path) -> None:
 
     FIGURE_DIR.mkdir(parents=True, exist_ok=True)
     for name, s in FIGURES.items():
-        src = results / ("bottleneck" if s.experiment else "") / "figures" / f"{name}.png"
+        src = results / _figure_run(s) / "figures" / f"{name}.png"
         if src.exists():
             shutil.copyfile(src, FIGURE_DIR / f"{name}.png")
         else:

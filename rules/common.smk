@@ -193,11 +193,18 @@ def extract_runtime(wildcards, attempt):
     return int((15 + model_size(wildcards) / 1e8 * 5) * attempt)  # minutes
 
 
-def extract_gpus(wildcards):
-    """One GPU per extraction job of a hub model, unless the config pins extraction to the CPU
-    (toy models are small enough to share a device without reserving it)."""
-    on_cpu = execution(config, "extract")["device"] == "cpu"
-    return 0 if on_cpu or config["models"][wildcards.model]["source"] == "toy" else 1
+def gpus(stage):
+    """The GPU request of a stage's jobs (extract, update): one GPU per job of a hub model,
+    unless `execution.<stage>.device` pins the stage to the CPU (toy models are small enough
+    to share a device without reserving it)."""
+
+    def request(wildcards):
+        on_cpu = execution(config, stage)["device"] == "cpu"
+        return (
+            0 if on_cpu or config["models"][wildcards.model]["source"] == "toy" else 1
+        )
+
+    return request
 
 
 # --- extract and reduce -------------------------------------------------------------------

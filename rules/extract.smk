@@ -19,7 +19,7 @@ rule extract:
     resources:
         mem_mb=extract_mem_mb,
         runtime=extract_runtime,
-        gpu=extract_gpus,
+        gpu=gpus("extract"),
     params:
         extract=section(config, "extract"),
         allow_pickle=model_spec("allow_pickle", False),

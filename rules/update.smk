@@ -45,7 +45,7 @@ rule update:
     resources:
         mem_mb=update_mem_mb,
         runtime=extract_runtime,
-        gpu=extract_gpus,
+        gpu=gpus("update"),
     params:
         section=update_params,
         next_step=update_next_step,

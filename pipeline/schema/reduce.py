@@ -152,7 +152,13 @@ REDUCE = (
     *SUPPRESSED_FORMS,
     *GEOMETRY,
     Variable("hidden_size", (), "1", "width d of the model (-1: unknown)", GA),
-    Variable("vocab_size", (), "1", "V, rows of the output layer; G's rank is ≤ min(N, V − 1)", GA),
+    Variable(
+        "vocab_size",
+        (),
+        "1",
+        "n_v (Godey & Artzi's V), rows of the output layer; G's rank is ≤ min(N, n_v − 1)",
+        GA,
+    ),
     Variable(
         "update_rank_bound",
         (),

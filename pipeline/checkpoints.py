@@ -29,7 +29,7 @@ import torch
 from pipeline import formats
 from pipeline.hub import cached_revisions, list_revisions
 from pipeline.logs import quiet_transformers
-from pipeline.optimizer import adamw_state, write_sgd_state, write_state
+from pipeline.optimizer import adamw_state, write_state, write_torch_state
 from pipeline.provenance import SOURCE_FILE, snapshot_commit
 from pipeline.toy.schedule import ToyModel, TrainConfig
 
@@ -45,7 +45,7 @@ def train_toy(
 ) -> list[int]:
     """Train one toy model on the toy corpus's training stream (``pipeline.toy.training``) and
     save ``out_dir/step{N}/`` as a Hugging Face model directory at every scheduled step, with
-    its optimizer's state beside it (``pipeline.optimizer``: AdamW's, or SGD's), and the training loss of every step as
+    its optimizer's state beside it (``pipeline.optimizer``: AdamW's, or any other's), and the training loss of every step as
     ``out_dir/train_loss.tsv`` (``pipeline.fit.write_train_curve``).
 
     A model with a head rank is saved as an ordinary GPT-NeoX model whose output layer is the
@@ -72,10 +72,10 @@ def train_toy(
         "format": "transformers",
     }
     for step, net, opt in toy_training(model, train, stream, vocab_size, losses):
-        if isinstance(opt, torch.optim.SGD):
-            state = functools.partial(write_sgd_state, opt, net, step)
+        if train.optimizer == "adamw":
+            state = functools.partial(_write_adamw, adamw_state(opt[0], net))
         else:
-            state = functools.partial(_write_adamw, adamw_state(opt, net))
+            state = functools.partial(write_torch_state, opt, net, train.optimizer, step)
 
         def write(directory, state=state, step=step):
             state(directory)

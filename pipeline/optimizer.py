@@ -112,33 +112,32 @@ def adamw_state(
     )
 
 
-def write_sgd_state(
-    opt: torch.optim.SGD, model: torch.nn.Module, step: int, directory: str | os.PathLike
+def write_torch_state(
+    optimizers, model: torch.nn.Module, kind: str, step: int, directory: str | os.PathLike
 ) -> None:
-    """Write a live single-group ``SGD``'s state: ``optimizer.json`` with ``"optimizer":
-    "sgd"`` (``step`` steps taken, lr, momentum, weight decay) and the momentum buffers as
-    ``{name}.momentum_buffer`` in ``optimizer.safetensors``. ``read_state`` refuses it (the
-    update stage steps AdamW states only); it is kept so that training can be resumed."""
+    """Write the state of live optimizers other than a single AdamW (SGD, an intervention's):
+    ``optimizer.json`` with ``"optimizer": kind``, ``step`` steps taken and each optimizer's
+    class and parameter groups (settings, parameter names), and every state tensor as
+    ``{name}.{key}`` in ``optimizer.safetensors``. ``read_state`` refuses it (the update stage
+    steps AdamW states only); it is kept so that training can be resumed."""
     from safetensors.torch import save_file
 
-    group = opt.param_groups[0]
-    tensors = {}
-    for name, p in model.named_parameters():
-        buf = opt.state.get(p, {}).get("momentum_buffer")
-        tensors[f"{name}.momentum_buffer"] = (
-            buf.detach().float() if buf is not None else torch.zeros_like(p, dtype=torch.float32)
-        ).contiguous()
+    names = {id(p): n for n, p in model.named_parameters()}
+    tensors, saved = {}, []
+    for opt in optimizers:
+        groups = []
+        for group in opt.param_groups:
+            settings = {k: v for k, v in group.items() if k != "params"}
+            groups.append({**settings, "params": [names[id(p)] for p in group["params"]]})
+            for p in group["params"]:
+                for key, value in opt.state.get(p, {}).items():
+                    if isinstance(value, torch.Tensor) and value.ndim > 0:
+                        tensors[f"{names[id(p)]}.{key}"] = value.detach().float().contiguous()
+        saved.append({"class": type(opt).__name__, "groups": groups})
     directory = Path(directory)
     save_file(tensors, directory / MOMENTS_FILE, metadata={"format": str(FORMAT)})
-    settings = {
-        "format": FORMAT,
-        "optimizer": "sgd",
-        "step": int(step),
-        "lr": float(group["lr"]),
-        "momentum": float(group["momentum"]),
-        "weight_decay": float(group["weight_decay"]),
-    }
-    (directory / STATE_FILE).write_text(json.dumps(settings, indent=1) + "\n")
+    settings = {"format": FORMAT, "optimizer": kind, "step": int(step), "optimizers": saved}
+    (directory / STATE_FILE).write_text(json.dumps(settings, indent=1, default=str) + "\n")
 
 
 def write_state(state: OptimizerState, directory: str | os.PathLike) -> None:

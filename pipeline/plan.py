@@ -422,7 +422,7 @@ class Plan:
         """Whether the model's checkpoints carry a state the update stage can step."""
         spec = self.spec(model)
         if self.source(model) == "toy":
-            return has_optimizer_states(spec)
+            return has_optimizer_states(self.config, model)
         from pipeline import formats
 
         fmt = self.format(model)

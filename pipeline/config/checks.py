@@ -132,16 +132,17 @@ def check(config: dict) -> None:
         raise ConfigError(str(err)) from err
 
 
-def has_optimizer_states(model: dict) -> bool:
-    """Whether a model's checkpoints carry optimizer states that the update stage can step: the
-    toy suite's (except those with a factored output layer, whose states are of the factors,
-    and those trained with SGD),
-    hub suites in OLMo's native format (``optim.pt`` beside every checkpoint), and Trainer
-    checkpoints (hub subfolders, local runs: ``pipeline.plan`` checks the files where they are
-    on disk)."""
+def has_optimizer_states(config: dict, name: str) -> bool:
+    """Whether model ``name``'s checkpoints carry optimizer states that the update stage can
+    step: the toy suite's when trained with AdamW (not with SGD or an intervention's optimizer,
+    whose states are kept but not stepped, nor with a factored output layer, whose states are
+    of the factors), hub suites in OLMo's native format (``optim.pt`` beside every checkpoint),
+    and Trainer checkpoints (hub subfolders, local runs: ``pipeline.plan`` checks the files
+    where they are on disk)."""
+    model = config["models"][name]
     if model["source"] == "toy":
-        sgd = (model.get("train") or {}).get("optimizer") == "sgd"
-        return model.get("head_rank") is None and not sgd
+        adamw = toy_train(config, name)["optimizer"] == "adamw"
+        return model.get("head_rank") is None and adamw
     if model["source"] == "local" and "format" not in model:
         return True  # the files decide (pipeline.plan)
     default = "trainer" if "subfolder" in model else "transformers"
@@ -161,7 +162,7 @@ def _check_update(config: dict) -> None:
     unknown = sorted(set(steps or ()) - known) if "all" not in lists else []
     if unknown:
         raise ConfigError(f"update.steps {unknown} are not in steps; pick steps from that list")
-    stateful = [m for m, spec in config["models"].items() if has_optimizer_states(spec)]
+    stateful = [m for m in config["models"] if has_optimizer_states(config, m)]
     data = update["data"] or {"source": "toy"}
     if stateful and update["direction"] != "displacement":
         if data["source"] == "toy" and not uses_toy(config):
@@ -211,9 +212,7 @@ def _check_toy_languages(config: dict, toy_models: list[str]) -> None:
             )
     window = toy_train(config)["sequence_length"] + 1
     stepped = {
-        config["models"][m].get("language")
-        for m in toy_models
-        if has_optimizer_states(config["models"][m])
+        config["models"][m].get("language") for m in toy_models if has_optimizer_states(config, m)
     }
     for name in [None, *named]:
         where = "toy.language" if name is None else f"toy.languages.{name}"

@@ -300,8 +300,8 @@ MODEL_KEYS: dict[str, tuple[tuple[str, ...], str]] = {
     "language": (("toy",), "train and measure it on the language of toy.languages by this name"),
     "train": (
         ("toy",),
-        "its own values of toy.train's batch_size, learning_rate, warmup_steps, weight_decay, "
-        "seed, optimizer, momentum, corpus_tokens",
+        "its own values of toy.train's keys (all but steps, sequence_length and save_every): "
+        "the learning rate, the seed, the optimizer and the loss terms of an intervention",
     ),
     "repo_id": (("hub",), "the hub repository, org/name"),
     "revision": (

@@ -33,11 +33,14 @@ class ToyModel:
         return 12 * self.layers * d * d + d * vocab_size + head
 
 
+#: the optimizers a toy model can train with
+OPTIMIZERS = ("adamw", "sgd", "coupled_adamw", "cautious_adamw", "ademamix", "muon")
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """How the toy suite is trained (``toy.train``, shared by its models; a model's ``train``
-    overrides learning_rate, batch_size, warmup_steps, weight_decay, seed, optimizer, momentum
-    and corpus_tokens)."""
+    overrides any key but steps, sequence_length and save_every)."""
 
     steps: int = setting(2048, "optimizer steps")
     batch_size: int = setting(16, "sequences per step")
@@ -49,15 +52,28 @@ class TrainConfig:
     )
     save_every: int = setting(256, "checkpoint spacing after the powers of two (Pythia: 1000)")
     seed: int = setting(0, "initialisation and batch-order seed")
-    optimizer: str = setting("adamw", "adamw, or sgd (with momentum: an ablation, PyTorch's SGD)")
+    optimizer: str = setting(
+        "adamw",
+        "adamw; sgd (with momentum: an ablation); an intervention: coupled_adamw, "
+        "cautious_adamw, ademamix, or muon (the body's matrices; AdamW the rest)",
+    )
     momentum: float = setting(0.9, "SGD's momentum")
+    ademamix_alpha: float = setting(5.0, "AdEMAMix's weight α of its slow moment")
+    ademamix_beta3: float = setting(
+        0.999, "AdEMAMix's slow moment's β₃ (α and β₃ warm up over all the steps)"
+    )
+    z_loss: float = setting(0.0, "γ of PaLM's z-loss, γ·mean (log Z)², in the training loss")
+    mu_loss: float = setting(0.0, "γ of μ-loss, γ·‖the output layer's mean row‖², in the loss")
+    mu_centering: bool = setting(False, "subtract the output layer's mean row after every step")
     corpus_tokens: int | None = setting(
         None, "train on the stream's first this many ids only, repeated; null: the whole stream"
     )
 
     def __post_init__(self) -> None:
-        if self.optimizer not in ("adamw", "sgd"):
-            raise ValueError(f"toy.train.optimizer {self.optimizer!r} is not adamw or sgd")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(
+                f"toy.train.optimizer {self.optimizer!r} is not one of {', '.join(OPTIMIZERS)}"
+            )
 
     def lr_after(self, step: int) -> float:
         """The learning rate the optimizer holds after ``step`` steps (that of step + 1)."""

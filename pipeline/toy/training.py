@@ -1,6 +1,7 @@
 """Training the toy suite: small GPT-NeoX models (Pythia's architecture) on the toy corpus.
 
-AdamW (or SGD with momentum) from fixed seeds, Pythia's learning-rate shape (``TrainConfig.lr_factor``), random
+AdamW (or SGD with momentum, or an intervention's optimizer and loss terms:
+``pipeline.maths.interventions``) from fixed seeds, Pythia's learning-rate shape (``TrainConfig.lr_factor``), random
 training windows from the corpus's training stream. Training is deterministic: one intra-op
 thread, seeded initialisation and a seeded batch order, so two runs give identical weights.
 ``toy_training`` yields the model and its optimizer at every step of the checkpoint schedule;
@@ -21,6 +22,16 @@ import numpy as np
 import torch
 
 from pipeline.logs import Progress, quiet_transformers
+from pipeline.maths.interventions import (
+    AdEMAMix,
+    CautiousAdamW,
+    CoupledAdamW,
+    center_rows,
+    embedding_parameters,
+    mu_loss,
+    muon_groups,
+    z_loss,
+)
 from pipeline.toy.schedule import ToyModel, TrainConfig, pythia_schedule
 
 log = logging.getLogger(__name__)
@@ -124,10 +135,11 @@ def toy_training(
     stream: np.ndarray,
     vocab_size: int,
     losses: list[tuple[int, float]] | None = None,
-) -> Iterator[tuple[int, torch.nn.Module, torch.optim.Optimizer]]:
-    """Train one toy model on ``stream``, yielding ``(step, model, optimizer)`` at every step of
-    the checkpoint schedule (step 0 first). The model is in training mode; neither may be changed.
-    After step t the optimizer's learning rate is the one the schedule gives step t + 1.
+) -> Iterator[tuple[int, torch.nn.Module, tuple[torch.optim.Optimizer, ...]]]:
+    """Train one toy model on ``stream``, yielding ``(step, model, optimizers)`` at every step of
+    the checkpoint schedule (step 0 first; ``build_optimizers``). The model is in training mode;
+    none may be changed. After step t the optimizers' learning rate is the one the schedule
+    gives step t + 1.
     ``losses``, if given, receives ``(step, training loss of that step's batch)`` for every step.
     """
     quiet_transformers()
@@ -137,31 +149,82 @@ def toy_training(
     net = build_toy_model(model, vocab_size, train.sequence_length, train.seed)
     n_params = sum(p.numel() for p in net.parameters())
     log.info("model d=%d, %d layers, %d parameters", model.hidden_size, model.layers, n_params)
-    if train.optimizer == "sgd":
-        opt = torch.optim.SGD(
-            net.parameters(),
-            lr=train.learning_rate,
-            momentum=train.momentum,
-            weight_decay=train.weight_decay,
-        )
-    else:
-        opt = torch.optim.AdamW(
-            net.parameters(), lr=train.learning_rate, weight_decay=train.weight_decay
-        )
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, train.lr_factor)
+    optimizers = build_optimizers(net, train)
+    schedulers = [torch.optim.lr_scheduler.LambdaLR(o, train.lr_factor) for o in optimizers]
     batches = training_batches(train, stream)
     progress = Progress(log, train.steps, "steps")
     net.train()
-    yield 0, net, opt
+    yield 0, net, optimizers
     for step, batch in zip(range(1, train.steps + 1), batches):
-        loss = net(input_ids=batch, labels=batch).loss  # (the model shifts the labels itself)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-        value = loss.item()
+        out = net(input_ids=batch, labels=batch)  # (the model shifts the labels itself)
+        net.zero_grad(set_to_none=True)
+        training_loss(net, out, train).backward()
+        for opt, sched in zip(optimizers, schedulers):
+            opt.step()
+            sched.step()
+        if train.mu_centering:
+            center_rows(output_rows(net))
+        value = out.loss.item()  # the cross-entropy, without the loss terms
         if losses is not None:
             losses.append((step, value))
         if step in schedule:
-            yield step, net, opt
+            yield step, net, optimizers
         progress.update(step, f"train loss {value:.3f}")
+
+
+def training_loss(net, out, train: TrainConfig) -> torch.Tensor:
+    """The loss a toy model trains on: the cross-entropy ``out.loss`` of its batch, plus the
+    loss terms of an intervention (z-loss on the logits of the predicting positions, μ-loss on
+    the output layer)."""
+    loss = out.loss
+    if train.z_loss:
+        loss = loss + train.z_loss * z_loss(out.logits[:, :-1])
+    if train.mu_loss:
+        loss = loss + train.mu_loss * mu_loss(net.get_output_embeddings().weight)
+    return loss
+
+
+def output_rows(net) -> torch.nn.Parameter:
+    """The parameter whose rows are the output layer's (of a factored head, its factor A:
+    centring A's rows centres U = A·B's)."""
+    head = net.get_output_embeddings()
+    return head.A if isinstance(head, FactoredHead) else head.weight
+
+
+def build_optimizers(net, train: TrainConfig) -> tuple[torch.optim.Optimizer, ...]:
+    """The optimizers of a toy model: one over every parameter, or for Muon two (Muon over the
+    body's matrices at AdamW's RMS-matched rate, AdamW over the rest); weight decay on all."""
+    params = dict(net.named_parameters())
+    lr, wd = train.learning_rate, train.weight_decay
+    if train.optimizer == "sgd":
+        return (torch.optim.SGD(params.values(), lr=lr, momentum=train.momentum, weight_decay=wd),)
+    if train.optimizer == "muon":
+        body, rest = muon_groups(net)
+        return (
+            torch.optim.Muon(
+                [params[n] for n in body], lr=lr, weight_decay=wd, adjust_lr_fn="match_rms_adamw"
+            ),
+            torch.optim.AdamW([params[n] for n in rest], lr=lr, weight_decay=wd),
+        )
+    if train.optimizer == "coupled_adamw":
+        rows = set(embedding_parameters(net))
+        groups = [
+            {"params": [p for n, p in params.items() if n not in rows], "coupled": False},
+            {"params": [p for n, p in params.items() if n in rows], "coupled": True},
+        ]
+        return (CoupledAdamW(groups, lr=lr, weight_decay=wd),)
+    if train.optimizer == "cautious_adamw":
+        return (CautiousAdamW(params.values(), lr=lr, weight_decay=wd),)
+    if train.optimizer == "ademamix":
+        betas = (0.9, 0.999, train.ademamix_beta3)
+        return (
+            AdEMAMix(
+                params.values(),
+                lr=lr,
+                betas=betas,
+                alpha=train.ademamix_alpha,
+                warmup=train.steps,
+                weight_decay=wd,
+            ),
+        )
+    return (torch.optim.AdamW(params.values(), lr=lr, weight_decay=wd),)

@@ -386,10 +386,18 @@ def test_models_whose_saved_state_cannot_be_stepped_follow_displacements():
     from pipeline.config import has_optimizer_states
 
     toy = {"source": "toy", "hidden_size": 8, "layers": 1, "heads": 1}
-    assert has_optimizer_states(toy)
-    assert not has_optimizer_states({**toy, "head_rank": 2})  # the factors' moments
-    assert not has_optimizer_states({**toy, "train": {"optimizer": "sgd"}})
-    assert has_optimizer_states({**toy, "train": {"optimizer": "adamw"}})
+
+    def stateful(model: dict, run_train: dict | None = None) -> bool:
+        config = {"models": {"m": model}, "toy": {"train": run_train or {}}}
+        return has_optimizer_states(config, "m")
+
+    assert stateful(toy)
+    assert not stateful({**toy, "head_rank": 2})  # the factors' moments
+    assert not stateful({**toy, "train": {"optimizer": "sgd"}})
+    assert not stateful(toy, {"optimizer": "sgd"})  # the run's optimizer, not overridden
+    assert stateful({**toy, "train": {"optimizer": "adamw"}}, {"optimizer": "sgd"})
+    for intervention in ("coupled_adamw", "cautious_adamw", "ademamix", "muon"):
+        assert not stateful({**toy, "train": {"optimizer": intervention}})
 
 
 # --- one home per setting: the declarations, the schema, the presets ---------------------------

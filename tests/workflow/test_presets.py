@@ -22,7 +22,9 @@ def test_the_own_run_template_names_what_is_missing(tmp_path):
     """Before its checkpoints are complete, the own-run template says where it looked, what it
     skipped and what to do."""
     r = run_snakemake(tmp_path, REPO / "config" / "own-run.yaml", "-n")
-    assert r.returncode != 0 and "checkpoint-1000 is not a directory" in r.stdout + r.stderr
+    out = r.stdout + r.stderr
+    assert r.returncode != 0 and "runs/my-model/tokenizer is not a directory" in out
+    (tmp_path / "runs/my-model/tokenizer").mkdir(parents=True)  # save_pretrained's directory
     (tmp_path / "data").mkdir()
     (tmp_path / "data/heldout.txt").write_text("text")
     (tmp_path / "runs/my-model/checkpoint-1000").mkdir(parents=True)  # training just began
@@ -56,7 +58,7 @@ def test_preset_dry_runs_in_a_fresh_directory(tmp_path, preset):
     # per analysed step, else one displacement per analysed step that has a next listed step
     analysed = cfg["update"]["steps"] if cfg["update"]["steps"] is not None else cfg["steps"]
     moving = [s for s in analysed if any(t > s for t in cfg["steps"])]
-    stateful = [m for m, spec in cfg["models"].items() if has_optimizer_states(spec)]
+    stateful = [m for m in cfg["models"] if has_optimizer_states(cfg, m)]
     expected = sum(len(analysed) if m in stateful else len(moving) for m in cfg["models"])
     assert jobs.get("update", 0) == expected
     updated = [

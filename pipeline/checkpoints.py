@@ -56,7 +56,7 @@ def train_toy(
     Returns the saved steps.
     """
     from pipeline.store import open_store
-    from pipeline.toy.training import plain_model, toy_training
+    from pipeline.toy.training import loss_terms, plain_model, toy_training
 
     stream = open_store(corpus_path)["train"].values
     out_dir = Path(out_dir)
@@ -72,10 +72,12 @@ def train_toy(
         "format": "transformers",
     }
     for step, net, opt in toy_training(model, train, stream, vocab_size, losses):
+        terms = loss_terms(train)
         if train.optimizer == "adamw":
-            state = functools.partial(_write_adamw, adamw_state(opt[0], net))
+            adamw = dataclasses.replace(adamw_state(opt[0], net), terms=terms)
+            state = functools.partial(_write_adamw, adamw)
         else:
-            state = functools.partial(write_torch_state, opt, net, train.optimizer, step)
+            state = functools.partial(_write_torch, opt, net, train.optimizer, step, terms)
 
         def write(directory, state=state, step=step):
             state(directory)
@@ -92,6 +94,11 @@ def _write_adamw(state, directory: Path) -> None:
     """AdamW's state, with the sha256 of the weights saved beside it (the update stage checks
     that they belong together)."""
     write_state(dataclasses.replace(state, weights_sha256=weights_sha256(directory)), directory)
+
+
+def _write_torch(optimizers, net, kind, step, terms, directory: Path) -> None:
+    """Another optimizer's state, with the sha256 of the weights saved beside it."""
+    write_torch_state(optimizers, net, kind, step, directory, terms, weights_sha256(directory))
 
 
 def _save(net, path: Path, write_optimizer: Callable[[Path], None]) -> None:

@@ -21,6 +21,7 @@ clipped).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -34,6 +35,13 @@ import torch
 # the file names of this project's own optimizer state, declared with its checkpoint format
 from pipeline.formats.transformers import MOMENTS_FILE
 from pipeline.formats.transformers import OPTIMIZER_FILE as STATE_FILE
+from pipeline.maths.interventions import (
+    AdEMAMix,
+    CautiousAdamW,
+    CoupledAdamW,
+    LossTerms,
+    center_rows,
+)
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +53,8 @@ FORMAT = 1
 @dataclass
 class OptimizerState:
     """AdamW's state after ``step`` steps, and the learning rate of the next one."""
+
+    kind = "adamw"  # (not a field) what one step from it takes, as ``TorchState.kind``
 
     step: int
     lr: float
@@ -64,6 +74,8 @@ class OptimizerState:
     #: sha256 of the weights the state was saved with (``pipeline.checkpoints.weights_sha256``),
     #: where the format records it (this project's own files do)
     weights_sha256: str | None = None
+    #: the loss terms and projection training added to the cross-entropy (interventions)
+    terms: LossTerms = field(default_factory=LossTerms)
 
     def settings(self) -> dict:
         """Everything but the moments, as written to ``optimizer.json``."""
@@ -78,6 +90,7 @@ class OptimizerState:
             "no_weight_decay": sorted(self.no_weight_decay),
             "max_grad_norm": self.max_grad_norm,
             "loss_denominator": self.loss_denominator,
+            "terms": dataclasses.asdict(self.terms),
             **({"weights_sha256": self.weights_sha256} if self.weights_sha256 else {}),
         }
 
@@ -113,31 +126,83 @@ def adamw_state(
 
 
 def write_torch_state(
-    optimizers, model: torch.nn.Module, kind: str, step: int, directory: str | os.PathLike
+    optimizers,
+    model: torch.nn.Module,
+    kind: str,
+    step: int,
+    directory: str | os.PathLike,
+    terms: LossTerms | None = None,
+    weights_sha256: str | None = None,
 ) -> None:
     """Write the state of live optimizers other than a single AdamW (SGD, an intervention's):
-    ``optimizer.json`` with ``"optimizer": kind``, ``step`` steps taken and each optimizer's
-    class and parameter groups (settings, parameter names), and every state tensor as
-    ``{name}.{key}`` in ``optimizer.safetensors``. ``read_state`` refuses it (the update stage
-    steps AdamW states only); it is kept so that training can be resumed."""
+    ``optimizer.json`` with ``"optimizer": kind``, ``step`` steps taken, the training's loss
+    terms, and each optimizer's class, parameter groups (settings, parameter names) and scalar
+    state (its step count), and the sha256 of the weights saved beside it; every state tensor
+    as ``{name}.{key}`` in ``optimizer.safetensors``. ``read_state`` reads it back as a
+    ``TorchState``."""
     from safetensors.torch import save_file
 
     names = {id(p): n for n, p in model.named_parameters()}
     tensors, saved = {}, []
     for opt in optimizers:
-        groups = []
+        groups, scalars = [], {}
         for group in opt.param_groups:
             settings = {k: v for k, v in group.items() if k != "params"}
             groups.append({**settings, "params": [names[id(p)] for p in group["params"]]})
             for p in group["params"]:
                 for key, value in opt.state.get(p, {}).items():
-                    if isinstance(value, torch.Tensor) and value.ndim > 0:
+                    if value.ndim > 0:
                         tensors[f"{names[id(p)]}.{key}"] = value.detach().float().contiguous()
-        saved.append({"class": type(opt).__name__, "groups": groups})
+                    elif scalars.setdefault(key, float(value)) != float(value):
+                        raise ValueError(f"the parameters' {key} differ: {type(opt).__name__}")
+        saved.append({"class": type(opt).__name__, "groups": groups, "scalars": scalars})
     directory = Path(directory)
     save_file(tensors, directory / MOMENTS_FILE, metadata={"format": str(FORMAT)})
-    settings = {"format": FORMAT, "optimizer": kind, "step": int(step), "optimizers": saved}
-    (directory / STATE_FILE).write_text(json.dumps(settings, indent=1, default=str) + "\n")
+    settings = {
+        "format": FORMAT,
+        "optimizer": kind,
+        "step": int(step),
+        "terms": dataclasses.asdict(terms or LossTerms()),
+        "optimizers": saved,
+        **({"weights_sha256": weights_sha256} if weights_sha256 else {}),
+    }
+    (directory / STATE_FILE).write_text(json.dumps(settings, indent=1) + "\n")
+
+
+@dataclass
+class TorchState:
+    """The saved state of the optimizers a toy model trained with (``write_torch_state``):
+    one step from it restores each optimizer exactly (``restore``)."""
+
+    kind: str
+    step: int
+    optimizers: list[dict]  # {"class", "groups": [{settings, "params": [names]}], "scalars"}
+    buffers: dict[str, dict[str, torch.Tensor]]  # parameter name -> state key -> tensor
+    terms: LossTerms = field(default_factory=LossTerms)
+    weights_sha256: str | None = None
+    max_grad_norm: float | None = None
+    loss_denominator: str = "labels"
+    provenance: dict = field(default_factory=dict)
+
+    @property
+    def lr(self) -> float:
+        return float(self.optimizers[0]["groups"][0]["lr"])
+
+    def tensors(self):
+        for name, buffers in self.buffers.items():
+            for key, t in buffers.items():
+                yield f"{name}.{key}", t
+
+
+#: the optimizer classes a ``TorchState`` may name
+CLASSES = {
+    "SGD": torch.optim.SGD,
+    "AdamW": torch.optim.AdamW,
+    "Muon": torch.optim.Muon,
+    "CoupledAdamW": CoupledAdamW,
+    "CautiousAdamW": CautiousAdamW,
+    "AdEMAMix": AdEMAMix,
+}
 
 
 def write_state(state: OptimizerState, directory: str | os.PathLike) -> None:
@@ -172,12 +237,14 @@ def read_state(checkpoint: str | os.PathLike) -> OptimizerState:
         ) from err
     if not isinstance(s, dict):
         raise ValueError(f"{path} is not a JSON object; delete the checkpoint and re-run")
-    if s.get("format") != FORMAT or s.get("optimizer") != "adamw":
+    if s.get("format") != FORMAT or (s.get("optimizer") != "adamw" and "optimizers" not in s):
         raise ValueError(
             f"{path}: format {s.get('format')!r}, optimizer {s.get('optimizer')!r}; "
-            f"this version steps format {FORMAT} AdamW states only: analyse this model along "
+            f"this version steps format {FORMAT} states only: analyse this model along "
             "the displacement between checkpoints (update.direction: displacement)"
         )
+    if s["optimizer"] != "adamw":
+        return _read_torch_state(checkpoint, s)
     missing = [k for k in REQUIRED if k not in s]
     if missing:
         raise ValueError(
@@ -208,6 +275,37 @@ def read_state(checkpoint: str | os.PathLike) -> OptimizerState:
         no_weight_decay=list(s.get("no_weight_decay", [])),
         max_grad_norm=s.get("max_grad_norm"),
         loss_denominator=s.get("loss_denominator", "labels"),
+        weights_sha256=s.get("weights_sha256"),
+        terms=LossTerms(**s.get("terms", {})),
+    )
+
+
+def _read_torch_state(checkpoint: Path, s: dict) -> TorchState:
+    from safetensors.torch import load_file
+
+    where = checkpoint / STATE_FILE
+    unknown = [o.get("class") for o in s["optimizers"] if o.get("class") not in CLASSES]
+    if unknown or "step" not in s:
+        raise ValueError(
+            f"{where}: optimizer classes {unknown} (known: {', '.join(CLASSES)}) or no step; the "
+            "file was not written by this workflow: delete the checkpoint and re-run its training"
+        )
+    try:
+        tensors = load_file(checkpoint / MOMENTS_FILE)
+    except Exception as err:
+        raise ValueError(
+            f"cannot read {checkpoint / MOMENTS_FILE}: {err}; delete the checkpoint and re-run"
+        ) from err
+    buffers: dict[str, dict[str, torch.Tensor]] = {}
+    for key, t in tensors.items():
+        name, buffer = key.rsplit(".", 1)
+        buffers.setdefault(name, {})[buffer] = t
+    return TorchState(
+        kind=s["optimizer"],
+        step=int(s["step"]),
+        optimizers=s["optimizers"],
+        buffers=buffers,
+        terms=LossTerms(**s.get("terms", {})),
         weights_sha256=s.get("weights_sha256"),
     )
 
@@ -242,16 +340,24 @@ def check_state(
             f"checkpoint's weights hash to {weights_sha256[:12]}…: the state belongs to other "
             "weights; copy the optimizer files saved with these weights, or re-save both"
         )
-    for name, (m, v) in state.moments.items():
-        bad = [k for k, t in (("exp_avg", m), ("exp_avg_sq", v)) if not torch.isfinite(t).all()]
-        if bad:
+    tensors = (
+        state.tensors()
+        if isinstance(state, TorchState)
+        else (
+            (f"{name}.{key}", t)
+            for name, (m, v) in state.moments.items()
+            for key, t in (("exp_avg", m), ("exp_avg_sq", v))
+        )
+    )
+    for key, t in tensors:
+        if not torch.isfinite(t).all():
             raise ValueError(
-                f"{where}: {name}.{bad[0]} holds non-finite values (NaN or inf): a step from it "
+                f"{where}: {key} holds non-finite values (NaN or inf): a step from it "
                 "would be NaN; the state is damaged, re-save the checkpoint"
             )
-        if (v < 0).any():
+        if key.endswith(".exp_avg_sq") and (t < 0).any():
             raise ValueError(
-                f"{where}: {name}.exp_avg_sq has negative entries (a second moment cannot be): "
+                f"{where}: {key} has negative entries (a second moment cannot be): "
                 "the state is damaged; re-save the checkpoint"
             )
 
@@ -287,20 +393,59 @@ def restore(model: torch.nn.Module, state: OptimizerState) -> torch.optim.AdamW:
     return opt
 
 
+def restore_torch(model: torch.nn.Module, state: TorchState) -> list[torch.optim.Optimizer]:
+    """The optimizers of a ``TorchState`` over ``model``'s parameters, in exactly the saved
+    state (settings per group, every buffer, the step counts)."""
+    params = dict(model.named_parameters())
+    named = [n for o in state.optimizers for g in o["groups"] for n in g["params"]]
+    if sorted(named) != sorted(params):
+        missing, extra = sorted(set(params) - set(named)), sorted(set(named) - set(params))
+        raise ValueError(
+            f"the optimizer state does not match the model: no group for {missing[:5]}, "
+            f"groups name unknown parameters {extra[:5]}; it was saved for another model"
+        )
+    out = []
+    for spec in state.optimizers:
+        groups = [{**g, "params": [params[n] for n in g["params"]]} for g in spec["groups"]]
+        opt = CLASSES[spec["class"]](groups)
+        for g in spec["groups"]:
+            for n in g["params"]:
+                buffers = state.buffers.get(n, {})
+                for key, t in buffers.items():
+                    if t.shape != params[n].shape:
+                        raise ValueError(
+                            f"optimizer state {n}.{key} has shape {tuple(t.shape)}, not "
+                            f"{tuple(params[n].shape)}"
+                        )
+                if buffers:
+                    p = params[n]
+                    opt.state[p] = {k: t.to(p.device, p.dtype).clone() for k, t in buffers.items()}
+                    for key, value in spec["scalars"].items():
+                        opt.state[p][key] = torch.tensor(value)
+        out.append(opt)
+    return out
+
+
 def one_step(
-    model: torch.nn.Module, state: OptimizerState, backward: Callable[[], None]
+    model: torch.nn.Module, state: OptimizerState | TorchState, backward: Callable[[], None]
 ) -> dict[str, torch.Tensor]:
     """The update Δθ (per parameter name) of one optimizer step from ``state`` on the gradient
     that ``backward()`` accumulates into ``model``'s parameters (e.g. ``loss.backward()``, or
-    one call per micro-batch); the model's weights are left as they were."""
+    one call per micro-batch), then μ-centering where training centred; the model's weights are
+    left as they were."""
     params = dict(model.named_parameters())
     before = {n: p.detach().clone() for n, p in params.items()}
-    opt = restore(model, state)
+    optimizers = (
+        restore_torch(model, state) if isinstance(state, TorchState) else [restore(model, state)]
+    )
     model.zero_grad(set_to_none=True)
     backward()
     if state.max_grad_norm is not None:
         torch.nn.utils.clip_grad_norm_(model.parameters(), state.max_grad_norm)
-    opt.step()
+    for opt in optimizers:
+        opt.step()
+    if state.terms.mu_centering:
+        center_rows(model.get_output_embeddings().weight)
     delta = {}
     with torch.no_grad():
         for n, p in params.items():

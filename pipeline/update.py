@@ -35,6 +35,7 @@ from pipeline.checkpoints import load_checkpoint, weights_sha256
 from pipeline.config import UpdateConfig
 from pipeline.extract import resolve_device
 from pipeline.logs import Progress, console_warning
+from pipeline.maths.interventions import LossTerms, mu_loss, z_loss
 from pipeline.maths.update import Coherence, change_summary, check_coherence, coherence
 from pipeline.optimizer import check_state, one_step
 from pipeline.schema import conform
@@ -229,18 +230,34 @@ class Directions:
     bins: np.ndarray | None = None  # (K, sequences, positions) frequency bins of the targets
 
 
-def batch_backward(model, ids: torch.Tensor, per_pass: int, denominator: str = "labels") -> None:
+def batch_backward(
+    model,
+    ids: torch.Tensor,
+    per_pass: int,
+    denominator: str = "labels",
+    terms: LossTerms | None = None,
+) -> None:
     """Accumulate into ``model``'s parameters the gradient of the training loss of ``ids``
     (sequences, window), ``per_pass`` sequences a pass: one update batch's gradient in bounded
     memory (a 512 × 1,024-token batch of the Zero-sum learning suite does not fit one pass).
 
     The loss is the sum of next-token losses over the batch divided by the number of predicted
-    tokens (``denominator="labels"``, the mean) or of input ids (``"inputs"``, OLMo's trainer).
+    tokens (``denominator="labels"``, the mean) or of input ids (``"inputs"``, OLMo's trainer),
+    plus the loss terms training added (``terms``: the z-loss's mean over predicted positions,
+    the μ-loss of the output layer).
     """
+    terms = terms or LossTerms()
     total = ids[:, 1:].numel() if denominator == "labels" else ids.numel()
     for s in _passes(ids.shape[0], per_pass):
         b = ids[s]
-        (model(input_ids=b, labels=b).loss * (b[:, 1:].numel() / total)).backward()
+        out = model(input_ids=b, labels=b)
+        loss = out.loss * (b[:, 1:].numel() / total)
+        if terms.z_loss:
+            share = b[:, 1:].numel() / ids[:, 1:].numel()
+            loss = loss + terms.z_loss * share * z_loss(out.logits[:, :-1])
+        loss.backward()
+    if terms.mu_loss:
+        (terms.mu_loss * mu_loss(model.get_output_embeddings().weight)).backward()
 
 
 def optimizer_steps(
@@ -282,7 +299,11 @@ def optimizer_steps(
     n = sequences_per_pass(per_pass, update_ids.shape[-1], _vocab(model))
     model.train()
     deltas = [
-        one_step(model, state, lambda b=b: batch_backward(model, b, n, state.loss_denominator))
+        one_step(
+            model,
+            state,
+            lambda b=b: batch_backward(model, b, n, state.loss_denominator, state.terms),
+        )
         for b in update_ids
     ]
     model.eval()
@@ -290,8 +311,8 @@ def optimizer_steps(
     attrs = {
         "direction": "optimizer",
         "direction_meaning": (
-            f"one AdamW step from the state saved at step {step} (optimizer step "
-            f"{state.step + 1}, learning rate {state.lr:.4g}) on each update batch"
+            f"one {state.kind} step from the state saved at step {step} "
+            f"(optimizer step {state.step + 1}, learning rate {state.lr:.4g}) on each update batch"
         ),
         "learning_rate": state.lr,
         "optimizer_step": state.step,

@@ -134,15 +134,13 @@ def check(config: dict) -> None:
 
 def has_optimizer_states(config: dict, name: str) -> bool:
     """Whether model ``name``'s checkpoints carry optimizer states that the update stage can
-    step: the toy suite's when trained with AdamW (not with SGD or an intervention's optimizer,
-    whose states are kept but not stepped, nor with a factored output layer, whose states are
-    of the factors), hub suites in OLMo's native format (``optim.pt`` beside every checkpoint),
-    and Trainer checkpoints (hub subfolders, local runs: ``pipeline.plan`` checks the files
-    where they are on disk)."""
+    step: the toy suite's, whatever its optimizer (not with a factored output layer, whose
+    states are of the factors), hub suites in OLMo's native format (``optim.pt`` beside every
+    checkpoint), and Trainer checkpoints (hub subfolders, local runs: ``pipeline.plan`` checks
+    the files where they are on disk)."""
     model = config["models"][name]
     if model["source"] == "toy":
-        adamw = toy_train(config, name)["optimizer"] == "adamw"
-        return model.get("head_rank") is None and adamw
+        return model.get("head_rank") is None
     if model["source"] == "local" and "format" not in model:
         return True  # the files decide (pipeline.plan)
     default = "trainer" if "subfolder" in model else "transformers"

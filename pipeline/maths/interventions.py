@@ -24,8 +24,20 @@ the mean row subtracted after every step); output-embedding centering's definiti
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
+
+
+@dataclass(frozen=True)
+class LossTerms:
+    """What training adds to the cross-entropy, and the projection after each step: γ of the
+    z-loss, γ of the μ-loss, μ-centering. Saved with every optimizer state, so that one step
+    from it is training's step."""
+
+    z_loss: float = 0.0
+    mu_loss: float = 0.0
+    mu_centering: bool = False
 
 
 class _Adam(torch.optim.Optimizer):

@@ -26,6 +26,7 @@ from pipeline.maths.interventions import (
     AdEMAMix,
     CautiousAdamW,
     CoupledAdamW,
+    LossTerms,
     center_rows,
     embedding_parameters,
     mu_loss,
@@ -170,6 +171,11 @@ def toy_training(
         if step in schedule:
             yield step, net, optimizers
         progress.update(step, f"train loss {value:.3f}")
+
+
+def loss_terms(train: TrainConfig) -> LossTerms:
+    """The loss terms and projection of a toy model's training."""
+    return LossTerms(train.z_loss, train.mu_loss, train.mu_centering)
 
 
 def training_loss(net, out, train: TrainConfig) -> torch.Tensor:

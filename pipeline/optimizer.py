@@ -1,22 +1,28 @@
-"""Saved optimizer states: AdamW's state beside a checkpoint, and one step taken from it.
+"""Saved optimizer states: the optimizer's state beside a checkpoint, and one step taken from it.
 
 A checkpoint directory that has an optimizer state holds, beside the Hugging Face files:
 
-* ``optimizer.safetensors``: AdamW's moments per named parameter, ``{name}.exp_avg`` and
-  ``{name}.exp_avg_sq`` (float32), named as in ``model.named_parameters()``;
-* ``optimizer.json``: ``{"format": 1, "optimizer": "adamw", "step": t, "lr": …, "betas": […],
-  "eps": …, "weight_decay": …, "no_weight_decay": [names], "max_grad_norm": null | float,
-  "loss_denominator": "labels" | "inputs"}``,
+* ``optimizer.safetensors``: the state tensors per named parameter, ``{name}.{key}`` (float32,
+  named as in ``model.named_parameters()``): AdamW's ``exp_avg`` and ``exp_avg_sq``, or
+  another optimizer's buffers (``momentum_buffer``, AdEMAMix's ``exp_avg_slow``, …);
+* ``optimizer.json``: for AdamW ``{"format": 1, "optimizer": "adamw", "step": t, "lr": …,
+  "betas": […], "eps": …, "weight_decay": …, "no_weight_decay": [names], "max_grad_norm":
+  null | float, "loss_denominator": "labels" | "inputs", "terms": {…}, "weights_sha256": …}``,
   where ``step`` is the number of steps taken (AdamW's bias correction of the next step uses
-  t + 1) and ``lr`` is the learning rate the schedule gives the *next* step.
+  t + 1) and ``lr`` is the learning rate the schedule gives the *next* step; for any other
+  optimizer (``write_torch_state``) ``{"format": 1, "optimizer": kind, "step": t, "terms": {…},
+  "optimizers": [{"class", "groups": [{settings, "params": [names]}], "scalars"}], …}``. The
+  ``terms`` are what training added to the loss and did after each step
+  (``pipeline.maths.interventions.LossTerms``).
 
 No pickle. Other checkpoint formats carry their own files (a Trainer's ``optimizer.pt``, OLMo's
 ``optim.pt``), which their modules in ``pipeline.formats`` map onto the same ``OptimizerState``.
 ``write_state`` writes a live ``torch.optim.AdamW``'s state; ``read_state`` reads and checks
-these files; ``one_step`` restores model and optimizer from them and returns the update Δθ of one
-step on a given loss, with the suite's own semantics (bias correction from the saved step
-count, the saved learning rate, decoupled weight decay, gradient clipping where training
-clipped).
+these files (an ``OptimizerState``, or a ``TorchState`` for other optimizers); ``one_step``
+restores model and optimizers from them and returns the update Δθ of one step on a given loss,
+with the suite's own semantics (bias correction from the saved step count, the saved learning
+rate, decoupled weight decay, gradient clipping where training clipped, the loss terms and
+μ-centering where training used them).
 """
 
 from __future__ import annotations

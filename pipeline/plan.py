@@ -412,6 +412,12 @@ class Plan:
         default = "main" if "subfolder" in spec else "step{step}"
         return spec.get("revision", default).format(step=step)
 
+    def group(self, model: str) -> tuple[str, int | None]:
+        """The model's group (its entry's ``group``: the entry its seeds came from, or its own
+        name) and its training seed (toy models; None for checkpoints trained elsewhere)."""
+        seed = self.toy_train(model)["seed"] if self.source(model) == "toy" else None
+        return self.spec(model).get("group", model), seed
+
     def subfolder(self, model: str, step: int) -> str | None:
         sub = self.spec(model).get("subfolder")
         return sub.format(step=step) if sub else None

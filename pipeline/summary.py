@@ -39,8 +39,13 @@ def summarize(
     eval_path: str | None = None,
     corpus_paths: dict[str, str] | None = None,
     train_fits: dict[str, tuple[str, str, str | None]] | None = None,
+    groups: dict[str, tuple[str, int | None]] | None = None,
 ) -> xr.Dataset:
     """Stack the models' reductions and fits (both in ``models`` order) and write the summary.
+
+    ``groups`` maps every model to its group (the entry its seeds came from, or its own name)
+    and its seed (None where the workflow did not train it): ``group`` and ``seed`` along
+    ``model``, so that ``summary.groupby("group")`` gives each setting's seeds.
 
     ``update_paths`` maps each model with update stores to their reduction over steps
     (``results/reduce/{model}_update.zarr``, ``pipeline.reduce.reduce_updates``), stacked
@@ -86,6 +91,12 @@ def summarize(
         ds["eval_count"] = ("vocab", np.bincount(targets, minlength=count.size).astype(np.int64))
     if corpus_paths:
         ds = ds.assign(language_w_errors(models, ds["hidden_size"].values, corpus_paths))
+    if groups:
+        names = [groups[m][0] for m in models]
+        ds["group"] = ("model", np.array(names, dtype=np.dtypes.StringDType()))
+        seeds = [np.nan if groups[m][1] is None else groups[m][1] for m in models]
+        ds["seed"] = ("model", np.array(seeds, dtype=float))
+        ds = ds.set_coords(["group", "seed"])
     ds.attrs = {**attrs, **(provenance or {}), "pipeline_version": pipeline.__version__}
     ds = with_labels(conform(ds.compute(), "summary"), {"model": models})
     write_zarr(ds, out_path)

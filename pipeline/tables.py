@@ -15,19 +15,28 @@ import re
 import shutil
 from pathlib import Path
 
-from pipeline.schema import STORES, TOKEN_MEASUREMENTS, UPDATE_SUMMARY, Variable, binned
+from pipeline.schema import (
+    STORES,
+    SUMMARY_OWN,
+    TOKEN_MEASUREMENTS,
+    UPDATE_SUMMARY,
+    Variable,
+    binned,
+)
 
 #: The repository's root, its docs, and the pages that hold generated blocks.
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
 FIGURE_DIR = DOCS / "_static" / "figures"
 
-#: The generated tables of stored variables: the stores, and the summary's update variables.
+#: The generated tables of stored variables: the stores, the summary's update variables and
+#: what only the summary holds.
 STORE_TABLES = {
     "extract": "extract",
     "update": "update",
     "reduce": "reduce",
     "summary-update": UPDATE_SUMMARY,
+    "summary": SUMMARY_OWN,
     "fits": "fits",
 }
 

@@ -29,5 +29,6 @@ rule summary:
             for m in TRAIN_CURVE_MODELS
         },
         provenance=PLAN.provenance(),
+        groups={m: PLAN.group(m) for m in MODELS},
     script:
         "../scripts/summary.py"

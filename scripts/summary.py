@@ -17,4 +17,5 @@ summarize(
     eval_path=snakemake.input.eval,  # noqa: F821
     corpus_paths=snakemake.params.corpora,  # noqa: F821
     train_fits=snakemake.params.train_fits,  # noqa: F821
+    groups=snakemake.params.groups,  # noqa: F821
 )

@@ -298,6 +298,15 @@ MODEL_KEYS: dict[str, tuple[tuple[str, ...], str]] = {
         "the product; the update stage follows displacements)",
     ),
     "language": (("toy",), "train and measure it on the language of toy.languages by this name"),
+    "seeds": (
+        ("toy",),
+        "one model per seed (initialisation and batch order), named {name}-seed{s}, of group "
+        "{name}: the comparisons' mean ± spread",
+    ),
+    "group": (
+        ("toy", "hub", "local"),
+        "a label that groups models (seeds of one setting) in the summary's `group`",
+    ),
     "train": (
         ("toy",),
         "its own values of toy.train's keys (all but steps, sequence_length and save_every): "

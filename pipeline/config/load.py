@@ -46,11 +46,13 @@ def section(config: dict, *path: str) -> dict:
 
 
 def filled(config: dict) -> dict:
-    """The run's config: a copy of ``config`` with every declared section overlaid on its
-    defaults (``toy`` only where the toy suite is used; ``update.data`` only where given)."""
+    """The run's config: a copy of ``config`` with its models' seeds expanded
+    (``expand_seeds``) and every declared section overlaid on its defaults (``toy`` only where
+    the toy suite is used; ``update.data`` only where given)."""
     import copy
 
     out = copy.deepcopy(config)
+    out["models"] = expand_seeds(out["models"])
     for path in sorted(SECTIONS, key=len):
         if path[0] == "toy" and not uses_toy(config):
             continue
@@ -60,6 +62,31 @@ def filled(config: dict) -> dict:
         if path[-1] in parent and parent[path[-1]] is None:
             continue  # a section that is off unless given (update.data: null)
         parent[path[-1]] = section(out, *path)  # its own subsections kept as given
+    return out
+
+
+def expand_seeds(models: dict) -> dict:
+    """The models of a ``models`` section, each toy entry with ``seeds: [s, …]`` replaced by
+    one entry per seed, ``{name}-seed{s}``, whose ``train.seed`` is s and whose ``group`` is
+    the entry's name (its own ``group`` where it sets one); other entries as they are."""
+    out = {}
+    for name, spec in models.items():
+        if "seeds" not in spec:
+            out[name] = spec
+            continue
+        where = f"models.{name}"
+        if "seed" in (spec.get("train") or {}):
+            raise ConfigError(f"{where} sets both seeds and train.seed; keep one")
+        for seed in spec["seeds"]:
+            entry = {k: v for k, v in spec.items() if k != "seeds"}
+            entry["train"] = {**(spec.get("train") or {}), "seed": seed}
+            entry.setdefault("group", name)
+            if f"{name}-seed{seed}" in models:
+                raise ConfigError(
+                    f"{where}'s seed {seed} is named {name}-seed{seed}, which is a model of its "
+                    "own; rename one of them"
+                )
+            out[f"{name}-seed{seed}"] = entry
     return out
 
 

@@ -31,7 +31,7 @@ from pipeline.schema.extract import (
 from pipeline.schema.fits import CURVES, FIT_FIELDS, FITS, STDERR_FIELDS, bnsl
 from pipeline.schema.reduce import REDUCE, binned, overall, quantile, quantile_overall
 from pipeline.schema.reduce_update import UPDATE_REDUCE, update_summary
-from pipeline.schema.summary import SUMMARY, UPDATE_SUMMARY, stacked
+from pipeline.schema.summary import SUMMARY, SUMMARY_OWN, UPDATE_SUMMARY, stacked
 from pipeline.schema.update import UPDATE
 from pipeline.schema.variable import Variable
 
@@ -54,6 +54,7 @@ __all__ = [
     "TOKEN_MEASUREMENTS",
     "UPDATE",
     "UPDATE_REDUCE",
+    "SUMMARY_OWN",
     "UPDATE_SUMMARY",
     "Variable",
     "binned",

@@ -21,20 +21,8 @@ def stacked(v: Variable) -> Variable:
 #: The update stores' reductions along ``model``.
 UPDATE_SUMMARY = tuple(stacked(v) for v in UPDATE_REDUCE)
 
-SUMMARY = (
-    *(stacked(v) for v in REDUCE),
-    *(Variable(bnsl(v.name), ("model",), v.units, v.meaning, v.serves, True) for v in FITS),
-    *(
-        Variable(
-            bnsl(v.name, "train"),
-            ("model",),
-            v.units,
-            f"{v.meaning} (training loss)",
-            v.serves,
-            True,
-        )
-        for v in FITS
-    ),
+#: What only the summary holds: training curves, counts, the languages' W-error, the groups.
+SUMMARY_OWN = (
     Variable(
         "train_loss",
         ("model", "train_step"),
@@ -75,5 +63,38 @@ SUMMARY = (
         f"{GD} Fig. 4",
         True,
     ),
+    Variable(
+        "group",
+        ("model",),
+        "",
+        "the model's group: the entry whose seeds it is (models.{name}.seeds), or its own name",
+        "comparisons over seeds",
+        True,
+    ),
+    Variable(
+        "seed",
+        ("model",),
+        "",
+        "the seed of its initialisation and batch order (toy models; NaN: not trained here)",
+        "comparisons over seeds",
+        True,
+    ),
+)
+
+SUMMARY = (
+    *(stacked(v) for v in REDUCE),
+    *(Variable(bnsl(v.name), ("model",), v.units, v.meaning, v.serves, True) for v in FITS),
+    *(
+        Variable(
+            bnsl(v.name, "train"),
+            ("model",),
+            v.units,
+            f"{v.meaning} (training loss)",
+            v.serves,
+            True,
+        )
+        for v in FITS
+    ),
+    *SUMMARY_OWN,
     *UPDATE_SUMMARY,
 )

@@ -482,3 +482,25 @@ def test_a_schema_violation_names_the_key(raw):
         validate(changed(raw, lambda c: c.update(extract={"dtype": "float16"})))
     with pytest.raises(ConfigError, match=r"reduce: Additional properties .*'tolerance'"):
         validate(changed(raw, lambda c: c.update(reduce={"tolerance": 0.1})))
+
+
+def test_seeds_expand_into_one_model_per_seed_of_one_group():
+    toy = {"source": "toy", "hidden_size": 8, "layers": 1, "heads": 1}
+    raw = {
+        "models": {"base": {**toy, "seeds": [0, 3], "train": {"learning_rate": 0.01}}, "x": toy},
+        "steps": [0],
+        "eval": {"source": "toy"},
+        "frequency": {"source": "toy"},
+    }
+    models = filled(raw)["models"]
+    assert list(models) == ["base-seed0", "base-seed3", "x"]
+    for seed in (0, 3):
+        entry = models[f"base-seed{seed}"]
+        assert entry["train"] == {"learning_rate": 0.01, "seed": seed}
+        assert entry["group"] == "base" and "seeds" not in entry
+    assert models["x"] == toy
+    with pytest.raises(ConfigError, match="models.base sets both seeds and train.seed"):
+        filled({**raw, "models": {"base": {**toy, "seeds": [1], "train": {"seed": 2}}}})
+    clash = {"base": {**toy, "seeds": [1]}, "base-seed1": toy}
+    with pytest.raises(ConfigError, match="named base-seed1, which is a model of its own"):
+        filled({**raw, "models": clash})

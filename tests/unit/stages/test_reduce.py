@@ -2,6 +2,7 @@
 chunkings of the step stores on disk."""
 
 import json
+import warnings
 
 import numpy as np
 import pytest
@@ -115,9 +116,17 @@ def test_summary_stacks_models_and_their_fits(tmp_path):
             fit_model(reduce_paths[-1], fit_paths[-1], FitConfig(min_step=0))
     json.loads(open(fit_paths[0]).read())  # NaN written as null: strict JSON
     provenance = {"config_sha256": "0" * 64, "fit": {"min_step": 0}}
-    summarize(list(steps), reduce_paths, fit_paths, str(tmp_path / "s.zarr"), provenance)
+    groups = {"a": ("a", None), "b": ("b", 7)}  # b: a seed of setting b
+    summarize(
+        list(steps), reduce_paths, fit_paths, str(tmp_path / "s.zarr"), provenance, groups=groups
+    )
     s = open_summary(str(tmp_path / "s.zarr")).load()
     assert list(s["model"].values) == list(steps)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        plain = xr.open_zarr(tmp_path / "s.zarr")
+    assert plain["group"].values.tolist() == ["a", "b"] and "group" in plain.coords
+    np.testing.assert_equal(plain["seed"].values, [np.nan, 7.0])
     assert s["step"].values.tolist() == [0, 1, 2]
     assert np.isnan(s["loss_overall"].sel(model="a", step=2).values)
     assert s["loss_overall"].sel(model="b", step=2).values == pytest.approx(

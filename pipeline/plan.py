@@ -21,6 +21,7 @@ was measured stays in the run and re-runs nothing).
 
 from __future__ import annotations
 
+import dataclasses
 import glob
 import json
 import os
@@ -150,10 +151,10 @@ class Plan:
         return pythia_schedule(train.steps, train.save_every)
 
     def toy_shape(self, model: str) -> dict:
-        """A toy model's shape (ToyModel's keys): its entry less where and how it is trained."""
+        """A toy model's shape: its entry's keys that are ``ToyModel``'s."""
         spec = self.spec(model)
-        drop = ("source", "language", "train", "steps")
-        return {k: spec[k] for k in sorted(spec) if k not in drop}
+        shape = {f.name for f in dataclasses.fields(ToyModel)}
+        return {k: spec[k] for k in sorted(spec) if k in shape}
 
     def parameters(self, model: str) -> float:
         """A model's parameter count (a toy's from its shape, others' ``parameters``, else 1e9):

@@ -165,5 +165,9 @@ def _shared_attrs(models: list[str], attrs: list[dict]) -> dict:
 
 
 def open_summary(path: str) -> xr.Dataset:
-    """Open ``results/summary.zarr`` with the model names as the ``model`` coordinate."""
-    return open_labeled(path)
+    """Open ``results/summary.zarr`` with the model names as the ``model`` coordinate and its
+    small coordinates (``group``, ``seed``) loaded, so that ``groupby("group")`` works on the
+    lazy store."""
+    ds = open_labeled(path)
+    small = [c for c in ds.coords if c not in ds.indexes and ds[c].dims == ("model",)]
+    return ds.assign_coords({c: ds[c].load() for c in small})

@@ -1,0 +1,46 @@
+"""Seeds and interventions through the real workflow: a toy entry with two seeds and a model
+trained with Muon and the z-loss, run to the summary. The seeds are two models of one group with
+different weights; the update stage takes Muon's own step from its saved state."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import xarray as xr
+import yaml
+
+from pipeline.summary import open_summary
+from tests.snake import TINY_CONFIG, run_ok
+
+pytestmark = pytest.mark.workflow
+
+
+def test_seeds_and_an_intervention_run_to_the_summary(tmp_path):
+    config = yaml.safe_load(TINY_CONFIG.read_text())
+    d8 = config["models"]["toy-d8"]
+    config["models"] = {
+        "base": {**d8, "seeds": [0, 1]},
+        "muon": {**d8, "train": {"optimizer": "muon", "z_loss": 1e-4}},
+    }
+    config["steps"] = [0, 4, 64]
+    config["toy"]["train"]["steps"] = 64
+    config["update"]["steps"] = [4]
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    run_ok(tmp_path, path, "results/summary.zarr")
+
+    summary = open_summary(str(tmp_path / "results/summary.zarr"))
+    assert summary["model"].values.tolist() == ["base-seed0", "base-seed1", "muon"]
+    assert summary["group"].values.tolist() == ["base", "base", "muon"]
+    assert summary["seed"].values.tolist() == [0.0, 1.0, 0.0]
+    means = summary["loss_overall"].groupby("group").mean()
+    assert means.sizes["group"] == 2 and bool(means.notnull().all())
+    hashes = summary.attrs["weights_sha256"]
+    assert hashes["base-seed0"][0] != hashes["base-seed1"][0]  # another initialisation
+
+    state = json.loads((tmp_path / "results/checkpoints/muon/step4/optimizer.json").read_text())
+    assert state["optimizer"] == "muon" and state["terms"]["z_loss"] == 1e-4
+    update = xr.open_zarr(tmp_path / "results/update/muon/step4.zarr")
+    assert update.attrs["direction"] == "optimizer"
+    assert update.attrs["direction_meaning"].startswith("one muon step from the state saved at")

@@ -419,6 +419,27 @@ class Plan:
         seed = self.toy_train(model)["seed"] if self.source(model) == "toy" else None
         return self.spec(model).get("group", model), seed
 
+    def seed_groups(self) -> dict[str, list[str]]:
+        """The groups of two or more models (the seeds of one setting), each with its models in
+        the config's order; its members must share an evaluation set."""
+        groups: dict[str, list[str]] = {}
+        for m in self.models:
+            groups.setdefault(self.group(m)[0], []).append(m)
+        out = {g: ms for g, ms in groups.items() if len(ms) > 1}
+        for g, ms in out.items():
+            stores = {self.eval_store(m) for m in ms}
+            if len(stores) > 1:
+                raise ConfigError(
+                    f"group {g}: its models {ms} are measured on different evaluation sets "
+                    f"({sorted(stores)}); give them one language, or separate groups"
+                )
+        return out
+
+    def group_steps(self, group: str) -> list[int]:
+        """The steps every model of ``group`` has."""
+        members = self.seed_groups()[group]
+        return sorted(set.intersection(*(set(self.steps(m)) for m in members)))
+
     def subfolder(self, model: str, step: int) -> str | None:
         sub = self.spec(model).get("subfolder")
         return sub.format(step=step) if sub else None

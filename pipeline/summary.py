@@ -18,6 +18,7 @@ import xarray as xr
 
 import pipeline
 from pipeline.fit import read_curve, read_fit
+from pipeline.maths.binning import Bins, bin_statistics
 from pipeline.maths.geometry import w_error
 from pipeline.schema import FIT_FIELDS, bnsl, conform
 from pipeline.store import open_labeled, open_store, with_labels, write_zarr
@@ -40,12 +41,16 @@ def summarize(
     corpus_paths: dict[str, str] | None = None,
     train_fits: dict[str, tuple[str, str, str | None]] | None = None,
     groups: dict[str, tuple[str, int | None]] | None = None,
+    seeds_paths: list[str] | None = None,
 ) -> xr.Dataset:
     """Stack the models' reductions and fits (both in ``models`` order) and write the summary.
 
     ``groups`` maps every model to its group (the entry its seeds came from, or its own name)
     and its seed (None where the workflow did not train it): ``group`` and ``seed`` along
     ``model``, so that ``summary.groupby("group")`` gives each setting's seeds.
+    ``seeds_paths`` are the seeds stores (``pipeline.seeds``): each model's cross-seed KL
+    divergence, its mean per (``step``, ``bin``) as ``seed_kl`` and over all tokens as
+    ``seed_kl_overall`` (NaN for models without seeds).
 
     ``update_paths`` maps each model with update stores to their reduction over steps
     (``results/reduce/{model}_update.zarr``, ``pipeline.reduce.reduce_updates``), stacked
@@ -91,6 +96,8 @@ def summarize(
         ds["eval_count"] = ("vocab", np.bincount(targets, minlength=count.size).astype(np.int64))
     if corpus_paths:
         ds = ds.assign(language_w_errors(models, ds["hidden_size"].values, corpus_paths))
+    if seeds_paths:
+        ds = ds.assign(seed_divergences(models, seeds_paths, ds["step"].values, ds["bin"].values))
     if groups:
         names = [groups[m][0] for m in models]
         ds["group"] = ("model", np.array(names, dtype=np.dtypes.StringDType()))
@@ -102,6 +109,31 @@ def summarize(
     write_zarr(ds, out_path)
     log.info("%d models, %d steps, %d bins", len(models), ds.sizes["step"], ds.sizes["bin"])
     return ds
+
+
+def seed_divergences(
+    models: list[str], paths: list[str], steps: np.ndarray, bins: np.ndarray
+) -> dict[str, tuple]:
+    """The seeds stores' cross-seed KL per (model, step, bin) and per (model, step): each
+    model's mean over the tokens of each bin (``pipeline.maths.binning``), NaN elsewhere."""
+    per_bin = np.full((len(models), steps.size, bins.size), np.nan)
+    overall = np.full((len(models), steps.size), np.nan)
+    for path in paths:
+        store = open_labeled(path)
+        j = int(np.searchsorted(steps, store.attrs["step"]))
+        if j == steps.size or steps[j] != store.attrs["step"]:
+            raise ValueError(f"{path}: step {store.attrs['step']} is not among the summary's steps")
+        token_bins = Bins.of(store["bin"].values)
+        columns = np.searchsorted(bins, token_bins.present)
+        for m in store["model"].values:
+            stats = bin_statistics(store["seed_kl"].sel(model=m).values, token_bins, [])
+            i = models.index(str(m))
+            per_bin[i, j, columns] = stats[:-1, 0]
+            overall[i, j] = stats[-1, 0]
+    return {
+        "seed_kl": (("model", "step", "bin"), per_bin),
+        "seed_kl_overall": (("model", "step"), overall),
+    }
 
 
 def training_curves(

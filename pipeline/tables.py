@@ -35,6 +35,7 @@ STORE_TABLES = {
     "extract": "extract",
     "update": "update",
     "reduce": "reduce",
+    "seeds": "seeds",
     "summary-update": UPDATE_SUMMARY,
     "summary": SUMMARY_OWN,
     "fits": "fits",

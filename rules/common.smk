@@ -59,6 +59,7 @@ def one_of(names):
 
 wildcard_constraints:
     model=one_of(MODELS),
+    group=one_of(PLAN.seed_groups()),
     step=r"\d+",
 
 
@@ -205,6 +206,33 @@ def gpus(stage):
         )
 
     return request
+
+
+# --- seeds -------------------------------------------------------------------------------
+
+#: Groups of two or more models (the seeds of one setting), by name: each its models.
+SEED_GROUPS = PLAN.seed_groups()
+
+
+def group_checkpoint_configs(wildcards):
+    """The checkpoint of every model of a group at one step, named by its config.json."""
+    return [
+        PLAN.path("checkpoint_config", model=m, step=wildcards.step)
+        for m in SEED_GROUPS[wildcards.group]
+    ]
+
+
+def group_eval_store(wildcards):
+    return PLAN.eval_store(SEED_GROUPS[wildcards.group][0])
+
+
+def seeds_stores():
+    """Every seeds store: each group of seeds at each of its steps."""
+    return [
+        results(f"seeds/{g}/step{s}.zarr")
+        for g in SEED_GROUPS
+        for s in PLAN.group_steps(g)
+    ]
 
 
 # --- extract and reduce -------------------------------------------------------------------

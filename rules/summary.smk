@@ -13,6 +13,7 @@ rule summary:
         corpora=sorted({toy_corpus_of(m) for m in TOY_MODELS}),
         train_fits=expand(results("fits/{model}_train.json"), model=TRAIN_CURVE_MODELS),
         train_curves=[PLAN.train_curve(m)[0] for m in TRAIN_CURVE_MODELS],
+        seeds=seeds_stores(),
     output:
         directory(results("summary.zarr")),
     log:

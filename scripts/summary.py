@@ -18,4 +18,5 @@ summarize(
     corpus_paths=snakemake.params.corpora,  # noqa: F821
     train_fits=snakemake.params.train_fits,  # noqa: F821
     groups=snakemake.params.groups,  # noqa: F821
+    seeds_paths=list(snakemake.input.seeds),  # noqa: F821
 )

@@ -8,8 +8,9 @@ must be declared for that store with those dimensions, and each gets CF-style ``
 The docs' tables are rendered from here by ``pipeline.tables``.
 
 The stores: ``extract`` (one checkpoint), ``update`` (one step from one checkpoint), ``reduce``
-and ``reduce_update`` (one model over steps), ``summary`` (every model, stacked along
-``model``), ``fits`` (the columns of ``results/fits/bnsl.csv``).
+and ``reduce_update`` (one model over steps), ``seeds`` (one group's seeds at one step),
+``summary`` (every model, stacked along ``model``), ``fits`` (the columns of
+``results/fits/bnsl.csv``).
 
 Kept free of heavy imports (xarray only where a dataset is conformed): the workflow's DAG and
 the analysis half never load torch.
@@ -31,6 +32,7 @@ from pipeline.schema.extract import (
 from pipeline.schema.fits import CURVES, FIT_FIELDS, FITS, STDERR_FIELDS, bnsl
 from pipeline.schema.reduce import REDUCE, binned, overall, quantile, quantile_overall
 from pipeline.schema.reduce_update import UPDATE_REDUCE, update_summary
+from pipeline.schema.seeds import SEEDS
 from pipeline.schema.summary import SUMMARY, SUMMARY_OWN, UPDATE_SUMMARY, stacked
 from pipeline.schema.update import UPDATE
 from pipeline.schema.variable import Variable
@@ -74,6 +76,7 @@ STORES = {
     "update": UPDATE,
     "reduce": REDUCE,
     "reduce_update": UPDATE_REDUCE,
+    "seeds": SEEDS,
     "summary": SUMMARY,
     "fits": FITS,
 }

@@ -9,6 +9,7 @@ from dataclasses import replace
 from pipeline.schema.fits import FITS, bnsl
 from pipeline.schema.reduce import REDUCE
 from pipeline.schema.reduce_update import UPDATE_REDUCE
+from pipeline.schema.seeds import FPM
 from pipeline.schema.variable import GD, GS, ZSL, Variable
 
 
@@ -61,6 +62,22 @@ SUMMARY_OWN = (
         "tokens",
         "occurrences of each id among V's targets",
         f"{GD} Fig. 4",
+        True,
+    ),
+    Variable(
+        "seed_kl",
+        ("model", "step", "bin"),
+        "nats",
+        "mean over the bin's tokens of the model's KL divergence to its group's other seeds",
+        FPM,
+        True,
+    ),
+    Variable(
+        "seed_kl_overall",
+        ("model", "step"),
+        "nats",
+        "mean over all tokens of the model's KL divergence to its group's other seeds",
+        FPM,
         True,
     ),
     Variable(

@@ -1,15 +1,19 @@
 """Seeds and interventions through the real workflow: a toy entry with two seeds and a model
 trained with Muon and the z-loss, run to the summary. The seeds are two models of one group with
-different weights; the update stage takes Muon's own step from its saved state."""
+different weights, whose cross-seed KL the summary holds as numpy computes it from their
+checkpoints; the update stage takes Muon's own step from its saved state."""
 
 from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
+import torch
 import xarray as xr
 import yaml
 
+from pipeline.checkpoints import load_checkpoint
 from pipeline.summary import open_summary
 from tests.snake import TINY_CONFIG, run_ok
 
@@ -30,14 +34,33 @@ def test_seeds_and_an_intervention_run_to_the_summary(tmp_path):
     path.write_text(yaml.safe_dump(config))
     run_ok(tmp_path, path, "results/summary.zarr")
 
-    summary = open_summary(str(tmp_path / "results/summary.zarr"))
+    lazy = open_summary(str(tmp_path / "results/summary.zarr"))
+    means = lazy["loss_overall"].groupby("group").mean()  # on the lazy store
+    summary = lazy.load()
     assert summary["model"].values.tolist() == ["base-seed0", "base-seed1", "muon"]
     assert summary["group"].values.tolist() == ["base", "base", "muon"]
     assert summary["seed"].values.tolist() == [0.0, 1.0, 0.0]
-    means = summary["loss_overall"].groupby("group").mean()
     assert means.sizes["group"] == 2 and bool(means.notnull().all())
     hashes = summary.attrs["weights_sha256"]
     assert hashes["base-seed0"][0] != hashes["base-seed1"][0]  # another initialisation
+
+    # the cross-seed KL at step 64, from the two seeds' checkpoints with numpy
+    ev = xr.open_zarr(tmp_path / "results/data/toy/eval.zarr")
+    ids = torch.from_numpy(ev["input_ids"].values.astype(np.int64))
+    logp = []
+    for m in ("base-seed0", "base-seed1"):
+        net = load_checkpoint(tmp_path / f"results/checkpoints/{m}/step64").eval()
+        with torch.no_grad():
+            logits = net(input_ids=ids).logits.double().numpy().reshape(ids.numel(), -1)
+        logp.append(logits - np.log(np.exp(logits).sum(-1, keepdims=True)))
+    kl = (np.exp(logp[0]) * (logp[0] - logp[1])).sum(-1)  # KL(p_seed0 ‖ p_seed1) per token
+    got = summary["seed_kl_overall"].sel(model="base-seed0", step=64).item()
+    assert got == pytest.approx(kl.mean(), rel=1e-4)
+    bins = ev["bin"].values
+    b = int(np.bincount(bins - bins.min()).argmax() + bins.min())  # the most populated bin
+    got = summary["seed_kl"].sel(model="base-seed0", step=64, bin=b).item()
+    assert got == pytest.approx(kl[bins == b].mean(), rel=1e-4)
+    assert np.isnan(summary["seed_kl_overall"].sel(model="muon")).all()  # no seeds
 
     state = json.loads((tmp_path / "results/checkpoints/muon/step4/optimizer.json").read_text())
     assert state["optimizer"] == "muon" and state["terms"]["z_loss"] == 1e-4

@@ -68,5 +68,9 @@ def test_preset_dry_runs_in_a_fresh_directory(tmp_path, preset):
     batches = {cfg["models"][m].get("language") for m in stateful} if analysed else set()
     assert jobs.get("update_batches", 0) == len(batches)
     assert jobs.get("fetch_counts", 0) == (1 if cfg["frequency"].get("url") else 0)
+    # one comparison of a setting's seeds per listed step (models.{name}.seeds)
+    raw = yaml.safe_load(preset.read_text())["models"]
+    seeded = [spec for spec in raw.values() if "seeds" in spec and len(spec["seeds"]) > 1]
+    assert jobs.get("seeds", 0) == len(seeded) * len(cfg["steps"])
     assert sum(v for k, v in jobs.items() if k.startswith("plot_")) == len(Plan(cfg).figures())
     assert jobs["report"] == 1

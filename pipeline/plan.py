@@ -176,6 +176,7 @@ class Plan:
                 "learning_rate": self.toy_train(m)["learning_rate"],
                 "hidden_size": self.spec(m)["hidden_size"],
                 "head_rank": self.spec(m).get("head_rank"),
+                "intervention": TrainConfig(**self.toy_train(m)).intervention,
             }
         return {
             "run": self.config.get("run") or "",

@@ -75,6 +75,16 @@ class TrainConfig:
                 f"toy.train.optimizer {self.optimizer!r} is not one of {', '.join(OPTIMIZERS)}"
             )
 
+    @property
+    def intervention(self) -> str:
+        """What this training changes from plain AdamW: its optimizer and loss terms, or
+        ``"baseline"`` (SGD counts as an intervention too)."""
+        parts = [] if self.optimizer == "adamw" else [self.optimizer]
+        parts += [f"z_loss={self.z_loss:g}"] if self.z_loss else []
+        parts += [f"mu_loss={self.mu_loss:g}"] if self.mu_loss else []
+        parts += ["mu_centering"] if self.mu_centering else []
+        return " + ".join(parts) or "baseline"
+
     def lr_after(self, step: int) -> float:
         """The learning rate the optimizer holds after ``step`` steps (that of step + 1)."""
         return self.learning_rate * self.lr_factor(step)

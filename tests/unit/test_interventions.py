@@ -1,0 +1,49 @@
+"""The interventions' comparison (``pipeline.interventions``) on a synthetic summary: each
+group's seeds' numbers, their mean and spread, as numpy computes them from the summary."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from pipeline.interventions import BASELINE, METRICS, baseline_of, compare
+from pipeline.toy.schedule import TrainConfig
+from tests.unit.plots.test_plots import synthetic_summary
+
+
+def _grouped():
+    ds = synthetic_summary(6)
+    models = [str(m) for m in ds["model"].values]
+    groups = ["base"] * 3 + ["muon"] * 3
+    ds = ds.assign_coords(group=("model", groups), seed=("model", [0.0, 1, 2, 0, 1, 2]))
+    ds.attrs["toy_models"] = {
+        m: {"hidden_size": 16, "intervention": BASELINE if g == "base" else "muon"}
+        for m, g in zip(models, groups)
+    }
+    return ds, models
+
+
+def test_each_group_s_numbers_are_its_seeds_mean_and_spread():
+    ds, models = _grouped()
+    settings = compare(ds)
+    assert [(s.group, s.intervention, s.width) for s in settings] == [
+        ("base", BASELINE, 16),
+        ("muon", "muon", 16),
+    ]
+    assert baseline_of(settings, 16) is settings[0] and baseline_of(settings, 64) is None
+    muon = settings[1]
+    assert muon.models == tuple(models[3:])
+    loss = ds["loss_overall"].sel(model=models[3:]).values  # (model, step)
+    last = np.array([row[np.isfinite(row)][-1] for row in loss])
+    assert muon.mean("loss") == pytest.approx(last.mean())
+    assert muon.spread("loss") == pytest.approx(last.std(ddof=1))
+    # the evaluation fit's where there is no training-loss fit (as here)
+    assert "bnsl_train_t_d" not in ds
+    np.testing.assert_allclose(muon.values["t_d"], ds["bnsl_t_d"].sel(model=models[3:]).values)
+    assert set(muon.values) == {key for key, _, _ in METRICS}
+
+
+def test_the_intervention_names_what_training_changes():
+    assert TrainConfig().intervention == BASELINE
+    assert TrainConfig(optimizer="muon", z_loss=1e-4).intervention == "muon + z_loss=0.0001"
+    assert TrainConfig(mu_centering=True).intervention == "mu_centering"

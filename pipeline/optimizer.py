@@ -226,7 +226,6 @@ def write_state(state: OptimizerState, directory: str | os.PathLike) -> None:
 
 def read_state(checkpoint: str | os.PathLike) -> OptimizerState:
     """Read a checkpoint's optimizer state; a ``ValueError`` names the file and what is wrong."""
-    from safetensors.torch import load_file
 
     checkpoint = Path(checkpoint)
     path = checkpoint / STATE_FILE
@@ -258,12 +257,7 @@ def read_state(checkpoint: str | os.PathLike) -> OptimizerState:
             "the file is damaged or was not written by this workflow: delete the checkpoint and "
             "re-run its training"
         )
-    try:
-        tensors = load_file(checkpoint / MOMENTS_FILE)
-    except Exception as err:
-        raise ValueError(
-            f"cannot read {checkpoint / MOMENTS_FILE}: {err}; delete the checkpoint and re-run"
-        ) from err
+    tensors = _load_tensors(checkpoint)
     names = sorted({k.rsplit(".", 1)[0] for k in tensors})
     moments = {}
     for name in names:
@@ -286,9 +280,19 @@ def read_state(checkpoint: str | os.PathLike) -> OptimizerState:
     )
 
 
-def _read_torch_state(checkpoint: Path, s: dict) -> TorchState:
+def _load_tensors(checkpoint: Path) -> dict[str, torch.Tensor]:
+    """The state tensors of a checkpoint's ``optimizer.safetensors``; a ``ValueError`` names it."""
     from safetensors.torch import load_file
 
+    try:
+        return load_file(checkpoint / MOMENTS_FILE)
+    except Exception as err:
+        raise ValueError(
+            f"cannot read {checkpoint / MOMENTS_FILE}: {err}; delete the checkpoint and re-run"
+        ) from err
+
+
+def _read_torch_state(checkpoint: Path, s: dict) -> TorchState:
     where = checkpoint / STATE_FILE
     unknown = [o.get("class") for o in s["optimizers"] if o.get("class") not in CLASSES]
     if unknown or "step" not in s:
@@ -296,12 +300,7 @@ def _read_torch_state(checkpoint: Path, s: dict) -> TorchState:
             f"{where}: optimizer classes {unknown} (known: {', '.join(CLASSES)}) or no step; the "
             "file was not written by this workflow: delete the checkpoint and re-run its training"
         )
-    try:
-        tensors = load_file(checkpoint / MOMENTS_FILE)
-    except Exception as err:
-        raise ValueError(
-            f"cannot read {checkpoint / MOMENTS_FILE}: {err}; delete the checkpoint and re-run"
-        ) from err
+    tensors = _load_tensors(checkpoint)
     buffers: dict[str, dict[str, torch.Tensor]] = {}
     for key, t in tensors.items():
         name, buffer = key.rsplit(".", 1)

@@ -52,7 +52,7 @@ class _Adam(torch.optim.Optimizer):
         return m_hat / (v_hat.sqrt() + group["eps"])
 
     def _moments(self, group, p, grad, state):
-        beta1, beta2 = group["betas"]
+        beta1, beta2 = group["betas"][:2]
         state["exp_avg"].lerp_(grad, 1 - beta1)
         state["exp_avg_sq"].mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
         t = int(state["step"])
@@ -127,12 +127,8 @@ class AdEMAMix(_Adam):
         state["exp_avg_slow"] = torch.zeros_like(p)
 
     def _moments(self, group, p, grad, state):
-        beta1, beta2, _ = group["betas"]
-        state["exp_avg"].lerp_(grad, 1 - beta1)
-        state["exp_avg_sq"].mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
-        t = int(state["step"])
-        state["exp_avg_slow"].lerp_(grad, 1 - ademamix_beta3(group, t))
-        return state["exp_avg"] / (1 - beta1**t), state["exp_avg_sq"] / (1 - beta2**t)
+        state["exp_avg_slow"].lerp_(grad, 1 - ademamix_beta3(group, int(state["step"])))
+        return super()._moments(group, p, grad, state)
 
     def direction(self, group, p, grad, state, m_hat, v_hat):
         alpha = ademamix_alpha(group, int(state["step"]))

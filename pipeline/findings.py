@@ -299,6 +299,51 @@ def saturation(ds: xr.Dataset) -> str:
     return _table(header, rows)
 
 
+#: Decimals of each number of the interventions' comparison (``pipeline.interventions.METRICS``).
+_INTERVENTION_DIGITS = {"t_d": 0, "L_d": 3, "r_d": 3, "loss": 3, "rare_loss": 3}
+
+
+def _interventions(ds: xr.Dataset, keys: tuple[str, ...]) -> str:
+    """One row per setting (intervention × width), ``keys``' mean ± s.d. over its seeds; bold
+    where the interval lies clear of the baseline's of the same width."""
+    from pipeline.interventions import METRICS, baseline_of, compare
+
+    labels = {key: label for key, label, _ in METRICS}
+    settings = compare(ds)
+    rows = []
+    for s in settings:
+        base = baseline_of(settings, s.width)
+        row = [s.intervention, str(s.width), str(len(s.models))]
+        for key in keys:
+            digits = _INTERVENTION_DIGITS.get(key, 3 if key != "spectrum_kl" else 4)
+            m, sd = s.mean(key), s.spread(key)
+            cell = _num(m, digits) + (f" ± {_num(sd, digits)}" if math.isfinite(sd) else "")
+            if base is not None and s is not base and _apart(s, base, key):
+                cell = f"**{cell}**"
+            row.append(cell)
+        rows.append(row)
+    return _table(["intervention", "d", "seeds", *(labels[k] for k in keys)], rows, left=(0,))
+
+
+def _apart(a, b, key: str) -> bool:
+    """Whether the intervals mean ± s.d. of two settings do not overlap."""
+    ma, sa, mb, sb = a.mean(key), a.spread(key), b.mean(key), b.spread(key)
+    if not all(map(math.isfinite, (ma, sa, mb, sb))):
+        return False
+    return abs(ma - mb) > sa + sb
+
+
+def interventions_deceleration(ds: xr.Dataset) -> str:
+    """The interventions' deceleration and final losses, mean ± s.d. over seeds."""
+    return _interventions(ds, ("t_d", "L_d", "r_d", "loss", "rare_loss"))
+
+
+def interventions_interference(ds: xr.Dataset) -> str:
+    """The interventions' interference, dissent and output-layer geometry at the end."""
+    keys = ("D_eval", "D_train", "D_W", "cos", "common", "spectrum_kl", "anisotropy")
+    return _interventions(ds, keys)
+
+
 #: The docs' result tables by marker name, with the run (``run`` in the config; None: the
 #: embedded default) whose summary they read.
 TABLES: dict[str, tuple[str | None, Callable[[xr.Dataset], str]]] = {
@@ -311,4 +356,6 @@ TABLES: dict[str, tuple[str | None, Callable[[xr.Dataset], str]]] = {
     "bottleneck-spamlang": ("bottleneck", spamlang),
     "saturation": ("saturation", saturation),
     "saturation-geometry": ("saturation", geometry),
+    "interventions-deceleration": ("interventions", interventions_deceleration),
+    "interventions-interference": ("interventions", interventions_interference),
 }

@@ -125,3 +125,17 @@ def compare(ds: xr.Dataset) -> list[Setting]:
 def baseline_of(settings: list[Setting], width: int) -> Setting | None:
     """The baseline setting at ``width``, if the run has one."""
     return next((s for s in settings if s.intervention == BASELINE and s.width == width), None)
+
+
+def course(ds: xr.Dataset, setting: Setting, var: str) -> tuple[np.ndarray, ...]:
+    """``var`` over training for one setting: the steps where every seed has it, and the mean
+    and spread over seeds there (each model's value averaged over ``var``'s other dimensions,
+    e.g. the update batches)."""
+    da = ds[var].assign_coords(model=[str(m) for m in ds["model"].values])
+    da = da.sel(model=list(setting.models))
+    other = [d for d in da.dims if d not in ("model", "step")]
+    values = da.mean(other, skipna=True).transpose("model", "step").values if other else da.values
+    ok = np.isfinite(values).all(axis=0)
+    values = values[:, ok]
+    spread = values.std(axis=0, ddof=1) if len(values) > 1 else np.full(ok.sum(), np.nan)
+    return ds["step"].values[ok], values.mean(axis=0), spread

@@ -102,6 +102,7 @@ class Plan:
         self.results = results_dir(config)
         self.models = list(config["models"])
         self.update = section(config, "update")
+        self.extract = section(config, "extract")
         self.notes: list[str] = []  # said on the console when the DAG is built
         self._hashes: dict[tuple[str, int], str | None] = {}
 
@@ -187,11 +188,27 @@ class Plan:
         }
 
     def figures(self) -> dict:
-        """The run's figures (``pipeline.plots.run_figures``), by name."""
-        from pipeline.plots import run_figures
+        """The run's figures (``pipeline.plots.run_figures``) by name, those of
+        ``plots.figures`` only where it lists some."""
+        from pipeline.plots import FIGURES, run_figures
 
         directions = {m: self.direction(m) for m in self.models}
-        return run_figures(self.provenance().get("toy_models", {}), directions)
+        figures = run_figures(self.provenance().get("toy_models", {}), directions)
+        listed = section(self.config, "plots")["figures"]
+        if listed is None:
+            return figures
+        unknown = [n for n in listed if n not in FIGURES]
+        if unknown:
+            raise ConfigError(
+                f"plots.figures: {unknown} are no figures; pick from {', '.join(FIGURES)}"
+            )
+        idle = [n for n in listed if n not in figures]
+        if idle:
+            raise ConfigError(
+                f"plots.figures: {idle} draw a toy experiment this run has no model of "
+                f"({', '.join(sorted({str(FIGURES[n].experiment) for n in idle}))}); drop them"
+            )
+        return {n: s for n, s in figures.items() if n in listed}
 
     def linked(self, model: str) -> list[int]:
         """Steps already linked under results/checkpoints/{model}/ (measured or about to be)."""
@@ -295,7 +312,7 @@ class Plan:
         them, with the store kept as ``ancient``."""
         if self.source(model) != "toy":
             return
-        steps = self.steps(model) if store == "extract" else self.update_steps(model)
+        steps = self.extract_steps(model) if store == "extract" else self.update_steps(model)
         for step in steps:
             path = self.root / self.path(store, model=model, step=step)
             attrs = _store_attrs(path)
@@ -437,13 +454,27 @@ class Plan:
         return out
 
     def group_steps(self, group: str) -> list[int]:
-        """The steps every model of ``group`` has."""
+        """The extracted steps every model of ``group`` has."""
         members = self.seed_groups()[group]
-        return sorted(set.intersection(*(set(self.steps(m)) for m in members)))
+        return sorted(set.intersection(*(set(self.extract_steps(m)) for m in members)))
 
     def subfolder(self, model: str, step: int) -> str | None:
         sub = self.spec(model).get("subfolder")
         return sub.format(step=step) if sub else None
+
+    # --- the extract stage ---------------------------------------------------------------------
+
+    def extract_steps(self, model: str) -> list[int]:
+        """The steps of ``model`` that get an extraction job: ``extract.steps`` among its steps,
+        or all of them."""
+        listed = self.extract["steps"]
+        steps = self.steps(model)
+        return steps if listed is None else [s for s in steps if s in set(listed)]
+
+    def extract_params(self) -> dict:
+        """The extract section without the list of steps (a per-checkpoint job must not depend
+        on it: adding a step re-runs only the job it adds)."""
+        return {k: v for k, v in self.extract.items() if k != "steps"}
 
     # --- the update stage ----------------------------------------------------------------------
 

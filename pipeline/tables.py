@@ -126,14 +126,18 @@ def _cell(text: str) -> str:
     return text.replace("|", "\\|")
 
 
-#: The run that draws the toy experiments' figures (``config/bottleneck.yaml``'s ``run``);
-#: every other figure's image is the embedded default run's.
-EXPERIMENT_RUN = "bottleneck"
+#: The run that draws each toy experiment's figures (the ``run`` of its preset); every other
+#: figure's image is the embedded default run's.
+EXPERIMENT_RUNS = {
+    "head_rank": "bottleneck",
+    "spamlang": "bottleneck",
+    "interventions": "interventions",
+}
 
 
 def _figure_run(spec) -> str:
     """The folder under ``results/`` of the run whose image of ``spec`` the docs show."""
-    return EXPERIMENT_RUN if spec.experiment else ""
+    return EXPERIMENT_RUNS[spec.experiment] if spec.experiment else ""
 
 
 def figure_header(name: str) -> str:
@@ -159,7 +163,8 @@ def figure_header(name: str) -> str:
             f"**Shows**: {s.shows}.",
             "",
             f"**Drawn by** `plot_{name}` in `{s.source}` from the summary store alone. The image is "
-            f"{'the toy experiments run' if run else 'the embedded default run'}'s; draw it with",
+            f"from {f'the run of `config/{run}.yaml`' if run else 'the embedded default run'}; "
+            "draw it with",
             "",
             "<!-- not run: a figure of a finished run; the workflow tests draw every figure -->",
             "```bash",

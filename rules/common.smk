@@ -243,7 +243,7 @@ def extract_stores(wildcards):
     return expand(
         PLAN.template("extract"),
         model=wildcards.model,
-        step=PLAN.steps(wildcards.model),
+        step=PLAN.extract_steps(wildcards.model),
     )
 
 

@@ -21,7 +21,7 @@ rule extract:
         runtime=extract_runtime,
         gpu=gpus("extract"),
     params:
-        extract=section(config, "extract"),
+        extract=PLAN.extract_params(),
         allow_pickle=model_spec("allow_pickle", False),
         revision=hub_revision,
     script:

@@ -1,7 +1,7 @@
 # The plots stage: one terminal rule per figure of the run (FIGURES, rules/common.smk), drawn
 # from results/summary.zarr by the figure's module of pipeline/plots/ and collected with its
 # caption and category by `snakemake --report`. A figure re-runs when its module, the shared
-# pipeline/plots/common.py or the `plots` config changes; nothing upstream does.
+# pipeline/plots/common.py or `plots.dpi` changes; nothing upstream does.
 
 from pipeline.plots import COMMON_SOURCE
 
@@ -30,6 +30,6 @@ for figure, spec in FIGURES.items():
             "../envs/analysis.yaml"
         params:
             figure=figure,
-            plots=section(config, "plots"),
+            dpi=section(config, "plots")["dpi"],  # (not the list of figures: another figure re-draws none)
         script:
             "../scripts/plot.py"

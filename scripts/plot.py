@@ -9,5 +9,5 @@ draw(
     snakemake.input.summary,  # noqa: F821
     snakemake.output.png,  # noqa: F821
     snakemake.output.pdf,  # noqa: F821
-    dpi=snakemake.params.plots["dpi"],  # noqa: F821
+    dpi=snakemake.params.dpi,  # noqa: F821
 )

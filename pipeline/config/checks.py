@@ -125,6 +125,7 @@ def check(config: dict) -> None:
     if toy:
         _check_no_ops(config, toy_models)
     _check_eval_inputs(config["eval"])
+    _check_stage_steps(config, "extract")
     _check_update(config)
     try:
         fit_configs(config)
@@ -147,6 +148,17 @@ def has_optimizer_states(config: dict, name: str) -> bool:
     return formats.get(model.get("format", default)).OPTIMIZER_EXPECTED
 
 
+def _check_stage_steps(config: dict, stage: str) -> None:
+    """A stage's ``steps`` (``extract.steps``, ``update.steps``) are steps some model lists."""
+    lists = [spec.get("steps", config["steps"]) for spec in config["models"].values()]
+    if "all" in lists:
+        return
+    known = set().union(*map(set, lists))
+    unknown = sorted(set(section(config, stage)["steps"] or ()) - known)
+    if unknown:
+        raise ConfigError(f"{stage}.steps {unknown} are not in steps; pick steps from that list")
+
+
 def _check_update(config: dict) -> None:
     update = section(config, "update")
     alpha = update["alpha"]
@@ -154,12 +166,7 @@ def _check_update(config: dict) -> None:
         raise ConfigError(
             f"update.alpha {alpha} must include 0 (the checkpoint) and 1 (the actual step)"
         )
-    steps = update["steps"]
-    lists = [spec.get("steps", config["steps"]) for spec in config["models"].values()]
-    known = set() if "all" in lists else set().union(*map(set, lists))
-    unknown = sorted(set(steps or ()) - known) if "all" not in lists else []
-    if unknown:
-        raise ConfigError(f"update.steps {unknown} are not in steps; pick steps from that list")
+    _check_stage_steps(config, "update")
     stateful = [m for m in config["models"] if has_optimizer_states(config, m)]
     data = update["data"] or {"source": "toy"}
     if stateful and update["direction"] != "displacement":

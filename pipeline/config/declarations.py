@@ -91,6 +91,9 @@ class Checkpoints:
 class Extract:
     """``extract``: how a checkpoint is measured (rules/extract.smk, one job per model and step)."""
 
+    steps: list[int] | None = setting(
+        None, "checkpoints measured (a subset of steps; the seeds stage follows it); null: all"
+    )
     dtype: str = setting("float32", "model compute dtype: float32, or bfloat16 (sums in float32)")
     parameters: bool = setting(True, "parameter-gradient decomposition and D_W (a second backward)")
     rank_tokens: int = setting(
@@ -242,6 +245,9 @@ class Plots:
     """``plots``: the figures (rules/plots.smk); changing these re-draws them and nothing else."""
 
     dpi: int = setting(150, "resolution of the PNG figures")
+    figures: list[str] | None = setting(
+        None, "the figures drawn (names from docs/figures); null: every figure of the run's models"
+    )
 
 
 # --- the stages' settings: a science section and its execution section together ---------------

@@ -3,7 +3,8 @@
 Each figure is one function ``plot_<name>(dataset) -> Figure`` in a submodule, one per paper:
 ``dissent`` (Gradient Dissent), ``zsl`` (Zero-sum learning), ``single_step`` (its single-step
 half, from the update stage), ``bottleneck`` (Godey & Artzi), ``spectral`` (Godey, de la
-Clergerie & Sagot) and ``overview`` (across models); ``common`` holds what they share (palette, step axis, colorbars,
+Clergerie & Sagot), ``interventions`` (the interventions experiment) and ``overview`` (across
+models); ``common`` holds what they share (palette, step axis, colorbars,
 notes, legends, ``save``). ``FIGURES`` names every figure once: its submodule, its category in
 the report and its caption file. The workflow (``rules/plots.smk``), the final targets
 (``rules/common.smk``) and the tests all iterate it.
@@ -63,6 +64,7 @@ def _spec(
 EXPERIMENTS: dict[str, Callable[[dict], bool]] = {
     "head_rank": lambda toy: bool(toy.get("head_rank")),
     "spamlang": lambda toy: toy.get("language_kind") == "spam",
+    "interventions": lambda toy: toy.get("intervention", "baseline") != "baseline",
 }
 
 
@@ -179,6 +181,13 @@ FIGURES: dict[str, FigureSpec] = {
             "spectral",
             "Spectral saturation",
             "KL(spectrum ‖ uniform) and anisotropy over training with the saturation and dissent-onset steps marked (Godey et al. 2024 Fig. 3, 5); mean cos(∇h⁺, ∇h⁻) against the common-direction share",
+        ),
+        _spec(
+            "interventions",
+            "interventions",
+            "Interventions",
+            "each intervention (optimizer, loss term, output-layer centering) against the baseline of its width, mean ± s.d. over seeds: deceleration (t_d, L_d, r_d), final losses, single-step D, D_W, dissent and the output layer's geometry",
+            "interventions",
         ),
         _spec(
             "overview",

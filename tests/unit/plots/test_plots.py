@@ -218,6 +218,7 @@ def synthetic_summary(
             "learning_rate": [1e-3, 1e-2][i // 3 % 2],
             "hidden_size": int(hidden[i]),
             "head_rank": 2 ** (i + 1),
+            "intervention": ("muon", "baseline")[i % 2],
         }
         for i, m in enumerate(names)
     }
@@ -454,6 +455,8 @@ def check_files(png, pdf) -> None:
 
 #: Figures of data every model shares (the token counts), which name no model.
 SHARED_BY_THE_MODELS = {"token_frequency"}
+#: Figures of groups of seeds, which name the settings the groups were trained under.
+BY_SETTING = {"interventions"}
 
 
 @pytest.mark.parametrize("name", list(plots.FIGURES))
@@ -461,8 +464,11 @@ def test_figure(name, summary, tmp_path):
     fig = make(name, summary)
     assert check_figure(fig) > 0
     texts = figure_texts(fig)
-    for model in summary["model"].values if name not in SHARED_BY_THE_MODELS else ():
+    for model in summary["model"].values if name not in BY_SETTING | SHARED_BY_THE_MODELS else ():
         assert str(model) in texts  # in a title, a label, a legend or the table
+    if name in BY_SETTING:  # the settings the seeds' models were trained under, by name
+        toy = summary.attrs["toy_models"].values()
+        assert all(t["intervention"] in texts for t in toy if t["intervention"] != "baseline")
     png, pdf = tmp_path / f"{name}.png", tmp_path / f"{name}.pdf"
     save(fig, str(png), str(pdf))
     check_files(png, pdf)
@@ -538,7 +544,7 @@ def test_missing_optional_variables(name):
     ds.attrs = {}
     fig = make(name, ds)
     n = check_figure(fig, overlaps=False)
-    if name in TOY_EXPERIMENTS:  # without the record of how the toy models were trained
+    if plots.FIGURES[name].experiment:  # without the record of how the toy models were trained
         assert "no model of this run" in figure_texts(fig)
     elif "rank was not extracted" in figure_texts(fig):
         assert n == n_axes(name, full) - 1
@@ -564,6 +570,36 @@ def test_toy_experiments_draw_only_their_models(name):
     assert all(str(m) in texts for m in ds["model"].values[1:])
     ds.attrs = {**ds.attrs, "toy_models": {first: toy[first]}}
     assert "no model of this run" in figure_texts(make(name, ds))
+
+
+def interventions_summary() -> xr.Dataset:
+    """Six models: three seeds of a baseline and three of Muon, all of one width."""
+    ds = synthetic_summary(6)
+    names = [str(m) for m in ds["model"].values]
+    groups = ["baseline-d16"] * 3 + ["muon-d16"] * 3
+    toy = {m: {"hidden_size": 16, "intervention": g.split("-")[0]} for m, g in zip(names, groups)}
+    return ds.assign_coords(group=("model", groups)).assign_attrs(toy_models=toy)
+
+
+def test_interventions_figure_shows_each_settings_mean_and_spread():
+    """Muon's point in the final-loss panel is the mean of its three seeds' last losses with
+    their sample standard deviation as its bar; the baseline's line is its seeds' mean."""
+    ds = interventions_summary()
+    fig = make("interventions", ds)
+    ax = next(a for a in fig.axes if "final loss (nats)" in a.get_title())
+    last = []
+    for m in ds["model"].values:
+        loss = ds[overall("loss")].sel(model=m).values
+        last.append(loss[np.isfinite(loss)][-1])
+    base, muon = np.array(last[:3]), np.array(last[3:])
+    (points,) = [c for c in ax.containers]
+    ((x, y),) = points.lines[0].get_xydata()
+    np.testing.assert_allclose(y, muon.mean(), rtol=1e-12)
+    segments = points.lines[2][0].get_segments()
+    np.testing.assert_allclose(np.ptp(segments[0][:, 1]) / 2, muon.std(ddof=1), rtol=1e-12)
+    dashed = [line for line in ax.get_lines() if line.get_linestyle() == "--"]
+    np.testing.assert_allclose(dashed[0].get_ydata()[0], base.mean(), rtol=1e-12)
+    assert "muon" in figure_texts(fig)
 
 
 def test_spamlang_grid_shows_each_models_final_loss():

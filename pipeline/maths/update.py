@@ -27,14 +27,26 @@ from pipeline.maths.interference import loss_change_interference
 def correlations(actual: np.ndarray, predicted: np.ndarray) -> tuple[float, float]:
     """Pearson and Spearman correlation of two per-token arrays (NaN pairs dropped; NaN when
     fewer than 3 tokens remain or either array is constant)."""
-    from scipy.stats import rankdata
-
     a, p = np.asarray(actual, np.float64), np.asarray(predicted, np.float64)
     keep = np.isfinite(a) & np.isfinite(p)
     a, p = a[keep], p[keep]
     if a.size < 3 or a.std() == 0 or p.std() == 0:
         return float("nan"), float("nan")
-    return float(np.corrcoef(a, p)[0, 1]), float(np.corrcoef(rankdata(a), rankdata(p))[0, 1])
+    return float(np.corrcoef(a, p)[0, 1]), float(np.corrcoef(ranks(a), ranks(p))[0, 1])
+
+
+def ranks(x: np.ndarray) -> np.ndarray:
+    """The ranks 1 … n of ``x``, ties given the mean of their ranks (what Spearman's correlation
+    correlates; numpy, so that an update job need not import scipy.stats: 1 s of its start)."""
+    order = np.argsort(x, kind="stable")
+    sorted_x = x[order]
+    first = np.r_[True, sorted_x[1:] != sorted_x[:-1]]  # the start of each run of ties
+    run = np.cumsum(first) - 1
+    starts = np.flatnonzero(first)
+    ends = np.r_[starts[1:], x.size]
+    out = np.empty(x.size)
+    out[order] = ((starts + ends + 1) / 2)[run]  # mean of ranks start+1 … end
+    return out
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,7 @@ from pipeline.plots.common import (
     note,
     note_figure,
     panel_title,
+    step_axis,
     suptitle,
 )
 
@@ -44,18 +45,13 @@ def plot_interventions(ds: xr.Dataset) -> Figure:
     colors = {int(w): c for w, c in model_colors(widths).items()}  # one colour per width
     seeds = sorted({len(s.models) for s in settings})
     n_course = len(COURSES) * len(widths)
-    fig = Figure(figsize=(16, 15), layout="constrained")
-    cols = math.lcm(4, n_course)  # 4 panels a row above, n_course in the last row
-    grid = fig.add_gridspec(4, cols, height_ratios=(1, 1, 1, 1.15))
-    top = [
-        fig.add_subplot(grid[r, c : c + cols // 4])
-        for r in range(3)
-        for c in range(0, cols, cols // 4)
-    ]
-    step = cols // n_course
-    bottom = [fig.add_subplot(grid[3, c : c + step]) for c in range(0, cols, step)]
-    _comparison(top, settings, treated, names, widths, colors)
-    _courses(bottom, ds, settings, names, widths)
+    rows = 3 + math.ceil(n_course / 4)  # the 12 numbers, then the courses, 4 panels a row
+    fig = Figure(figsize=(16, 3.6 * rows), layout="constrained")
+    axes = list(fig.subplots(rows, 4).ravel())
+    for ax in axes[12 + n_course :]:
+        ax.remove()
+    _comparison(axes[:12], settings, treated, names, widths, colors)
+    _courses(axes[12 : 12 + n_course], ds, settings, names, widths)
     spread = "one seed" if seeds == [1] else f"mean ± s.d. over {'/'.join(map(str, seeds))} seeds"
     suptitle(
         fig,
@@ -129,8 +125,7 @@ def _courses(axes, ds, settings, names, widths) -> None:
             drawn = True
         if not drawn:
             note(ax, "the update stage measured no step of these models")
-        ax.set_xscale("log", base=2)
-        ax.set_xlabel("step", fontsize=8)
+        step_axis(ax)
         ax.set_ylabel("single-step D", fontsize=8)
         ax.grid(color="0.9")
         panel_title(ax, f"D on {where}, d = {w}")

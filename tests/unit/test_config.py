@@ -102,6 +102,11 @@ def _indivisible_heads(c: dict) -> None:
             lambda c: c["update"].update(steps=[3]), ["update.steps", "[3]"], id="update-steps"
         ),
         pytest.param(
+            lambda c: c.setdefault("extract", {}).update(steps=[3]),
+            ["extract.steps", "[3]"],
+            id="extract-steps",
+        ),
+        pytest.param(
             lambda c: (
                 c["update"].update(direction="optimizer"),
                 c["models"].update(p={"source": "hub", "repo_id": "EleutherAI/pythia-14m"}),
@@ -223,6 +228,7 @@ EXECUTION = [
     (("execution", "update"), "sequences_per_pass", 3),
     (("execution", "update"), "device", "cuda"),
     (("plots",), "dpi", 31),
+    (("plots",), "figures", ["bnsl"]),
 ]
 
 

@@ -6,7 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.interventions import BASELINE, METRICS, baseline_of, compare
+from pipeline import findings
+from pipeline.interventions import BASELINE, METRICS, baseline_of, compare, course
 from pipeline.toy.schedule import TrainConfig
 from tests.unit.plots.test_plots import synthetic_summary
 
@@ -47,3 +48,28 @@ def test_the_intervention_names_what_training_changes():
     assert TrainConfig().intervention == BASELINE
     assert TrainConfig(optimizer="muon", z_loss=1e-4).intervention == "muon + z_loss=0.0001"
     assert TrainConfig(mu_centering=True).intervention == "mu_centering"
+
+
+def test_a_settings_course_is_its_seeds_mean_and_spread_at_the_steps_they_share():
+    ds, models = _grouped()
+    muon = compare(ds)[1]
+    steps, mean, spread = course(ds, muon, "train_D")
+    per_model = ds["train_D"].sel(model=models[3:]).mean("update_batch").values  # (model, step)
+    shared = np.isfinite(per_model).all(axis=0)
+    assert shared.sum() >= 2 and steps.tolist() == ds["step"].values[shared].tolist()
+    np.testing.assert_allclose(mean, per_model[:, shared].mean(axis=0), rtol=1e-12)
+    np.testing.assert_allclose(spread, per_model[:, shared].std(axis=0, ddof=1), rtol=1e-12)
+
+
+def test_the_tables_hold_each_settings_mean_and_spread_bold_where_apart():
+    ds, models = _grouped()
+    base, muon = compare(ds)
+    table = findings.interventions_deceleration(ds)
+    row = next(line for line in table.splitlines() if line.startswith("| muon "))
+    m, sd = muon.mean("loss"), muon.spread("loss")
+    cell = f"{m:.3f} ± {sd:.3f}".replace("-", "−")
+    apart = abs(m - base.mean("loss")) > sd + base.spread("loss")
+    assert (f"**{cell}**" if apart else f"| {cell} |") in row
+    assert "| baseline | 16 | 3 |" in table
+    interference = findings.interventions_interference(ds)
+    assert f"{muon.mean('cos'):.3f}".replace("-", "−") in interference

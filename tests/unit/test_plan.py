@@ -207,6 +207,31 @@ def test_toy_batches_are_drawn_from_the_language_not_its_corpus():
     assert plan.update_batches_language("mine")["vocab_size"] == 64
 
 
+def test_the_extract_stage_measures_the_steps_extract_steps_lists():
+    """…and the seeds stage follows it; the extraction jobs are told nothing of the list (a new
+    step re-runs no other step's job)."""
+    run = toy_run(extract={"steps": [4]})
+    run["models"]["b"] = {"source": "toy", "hidden_size": 8, "group": "a"}  # a's second seed
+    plan = Plan(run)
+    assert plan.steps("a") == [0, 4] and plan.extract_steps("a") == [4]
+    assert plan.group_steps("a") == [4]
+    assert plan.extract_params() == Plan(toy_run()).extract_params()
+    assert "steps" not in plan.extract_params()
+    assert Plan(toy_run()).extract_steps("a") == [0, 4]  # null: every step
+
+
+def test_a_run_draws_the_figures_plots_figures_lists():
+    assert {"bnsl", "overview"} <= set(Plan(toy_run()).figures())
+    assert list(Plan(toy_run(plots={"figures": ["overview", "bnsl"]})).figures()) == [
+        "bnsl",
+        "overview",
+    ]
+    with pytest.raises(ConfigError, match=r"plots.figures: \['bnls'\] are no figures; pick"):
+        Plan(toy_run(plots={"figures": ["bnls"]})).figures()
+    with pytest.raises(ConfigError, match=r"\['head_rank'\] draw a toy experiment .*head_rank"):
+        Plan(toy_run(plots={"figures": ["head_rank"]})).figures()
+
+
 def test_a_toy_models_shape_leaves_out_where_and_how_it_is_trained():
     plan = Plan(toy_run())
     assert plan.toy_shape("a") == {"hidden_size": 8} == plan.toy_shape("b")

@@ -13,6 +13,7 @@ import torch
 import xarray as xr
 import yaml
 
+from pipeline import findings
 from pipeline.checkpoints import load_checkpoint
 from pipeline.summary import open_summary
 from tests.snake import TINY_CONFIG, run_ok
@@ -30,9 +31,15 @@ def test_seeds_and_an_intervention_run_to_the_summary(tmp_path):
     config["steps"] = [0, 4, 64]
     config["toy"]["train"]["steps"] = 64
     config["update"]["steps"] = [4]
+    config["extract"] = {"steps": [0, 64]}  # the extract and seeds stages skip step 4
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(config))
-    run_ok(tmp_path, path, "results/summary.zarr")
+    run_ok(tmp_path, path, "results/figures/interventions.png")
+    assert sorted(p.name for p in (tmp_path / "results/extract/muon").iterdir()) == [
+        "step0.zarr",
+        "step64.zarr",
+    ]
+    assert not (tmp_path / "results/seeds/base/step4.zarr").exists()
 
     lazy = open_summary(str(tmp_path / "results/summary.zarr"))
     means = lazy["loss_overall"].groupby("group").mean()  # on the lazy store
@@ -40,7 +47,10 @@ def test_seeds_and_an_intervention_run_to_the_summary(tmp_path):
     assert summary["model"].values.tolist() == ["base-seed0", "base-seed1", "muon"]
     assert summary["group"].values.tolist() == ["base", "base", "muon"]
     assert summary["seed"].values.tolist() == [0.0, 1.0, 0.0]
-    assert means.sizes["group"] == 2 and bool(means.notnull().all())
+    assert means.sizes["group"] == 2 and bool(means.notnull().any("step").all())
+    # step 4: measured by the update stage only
+    assert summary["eval_D"].sel(step=4).notnull().all()
+    assert summary["loss_overall"].sel(step=4).isnull().all()
     hashes = summary.attrs["weights_sha256"]
     assert hashes["base-seed0"][0] != hashes["base-seed1"][0]  # another initialisation
 
@@ -67,3 +77,7 @@ def test_seeds_and_an_intervention_run_to_the_summary(tmp_path):
     update = xr.open_zarr(tmp_path / "results/update/muon/step4.zarr")
     assert update.attrs["direction"] == "optimizer"
     assert update.attrs["direction_meaning"].startswith("one muon step from the state saved at")
+
+    # the comparison's tables: the baseline's two seeds, Muon with the z-loss alone
+    table = findings.interventions_deceleration(summary)
+    assert "| baseline | 8 | 2 |" in table and "| muon + z_loss=0.0001 | 8 | 1 |" in table

@@ -108,3 +108,25 @@ def test_confident_tokens_keep_float32_precision():
         else:
             rel = err / ref[name].abs()
             assert rel.max() <= 1e-4, (name, rel.max().item())
+
+
+def test_a_shift_of_every_output_row_moves_the_parts_but_not_the_gradient():
+    """U → U + 1μᵀ leaves the model's probabilities and ∇h unchanged, but moves ∇h⁺ by
+    −(1 − p_t)μ and ∇h⁻ by +(1 − p_t)μ: dissent depends on the output layer's mean row, which
+    no loss gradient reaches (what μ-centering removes). Checked in float64 against the shift
+    written out."""
+    torch.manual_seed(4)
+    h, U = torch.randn(20, 6, dtype=torch.float64), torch.randn(30, 6, dtype=torch.float64)
+    mu = 3 * torch.randn(6, dtype=torch.float64)
+    targets = torch.randint(0, 30, (20,))
+    plain = decompose_at_h(h, U, None, bottleneck_projector(U), targets, vocab_chunk=8)
+    moved = decompose_at_h(h, U + mu, None, bottleneck_projector(U + mu), targets, vocab_chunk=8)
+    torch.testing.assert_close(moved.log_pt, plain.log_pt, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(
+        moved.grad_att + moved.grad_rep, plain.grad_att + plain.grad_rep, rtol=1e-12, atol=1e-12
+    )
+    shift = (1 - plain.log_pt.exp())[:, None] * mu
+    torch.testing.assert_close(moved.grad_att, plain.grad_att - shift, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(moved.grad_rep, plain.grad_rep + shift, rtol=1e-12, atol=1e-12)
+    cos = moved.measurements["cos_attractive_repulsive"]
+    assert not torch.allclose(cos, plain.measurements["cos_attractive_repulsive"], atol=1e-3)

@@ -476,12 +476,15 @@ def test_figure(name, summary, tmp_path):
 
 @pytest.mark.parametrize("name", list(plots.FIGURES))
 def test_one_and_many_models(name, summary):
-    """A figure has either a fixed number of panels or the same panels for each model."""
+    """A figure has either a fixed number of panels or the same panels for each model (or, a
+    comparison of settings, for each width)."""
     counts = {n: check_figure(make(name, synthetic_summary(n, n_layers=2))) for n in (1, 6)}
     counts[3] = n_axes(name, summary)
     fixed = counts[1] == counts[3] == counts[6]
     per_model = counts[3] == 3 * counts[1] and counts[6] == 6 * counts[1]
-    assert counts[1] > 0 and (fixed or per_model), counts
+    # a comparison of settings: its panels, then a row with as many per width (here: per model)
+    per_width = name in BY_SETTING and (counts[6] - counts[1]) * 2 == (counts[3] - counts[1]) * 5
+    assert counts[1] > 0 and (fixed or per_model or per_width), counts
 
 
 @pytest.mark.parametrize("n_models", [1, 3, 6])

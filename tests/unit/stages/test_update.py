@@ -10,12 +10,12 @@ import json
 import numpy as np
 import pytest
 import torch
-from scipy.stats import pearsonr, spearmanr
+from scipy.stats import pearsonr, rankdata, spearmanr
 
 from pipeline.checkpoints import load_checkpoint, train_toy, weights_sha256
 from pipeline.data import write_corpus
 from pipeline.maths.interference import loss_change_interference
-from pipeline.maths.update import check_coherence, coherence, correlations
+from pipeline.maths.update import check_coherence, coherence, correlations, ranks
 from pipeline.optimizer import MOMENTS_FILE, STATE_FILE, check_state, one_step, read_state
 from pipeline.store import open_store
 from pipeline.toy.language import ToyLanguage, update_batches
@@ -311,3 +311,6 @@ def test_correlations_match_scipy():
     assert r == pytest.approx(pearsonr(a, b).statistic, abs=1e-12)
     assert rho == pytest.approx(spearmanr(a, b).statistic, abs=1e-12)
     assert np.isnan(correlations(a, np.ones_like(a))[0])
+    ties = np.round(b, 1)  # many ties: their ranks are the mean of the ranks they share
+    assert correlations(a, ties)[1] == pytest.approx(spearmanr(a, ties).statistic, abs=1e-12)
+    np.testing.assert_array_equal(ranks(ties), rankdata(ties))

@@ -339,8 +339,9 @@ def interventions_deceleration(ds: xr.Dataset) -> str:
 
 
 def interventions_interference(ds: xr.Dataset) -> str:
-    """The interventions' interference, dissent and output-layer geometry at the end."""
-    keys = ("D_eval", "D_train", "D_W", "cos", "common", "spectrum_kl", "anisotropy")
+    """The interventions' interference, dissent, output-layer geometry and cross-seed KL at the
+    end."""
+    keys = ("D_eval", "D_train", "D_W", "cos", "common", "spectrum_kl", "anisotropy", "seed_kl")
     return _interventions(ds, keys)
 
 

@@ -69,6 +69,7 @@ METRICS: tuple[tuple[str, str, Callable[[xr.Dataset], float]], ...] = (
     ("common", "common-direction share", _at_end("head_common_direction")),
     ("spectrum_kl", "spectrum KL(p ‖ uniform)", _at_end("head_spectrum_kl")),
     ("anisotropy", "anisotropy", _at_end("anisotropy")),
+    ("seed_kl", "cross-seed KL (nats)", _at_end("seed_kl_overall")),
 )
 
 

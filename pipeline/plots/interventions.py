@@ -3,10 +3,10 @@
 * ``interventions``: one panel per number of the comparison (``pipeline.interventions``:
   deceleration t_d, L_d, r_d; final loss overall and in the rarest bins; single-step D on V and
   on the batch; D_W; cos(∇h⁺, ∇h⁻); the output layer's common direction, spectrum and the
-  hidden states' anisotropy), each intervention at each width as the mean over its seeds with
-  their standard deviation, beside the baseline of its width (a line and a band of ± one
-  standard deviation); below them, single-step D on the batch and on V over training at each
-  width, one line per setting (Zero-sum learning Fig. 3b).
+  hidden states' anisotropy; the cross-seed KL), each intervention at each width as the mean
+  over its seeds with their standard deviation, beside the baseline of its width (a line and a
+  band of ± one standard deviation); below them, single-step D on the batch and on V over
+  training at each width, one line per setting (Zero-sum learning Fig. 3b).
 """
 
 from __future__ import annotations
@@ -44,14 +44,15 @@ def plot_interventions(ds: xr.Dataset) -> Figure:
     widths = sorted({s.width for s in settings})
     colors = {int(w): c for w, c in model_colors(widths).items()}  # one colour per width
     seeds = sorted({len(s.models) for s in settings})
-    n_course = len(COURSES) * len(widths)
-    rows = 3 + math.ceil(n_course / 4)  # the 12 numbers, then the courses, 4 panels a row
-    fig = Figure(figsize=(16, 3.6 * rows), layout="constrained")
-    axes = list(fig.subplots(rows, 4).ravel())
-    for ax in axes[12 + n_course :]:
+    n_metric, n_course = len(METRICS), len(COURSES) * len(widths)
+    m_rows, c_rows = math.ceil(n_metric / 4), math.ceil(n_course / 4)  # 4 panels a row
+    fig = Figure(figsize=(16, 3.6 * (m_rows + c_rows)), layout="constrained")
+    axes = fig.subplots(m_rows + c_rows, 4).ravel()
+    metric, course = axes[: 4 * m_rows], axes[4 * m_rows :]
+    for ax in [*metric[n_metric:], *course[n_course:]]:
         ax.remove()
-    _comparison(axes[:12], settings, treated, names, widths, colors)
-    _courses(axes[12 : 12 + n_course], ds, settings, names, widths)
+    _comparison(metric[:n_metric], settings, treated, names, widths, colors)
+    _courses(course[:n_course], ds, settings, names, widths)
     spread = "one seed" if seeds == [1] else f"mean ± s.d. over {'/'.join(map(str, seeds))} seeds"
     suptitle(
         fig,
@@ -62,7 +63,7 @@ def plot_interventions(ds: xr.Dataset) -> Figure:
         Line2D([], [], color=colors[w], marker="o", ls="--", label=f"d = {w}") for w in widths
     ]
     handles += [
-        Line2D([], [], color=_setting_color(i), lw=2, label=n)
+        Line2D([], [], color=_setting_color(i), lw=1.6, ls="--" if i == 0 else "-", label=n)
         for i, n in enumerate([BASELINE, *names])
     ]
     legend_below(fig, handles)
@@ -119,13 +120,20 @@ def _courses(axes, ds, settings, names, widths) -> None:
             if not steps.size:
                 continue
             color = _setting_color(i)
-            ax.plot(steps, mean, color=color, lw=2 if i == 0 else 1.2, marker="o", ms=3)
+            base = {"lw": 1.6, "ls": "--", "zorder": 5} if i == 0 else {"lw": 1.2}  # on top
+            ax.plot(steps, mean, color=color, marker="o", ms=3, **base)
             if np.isfinite(sd).all():
                 ax.fill_between(steps, mean - sd, mean + sd, color=color, alpha=0.1, lw=0)
             drawn = True
         if not drawn:
             note(ax, "the update stage measured no step of these models")
-        step_axis(ax)
+        first = min((line.get_xdata().min() for line in ax.get_lines()), default=0)
+        if first > 0:  # a log axis over the measured steps
+            ax.set_xscale("log", base=2)
+            ax.set_xlabel("training step (log)")
+            ax.grid(True, alpha=0.3)
+        else:
+            step_axis(ax)
         ax.set_ylabel("single-step D", fontsize=8)
         ax.grid(color="0.9")
         panel_title(ax, f"D on {where}, d = {w}")

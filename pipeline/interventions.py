@@ -40,12 +40,19 @@ def _rarest_loss(one: xr.Dataset) -> float:
 
 
 def _fit(name: str) -> Callable[[xr.Dataset], float]:
-    """A BNSL fit's parameter: the dense training-loss fit's where there is one."""
+    """A BNSL fit's parameter: the dense training-loss fit's where there is one, else the
+    evaluation loss's; NaN where that fit is flagged (``pipeline.fit``: no break within the
+    curve, a break at its edge, too few points), whose break is no deceleration point."""
 
     def read(one: xr.Dataset) -> float:
-        for var in (f"bnsl_train_{name}", f"bnsl_{name}"):
+        model = str(one["model"].item())
+        for var, flags in (
+            (f"bnsl_train_{name}", "bnsl_train_flag"),
+            (f"bnsl_{name}", "bnsl_flag"),
+        ):
             if var in one and np.isfinite(one[var].item()):
-                return float(one[var].item())
+                flagged = one.attrs.get(flags, {}).get(model)
+                return float("nan") if flagged else float(one[var].item())
         return float("nan")
 
     return read

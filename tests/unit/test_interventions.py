@@ -40,7 +40,15 @@ def test_each_group_s_numbers_are_its_seeds_mean_and_spread():
     assert muon.spread("loss") == pytest.approx(last.std(ddof=1))
     # the evaluation fit's where there is no training-loss fit (as here)
     assert "bnsl_train_t_d" not in ds
-    np.testing.assert_allclose(muon.values["t_d"], ds["bnsl_t_d"].sel(model=models[3:]).values)
+    # … where that fit is not flagged: a flagged fit's break is no deceleration point
+    flags = {m: "" for m in models}
+    ds.attrs["bnsl_flag"] = flags
+    fitted = ds["bnsl_t_d"].sel(model=models[3:]).values
+    np.testing.assert_allclose(compare(ds)[1].values["t_d"], fitted)
+    ds.attrs["bnsl_flag"] = {**flags, models[3]: "no_break"}
+    flagged = compare(ds)[1]
+    np.testing.assert_allclose(flagged.values["t_d"], [np.nan, *fitted[1:]])
+    assert flagged.mean("t_d") == pytest.approx(fitted[1:].mean())
     assert set(muon.values) == {key for key, _, _ in METRICS}
 
 
